@@ -1,0 +1,12 @@
+# Turns every DIR/NAME.lua into `extern const std::string_view NAME` in ifm::cache::lua.
+file(GLOB scripts ${DIR}/*.lua)
+list(SORT scripts)
+set(body "// Generated from cache/lua/*.lua; do not edit.\n#include <string_view>\nnamespace ifm::cache::lua {\n")
+foreach(script ${scripts})
+  get_filename_component(name ${script} NAME_WE)
+  file(READ ${script} text)
+  string(APPEND body "extern const std::string_view ${name};\nconst std::string_view ${name} = R\"ifmlua(${text})ifmlua\";\n")
+endforeach()
+string(APPEND body "}\n")
+file(WRITE ${OUT}.tmp "${body}")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)

@@ -1,0 +1,144 @@
+// Configuration: plain structs (the schema of SPEC §7) and a YAML loader that reports every
+// error with its path and line. Defaults live here, in one place.
+#pragma once
+
+#include <boost/system/result.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ifm::config {
+
+using duration = std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+struct endpoint {
+    std::string host = "0.0.0.0";
+    std::uint16_t port = 8080;
+    bool operator==(const endpoint&) const = default;
+};
+
+enum class store_kind { memory, redis };
+
+struct store_config {
+    store_kind kind = store_kind::memory;
+    // redis://[:password@]host:port/db or unix:///path/to.sock[?db=N]
+    std::string url = "redis://127.0.0.1:6379/0";
+    // From the URL, or overridden by the environment variable IFM_REDIS_PASSWORD.
+    std::string password;
+    std::string key_prefix = "ifm";
+    duration timeout = 50ms;          // per store command
+    duration connect_timeout = 1s;
+};
+
+struct upstream_config {
+    std::string name;
+    std::string host;                 // IPv4/IPv6 literal or name (resolved at start)
+    std::uint16_t port = 0;
+    duration connect_timeout = 1s;
+    duration request_timeout = 10s;   // whole origin response, from the request's last byte
+    std::size_t max_connections = 256;     // concurrent origin connections per worker
+    std::size_t max_idle_connections = 64; // pooled keep-alive connections per worker
+    duration idle_timeout = 30s;      // pooled connection lifetime while unused
+    // Host header sent to the origin; empty keeps the client's Host.
+    std::string host_header;
+};
+
+enum class etag_mode { origin, hash, auto_ };
+enum class query_mode { keep, sorted, ignore };
+enum class busy_policy { reject, wait };
+enum class forwarded_style { x_forwarded, forwarded, none };
+enum class store_error_policy { fail_closed, fail_open };
+
+struct route_match {
+    std::string path_prefix = "/";
+    std::string host;                 // empty: any host (compared case-insensitively, port ignored)
+    std::vector<std::string> methods; // empty: any method
+};
+
+struct route_config {
+    std::string name;                 // default "routes[i]"; used in keys, logs and metrics
+    route_match match;
+    std::string upstream;
+    // false: pure proxying, nothing tracked or judged on this route.
+    bool track = true;
+    etag_mode etag = etag_mode::hash;
+    // Methods whose preconditions are judged (unsafe methods).
+    std::vector<std::string> methods = {"PUT", "PATCH", "DELETE", "POST"};
+    bool require_precondition = false;
+    unsigned reject_status = 409;     // 409 or 412
+    duration write_lease = 15s;
+    busy_policy on_busy = busy_policy::reject;
+    duration busy_wait = 200ms;
+    bool revalidate_on_mismatch = false;
+    bool refresh_after_write = false;
+    std::vector<std::string> vary;    // request header names, lower-cased by the loader
+    query_mode query = query_mode::keep;
+};
+
+struct limits_config {
+    std::size_t max_header_bytes = 16 * 1024;
+    std::size_t max_body_bytes = 8 * 1024 * 1024;
+    std::size_t max_hash_body = 8 * 1024 * 1024;
+    std::size_t max_target_bytes = 8 * 1024;
+    duration idle_timeout = 60s;      // client keep-alive idle
+    duration header_timeout = 10s;    // whole request header (slowloris)
+    duration body_timeout = 60s;      // gap between two reads of a request body
+    std::size_t max_connections = 10000;            // client connections per process
+    std::size_t max_requests_per_connection = 0;    // 0: unlimited
+    duration drain_timeout = 30s;     // SIGTERM: time given to in-flight requests
+};
+
+struct headers_config {
+    forwarded_style forwarded = forwarded_style::x_forwarded;
+    bool via = true;
+};
+
+struct log_config {
+    std::string level = "info";       // trace|debug|info|warn|error|critical|off
+    bool json = false;
+    bool access_log = true;
+};
+
+struct config {
+    endpoint listen;
+    std::optional<endpoint> admin_listen;   // absent: no admin listener
+    unsigned workers = 0;                   // 0: hardware threads
+    store_config store;
+    std::vector<upstream_config> upstreams;
+    std::vector<route_config> routes;
+    limits_config limits;
+    headers_config headers;
+    store_error_policy on_store_error = store_error_policy::fail_closed;
+    log_config log;
+
+    const upstream_config* find_upstream(std::string_view name) const;
+};
+
+// One problem found in a configuration file.
+struct error {
+    std::string path;   // e.g. "routes[2].etag"
+    int line = 0;       // 1-based; 0 when the file could not be read or parsed at all
+    std::string message;
+
+    // "FILE:LINE: routes[2].etag: expected one of origin|hash|auto"
+    std::string format(std::string_view file) const;
+};
+
+using load_result = boost::system::result<config, std::vector<error>>;
+
+// Parses YAML text; every error found is reported, not just the first.
+load_result load_string(std::string_view yaml);
+load_result load_file(const std::string& path);
+
+// "50ms", "15s", "2m", "1h", "250us" -> duration; nullopt when malformed.
+std::optional<duration> parse_duration(std::string_view text);
+// "16KiB", "8MiB", "1GiB", "512", "10kB"... -> bytes; nullopt when malformed.
+std::optional<std::size_t> parse_size(std::string_view text);
+// "host:port", "[::1]:8080" -> endpoint; nullopt when malformed.
+std::optional<endpoint> parse_endpoint(std::string_view text);
+
+}  // namespace ifm::config

@@ -1,0 +1,2 @@
+#include <cstdio>
+int main() { std::puts("ifmatch-proxy: not yet"); return 0; }

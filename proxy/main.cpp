@@ -1,2 +1,110 @@
+// ifmatch-proxy: optimistic concurrency control for legacy HTTP backends.
+#include "config/config.hpp"
+#include "proxy/access_log.hpp"
+#include "proxy/server.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <csignal>
 #include <cstdio>
-int main() { std::puts("ifmatch-proxy: not yet"); return 0; }
+#include <string>
+#include <thread>
+
+namespace {
+
+constexpr const char* default_config = "/etc/ifmatch-proxy/config.yaml";
+
+void usage(std::FILE* out) {
+    std::fprintf(out,
+                 "usage: ifmatch-proxy [--config PATH] [--check-config] [--version]\n"
+                 "  --config PATH    configuration file (default %s)\n"
+                 "  --check-config   validate the configuration, print every error, exit 0 or 1\n"
+                 "  --version        print the version and exit\n"
+                 "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration\n",
+                 default_config);
+}
+
+// Prints every error as FILE:LINE: PATH: MESSAGE; returns whether the file is valid.
+std::optional<ifm::config::config> load(const std::string& path, bool to_log) {
+    auto r = ifm::config::load_file(path);
+    if (r) return std::move(*r);
+    for (const auto& e : r.error()) {
+        if (to_log) spdlog::error("{}", e.format(path));
+        else std::fprintf(stderr, "%s\n", e.format(path).c_str());
+    }
+    return std::nullopt;
+}
+
+void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, const std::string& path) {
+    signals.async_wait([&signals, &srv, path](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP) {
+            spdlog::info("SIGHUP: reloading {}", path);
+            if (auto cfg = load(path, true)) {
+                if (auto why = srv.reload(std::move(*cfg)); !why.empty())
+                    spdlog::error("reload refused, keeping the running configuration: {}", why);
+            } else {
+                spdlog::error("reload refused, keeping the running configuration");
+            }
+        } else {
+            srv.drain();
+        }
+        watch_signals(signals, srv, path);
+    });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string path = default_config;
+    bool check = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--config" && i + 1 < argc) {
+            path = argv[++i];
+        } else if (a.starts_with("--config=")) {
+            path = a.substr(9);
+        } else if (a == "--check-config") {
+            check = true;
+        } else if (a == "--version") {
+            std::printf("ifmatch-proxy %s\n", IFM_VERSION);
+            return 0;
+        } else if (a == "--help" || a == "-h") {
+            usage(stdout);
+            return 0;
+        } else {
+            std::fprintf(stderr, "ifmatch-proxy: unknown argument '%s'\n", a.c_str());
+            usage(stderr);
+            return 2;
+        }
+    }
+    auto cfg = load(path, false);
+    if (!cfg) return 1;
+    if (check) {
+        std::printf("%s: ok (%zu route(s), %zu upstream(s))\n", path.c_str(), cfg->routes.size(), cfg->upstreams.size());
+        return 0;
+    }
+    std::signal(SIGPIPE, SIG_IGN);
+    ifm::proxy::setup_logging(cfg->log);
+    try {
+        ifm::proxy::server srv(std::move(*cfg));
+        boost::asio::io_context main_ioc;
+        boost::asio::signal_set signals(main_ioc, SIGTERM, SIGINT, SIGHUP);
+        srv.start();
+        watch_signals(signals, srv, path);
+        std::thread waiter([&] {
+            srv.wait();
+            main_ioc.stop();
+        });
+        main_ioc.run();
+        waiter.join();
+        spdlog::info("stopped");
+    } catch (const std::exception& e) {
+        spdlog::critical("{}", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -35,6 +35,9 @@ std::optional<tag_list> parse_tag_list(std::string_view value);
 
 // IMF-fixdate, and the obsolete RFC 850 and asctime forms (§5.6.7) -> seconds since the epoch.
 std::optional<std::int64_t> parse_http_date(std::string_view text);
+// The same, with the clock that resolves RFC 850's two-digit year (§5.6.7: a date more than 50
+// years after `now_epoch_seconds` means the most recent past year with those two digits).
+std::optional<std::int64_t> parse_http_date(std::string_view text, std::int64_t now_epoch_seconds);
 std::string format_http_date(std::int64_t epoch_seconds);
 
 // The conditional headers of a request, as received (nullopt: header absent).

@@ -1,0 +1,173 @@
+#include "proxy/http_util.hpp"
+
+#include <algorithm>
+#include <array>
+
+namespace ifm::proxy {
+
+namespace {
+
+constexpr std::array<http::field, 8> hop_by_hop_fields = {
+    http::field::connection,        http::field::keep_alive,
+    http::field::proxy_authenticate, http::field::proxy_authorization,
+    http::field::te,                http::field::trailer,
+    http::field::transfer_encoding, http::field::upgrade,
+};
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool is_tchar(char c) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+std::vector<std::string> connection_tokens(std::string_view value) {
+    std::vector<std::string> out;
+    while (!value.empty()) {
+        auto comma = value.find(',');
+        auto token = trim(value.substr(0, comma));
+        if (!token.empty()) {
+            std::string t(token);
+            std::transform(t.begin(), t.end(), t.begin(), lower);
+            out.push_back(std::move(t));
+        }
+        if (comma == std::string_view::npos) break;
+        value.remove_prefix(comma + 1);
+    }
+    return out;
+}
+
+void strip_hop_by_hop(http::fields& f) {
+    std::vector<std::string> named;
+    for (auto it = f.find(http::field::connection); it != f.end() && it->name() == http::field::connection; ++it) {
+        for (auto& t : connection_tokens(it->value())) named.push_back(std::move(t));
+    }
+    for (auto name : hop_by_hop_fields) f.erase(name);
+    for (auto& n : named) f.erase(n);
+}
+
+std::optional<std::string> joined_field(const http::fields& f, std::string_view name) {
+    auto [first, last] = f.equal_range(name);
+    if (first == last) return std::nullopt;
+    std::string out;
+    for (auto it = first; it != last; ++it) {
+        if (!out.empty()) out += ", ";
+        out.append(it->value().data(), it->value().size());
+    }
+    return out;
+}
+
+std::optional<std::string> joined_field(const http::fields& f, http::field name) {
+    return joined_field(f, http::to_string(name));
+}
+
+void append_x_forwarded_for(http::fields& f, std::string_view client_ip) {
+    auto existing = joined_field(f, "X-Forwarded-For");
+    f.erase("X-Forwarded-For");
+    if (existing && !trim(*existing).empty()) {
+        f.set("X-Forwarded-For", std::string(trim(*existing)) + ", " + std::string(client_ip));
+    } else {
+        f.set("X-Forwarded-For", client_ip);
+    }
+}
+
+void add_forwarding_headers(http::fields& f, config::forwarded_style style,
+                            std::string_view client_ip, std::string_view host) {
+    switch (style) {
+    case config::forwarded_style::none:
+        return;
+    case config::forwarded_style::x_forwarded:
+        append_x_forwarded_for(f, client_ip);
+        f.set("X-Forwarded-Proto", "http");
+        if (!host.empty()) f.set("X-Forwarded-Host", host);
+        return;
+    case config::forwarded_style::forwarded: {
+        // RFC 7239: IPv6 addresses and anything with a colon must be quoted.
+        std::string node = client_ip.find(':') != std::string_view::npos
+                               ? "\"[" + std::string(client_ip) + "]\""
+                               : std::string(client_ip);
+        std::string element = "for=" + node + ";proto=http";
+        bool host_is_token = !host.empty() && std::all_of(host.begin(), host.end(), is_tchar);
+        if (!host.empty()) element += ";host=" + (host_is_token ? std::string(host) : "\"" + std::string(host) + "\"");
+        auto existing = joined_field(f, http::field::forwarded);
+        f.erase(http::field::forwarded);
+        f.set(http::field::forwarded, existing ? *existing + ", " + element : element);
+        return;
+    }
+    }
+}
+
+void append_via(http::fields& f, unsigned version) {
+    std::string entry = version == 10 ? "1.0 ifmatch-proxy" : "1.1 ifmatch-proxy";
+    auto existing = joined_field(f, http::field::via);
+    f.erase(http::field::via);
+    f.set(http::field::via, existing ? *existing + ", " + entry : entry);
+}
+
+std::string check_request_framing(const http::request_header<>& h) {
+    auto te_count = h.count(http::field::transfer_encoding);
+    auto cl_count = h.count(http::field::content_length);
+    if (te_count > 0) {
+        if (cl_count > 0) return "Content-Length together with Transfer-Encoding";
+        if (h.version() < 11) return "Transfer-Encoding in an HTTP/1.0 request";
+        auto te = joined_field(h, http::field::transfer_encoding).value_or("");
+        // Only exactly one "chunked" coding is accepted: anything else is a desync risk.
+        if (!iequals(trim(te), "chunked")) return "unsupported Transfer-Encoding";
+    }
+    if (cl_count > 1) return "several Content-Length fields";
+    if (cl_count == 1) {
+        auto v = h[http::field::content_length];
+        if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            return "malformed Content-Length";
+    }
+    auto host_count = h.count(http::field::host);
+    if (h.version() >= 11 && host_count != 1)
+        return host_count == 0 ? "missing Host header" : "several Host headers";
+    if (host_count > 1) return "several Host headers";
+    for (auto const& field : h) {
+        auto name = field.name_string();
+        if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) return "malformed header name";
+        for (unsigned char c : field.value()) {
+            if ((c < 0x20 && c != '\t') || c == 0x7f) return "control character in a header value";
+        }
+    }
+    return {};
+}
+
+std::string check_response_framing(const http::response_header<>& h) {
+    auto te_count = h.count(http::field::transfer_encoding);
+    auto cl_count = h.count(http::field::content_length);
+    if (te_count > 0 && cl_count > 0) return "origin sent Content-Length with Transfer-Encoding";
+    if (cl_count > 1) return "origin sent several Content-Length fields";
+    if (te_count > 0) {
+        // We re-frame bodies ourselves, so a transfer-coding other than chunked would be lost.
+        auto te = joined_field(h, http::field::transfer_encoding).value_or("");
+        if (!iequals(trim(te), "chunked")) return "origin sent a Transfer-Encoding other than chunked";
+    }
+    return {};
+}
+
+bool is_idempotent(http::verb v) {
+    switch (v) {
+    case http::verb::get: case http::verb::head: case http::verb::options:
+    case http::verb::trace: case http::verb::put: case http::verb::delete_:
+        return true;
+    default:
+        return false;
+    }
+}
+
+}  // namespace ifm::proxy

@@ -1,0 +1,122 @@
+#include "proxy/origin_pool.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <sys/socket.h>
+
+namespace ifm::proxy {
+
+namespace {
+struct origin_category_impl : boost::system::error_category {
+    const char* name() const noexcept override { return "ifm.origin"; }
+    std::string message(int ev) const override {
+        switch (static_cast<origin_errc>(ev)) {
+        case origin_errc::refused: return "origin refused the connection";
+        case origin_errc::connect_timeout: return "origin connect timed out";
+        case origin_errc::pool_exhausted: return "no origin connection available";
+        }
+        return "origin error";
+    }
+};
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+}  // namespace
+
+const boost::system::error_category& origin_category() {
+    static origin_category_impl c;
+    return c;
+}
+boost::system::error_code make_error_code(origin_errc e) { return {static_cast<int>(e), origin_category()}; }
+
+pooled_connection& pooled_connection::operator=(pooled_connection&& o) noexcept {
+    if (this != &o) {
+        reset();
+        pool_ = std::exchange(o.pool_, nullptr);
+        conn_ = std::move(o.conn_);
+        reused_ = o.reused_;
+        keep_ = std::exchange(o.keep_, false);
+    }
+    return *this;
+}
+
+void pooled_connection::reset() {
+    if (pool_) std::exchange(pool_, nullptr)->release(std::move(conn_), keep_);
+    conn_.reset();
+    keep_ = false;
+}
+
+origin_pool::origin_pool(net::any_io_executor ex, const config::upstream_config& cfg,
+                         std::vector<tcp::endpoint> endpoints)
+    : ex_(std::move(ex)), cfg_(cfg), endpoints_(std::move(endpoints)) {}
+
+origin_pool::~origin_pool() {
+    for (auto* w : waiters_) w->cancel();
+}
+
+void origin_pool::close_idle() { idle_.clear(); }
+
+bool origin_pool::alive(origin_connection& c) const {
+    // An idle connection must have nothing to read: EOF means the origin closed it, data means
+    // it sent bytes we never asked for. Either way it cannot carry another request.
+    char byte;
+    auto n = ::recv(c.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || n > 0) return false;
+    return errno == EAGAIN || errno == EWOULDBLOCK;
+}
+
+void origin_pool::release(std::unique_ptr<origin_connection> c, bool keep) {
+    --in_use_;
+    if (c && keep && c->buffer.size() == 0 && idle_.size() < cfg_.max_idle_connections) {
+        c->idle_since = std::chrono::steady_clock::now();
+        idle_.push_back(std::move(c));
+    }
+    if (!waiters_.empty()) {
+        waiters_.front()->cancel();
+        waiters_.pop_front();
+    }
+}
+
+net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acquire(bool fresh) {
+    auto now = std::chrono::steady_clock::now();
+    while (!fresh && !idle_.empty()) {
+        auto c = std::move(idle_.back());  // most recently used: least likely to have timed out
+        idle_.pop_back();
+        if (now - c->idle_since < cfg_.idle_timeout && alive(*c)) {
+            ++in_use_;
+            co_return pooled_connection(this, std::move(c), true);
+        }
+    }
+    if (in_use_ + idle_.size() >= cfg_.max_connections && !idle_.empty()) idle_.pop_front();
+    if (in_use_ >= cfg_.max_connections) {
+        net::steady_timer timer(ex_);
+        timer.expires_after(cfg_.connect_timeout);
+        waiters_.push_back(&timer);
+        auto [ec] = co_await timer.async_wait(use_tuple);
+        if (!ec) {  // expired: still waiting
+            std::erase(waiters_, &timer);
+            co_return make_error_code(origin_errc::pool_exhausted);
+        }
+        if (in_use_ >= cfg_.max_connections) co_return make_error_code(origin_errc::pool_exhausted);
+        if (!fresh && !idle_.empty()) {
+            auto c = std::move(idle_.back());
+            idle_.pop_back();
+            if (alive(*c)) {
+                ++in_use_;
+                co_return pooled_connection(this, std::move(c), true);
+            }
+        }
+    }
+    ++in_use_;
+    pooled_connection pc(this, std::make_unique<origin_connection>(ex_), false);
+    pc->stream.expires_after(cfg_.connect_timeout);
+    auto [ec, ep] = co_await pc->stream.async_connect(endpoints_, use_tuple);
+    if (ec) {
+        co_return make_error_code(ec == beast::error::timeout ? origin_errc::connect_timeout
+                                                               : origin_errc::refused);
+    }
+    pc->stream.socket().set_option(tcp::no_delay(true));
+    pc->stream.expires_never();
+    co_return std::move(pc);
+}
+
+}  // namespace ifm::proxy

@@ -1,0 +1,244 @@
+#include "proxy/resource_key.hpp"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <tuple>
+
+namespace ifm::proxy {
+
+namespace {
+
+constexpr char hex_digits[] = "0123456789ABCDEF";
+
+void append_escape(std::string& out, unsigned char c) {
+    out += '%';
+    out += hex_digits[c >> 4];
+    out += hex_digits[c & 0xF];
+}
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+bool is_alnum(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+// RFC 3986 §2.3
+bool is_unreserved(unsigned char c) {
+    return is_alnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+// RFC 3986 §2.2
+bool is_sub_delim(unsigned char c) {
+    switch (c) {
+    case '!': case '$': case '&': case '\'': case '(': case ')':
+    case '*': case '+': case ',': case ';': case '=':
+        return true;
+    default:
+        return false;
+    }
+}
+
+// pchar without pct-encoded, plus "/"; the query also allows "?".
+bool is_path_char(unsigned char c) {
+    return is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@' || c == '/';
+}
+bool is_query_char(unsigned char c) { return is_path_char(c) || c == '?'; }
+
+// CTLs, DEL and space can never be part of a request target: the request is refused, not repaired.
+bool is_forbidden(unsigned char c) { return c <= 0x20 || c == 0x7F; }
+
+// RFC 3986 §6.2.2.1/§6.2.2.2 on one component whose %-escapes were already validated.
+template <typename Allowed>
+std::string normalize_percent(std::string_view s, Allowed allowed) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c == '%') {
+            const auto v = static_cast<unsigned char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+            i += 2;
+            if (is_unreserved(v))
+                out += static_cast<char>(v);
+            else
+                append_escape(out, v);
+        } else if (allowed(c)) {
+            out += static_cast<char>(c);
+        } else {
+            append_escape(out, c);
+        }
+    }
+    return out;
+}
+
+// RFC 3986 §5.2.4 for an absolute path: a ".." at the root stays at the root.
+std::string remove_dot_segments(std::string_view path) {
+    std::vector<std::string_view> segments;
+    bool trailing_slash = false;
+    std::string_view rest = path.substr(1);  // the leading "/"
+    for (;;) {
+        const auto slash = rest.find('/');
+        const std::string_view seg = rest.substr(0, slash);
+        const bool last = slash == std::string_view::npos;
+        if (seg == ".") {
+            trailing_slash = last;
+        } else if (seg == "..") {
+            if (!segments.empty()) segments.pop_back();
+            trailing_slash = last;
+        } else {
+            segments.push_back(seg);
+            trailing_slash = false;
+        }
+        if (last) break;
+        rest.remove_prefix(slash + 1);
+    }
+    std::string out;
+    out.reserve(path.size());
+    for (const auto seg : segments) {
+        out += '/';
+        out += seg;
+    }
+    if (trailing_slash || out.empty()) out += '/';
+    return out;
+}
+
+// Parameters ordered by name, then value, then their full text (which makes equal name/value
+// pairs such as `a` and `a=` order deterministically); empty parameters (`&&`) are dropped.
+std::string sort_query(std::string_view query) {
+    struct param {
+        std::string_view text, name, value;
+    };
+    std::vector<param> params;
+    for (;;) {
+        const auto amp = query.find('&');
+        const std::string_view text = query.substr(0, amp);
+        if (!text.empty()) {
+            const auto eq = text.find('=');
+            params.push_back({text, text.substr(0, eq),
+                              eq == std::string_view::npos ? std::string_view{} : text.substr(eq + 1)});
+        }
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+    }
+    std::stable_sort(params.begin(), params.end(), [](const param& a, const param& b) {
+        return std::tie(a.name, a.value, a.text) < std::tie(b.name, b.value, b.text);
+    });
+    std::string out;
+    for (const auto& p : params) {
+        if (!out.empty()) out += '&';
+        out += p.text;
+    }
+    return out;
+}
+
+// Route names and vary names/values: escaped so that the result holds none of the key's
+// separators ('|', '=', '#') nor braces; escaping '%' itself keeps the escape injective.
+bool is_plain_key_char(unsigned char c) {
+    if (c <= 0x20 || c >= 0x7F) return false;
+    switch (c) {
+    case '%': case '{': case '}': case '|': case '#': case '=': case '"': case '\\':
+        return false;
+    default:
+        return true;
+    }
+}
+
+void append_key_escaped(std::string& out, std::string_view s) {
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (is_plain_key_char(c))
+            out += ch;
+        else
+            append_escape(out, c);
+    }
+}
+
+// A normalized target is kept readable ('%' stays as is: it only starts escapes there); any
+// other byte, including '|', is escaped, so the target can never contain a separator.
+void append_key_target(std::string& out, std::string_view target) {
+    for (const char ch : target) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (is_query_char(c) || c == '%')
+            out += ch;
+        else
+            append_escape(out, c);
+    }
+}
+
+std::string sha256_hex(std::string_view data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("EVP_Digest(SHA-256) failed");
+    static constexpr char lower_hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(2 * len);
+    for (unsigned i = 0; i < len; ++i) {
+        out += lower_hex[md[i] >> 4];
+        out += lower_hex[md[i] & 0xF];
+    }
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::string> normalize_target(std::string_view target, config::query_mode q) {
+    if (target.empty() || target.front() != '/') return std::nullopt;
+    for (std::size_t i = 0; i < target.size(); ++i) {
+        const auto c = static_cast<unsigned char>(target[i]);
+        if (is_forbidden(c)) return std::nullopt;
+        if (c == '%' && (i + 2 >= target.size() || hex_value(target[i + 1]) < 0 ||
+                         hex_value(target[i + 2]) < 0))
+            return std::nullopt;
+    }
+    target = target.substr(0, target.find('#'));
+
+    const auto qmark = target.find('?');
+    std::string out = remove_dot_segments(normalize_percent(target.substr(0, qmark), is_path_char));
+    if (qmark == std::string_view::npos || q == config::query_mode::ignore) return out;
+
+    std::string query = normalize_percent(target.substr(qmark + 1), is_query_char);
+    if (q == config::query_mode::sorted) query = sort_query(query);
+    // An empty query ("/a?") names the same resource as none at all for any origin we front.
+    if (!query.empty()) {
+        out += '?';
+        out += query;
+    }
+    return out;
+}
+
+std::string resource_key(std::string_view route_name, std::string_view normalized_target,
+                         const std::vector<std::pair<std::string, std::string>>& vary_values) {
+    std::string key;
+    key.reserve(route_name.size() + normalized_target.size() + 16);
+    append_key_escaped(key, route_name);
+    const std::size_t route_end = key.size();
+    key += '|';
+    append_key_target(key, normalized_target);
+    for (const auto& [name, value] : vary_values) {
+        key += '|';
+        append_key_escaped(key, name);
+        key += '=';
+        append_key_escaped(key, value);
+    }
+    if (key.size() <= max_resource_key_bytes) return key;
+
+    // Too long for a readable key: keep the (escaped) route as the visible prefix, bounded so
+    // that the whole key fits; the digest covers the full key, route included, so truncating a
+    // long route name cannot make two routes share keys. No '|' occurs in this form, so hashed
+    // and readable keys never collide either.
+    constexpr std::size_t digest_part = 1 + 64;  // '#' + hex SHA-256
+    const std::size_t prefix = std::min(route_end, max_resource_key_bytes - digest_part);
+    std::string hashed = key.substr(0, prefix);
+    hashed += '#';
+    hashed += sha256_hex(key);
+    return hashed;
+}
+
+}  // namespace ifm::proxy

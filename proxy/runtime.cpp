@@ -1,0 +1,55 @@
+#include "proxy/runtime.hpp"
+
+#include "proxy/http_util.hpp"
+
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace ifm::proxy {
+
+int runtime::match(std::string_view host, std::string_view path, std::string_view method) const {
+    // The port is not part of the route's host: "example.com:8080" matches "example.com".
+    auto host_name = host;
+    if (auto colon = host_name.rfind(':'); colon != std::string_view::npos && host_name.find(']') == std::string_view::npos)
+        host_name = host_name.substr(0, colon);
+    else if (auto bracket = host_name.find(']'); bracket != std::string_view::npos)
+        host_name = host_name.substr(0, bracket + 1);
+    for (std::size_t i = 0; i < cfg.routes.size(); ++i) {
+        const auto& m = cfg.routes[i].match;
+        if (!path.starts_with(m.path_prefix)) continue;
+        if (!m.host.empty() && !iequals(m.host, host_name)) continue;
+        if (!m.methods.empty() &&
+            std::find(m.methods.begin(), m.methods.end(), method) == m.methods.end())
+            continue;
+        return static_cast<int>(i);
+    }
+    return -1;
+}
+
+std::shared_ptr<const runtime> make_runtime(config::config cfg) {
+    auto rt = std::make_shared<runtime>();
+    boost::asio::io_context ioc;
+    tcp::resolver resolver(ioc);
+    for (const auto& u : cfg.upstreams) {
+        boost::system::error_code ec;
+        auto results = resolver.resolve(u.host, std::to_string(u.port), ec);
+        if (ec || results.empty())
+            throw std::runtime_error("upstreams." + u.name + ": cannot resolve '" + u.host + "': " + ec.message());
+        std::vector<tcp::endpoint> eps;
+        for (const auto& r : results) eps.push_back(r.endpoint());
+        rt->upstream_endpoints.push_back(std::move(eps));
+    }
+    for (const auto& r : cfg.routes) {
+        auto it = std::find_if(cfg.upstreams.begin(), cfg.upstreams.end(),
+                               [&](const auto& u) { return u.name == r.upstream; });
+        if (it == cfg.upstreams.end())
+            throw std::runtime_error("route " + r.name + ": unknown upstream '" + r.upstream + "'");
+        rt->route_upstream.push_back(static_cast<std::size_t>(it - cfg.upstreams.begin()));
+    }
+    rt->cfg = std::move(cfg);
+    return rt;
+}
+
+}  // namespace ifm::proxy

@@ -1,0 +1,196 @@
+#include "proxy/server.hpp"
+
+#include "cache/store.hpp"
+#include "proxy/access_log.hpp"
+#include "proxy/admin.hpp"
+#include "proxy/runtime.hpp"
+#include "proxy/session.hpp"
+#include "proxy/worker.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+namespace ifm::proxy {
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+tcp::endpoint to_endpoint(const config::endpoint& e) {
+    return {net::ip::make_address(e.host == "localhost" ? "127.0.0.1" : e.host), e.port};
+}
+
+// One listener per worker on the same port: the kernel spreads connections (SO_REUSEPORT).
+tcp::acceptor open_acceptor(net::io_context& ioc, tcp::endpoint ep) {
+    tcp::acceptor acc(ioc);
+    acc.open(ep.protocol());
+    acc.set_option(tcp::acceptor::reuse_address(true));
+    int one = 1;
+    ::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    acc.bind(ep);
+    acc.listen(net::socket_base::max_listen_connections);
+    return acc;
+}
+
+}  // namespace
+
+struct server::impl {
+    std::shared_ptr<const runtime> rt;
+    std::unique_ptr<cache::store_factory> stores;
+    metrics stats;
+    std::vector<std::unique_ptr<worker>> workers;
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+    std::vector<std::thread> threads;
+    std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;
+    std::unique_ptr<admin_server> admin;
+    std::uint16_t port = 0;
+    std::atomic<std::int64_t> connections{0};
+    std::atomic<bool> draining{false};
+
+    net::awaitable<void> run_acceptor(worker& w, tcp::acceptor& acc) {
+        for (;;) {
+            auto [ec, socket] = co_await acc.async_accept(use_tuple);
+            if (ec) {
+                if (!acc.is_open() || ec == net::error::operation_aborted) co_return;
+                // Out of descriptors and the like: back off instead of spinning.
+                spdlog::warn("accept failed: {}", ec.message());
+                net::steady_timer t(w.ioc);
+                t.expires_after(std::chrono::milliseconds(50));
+                co_await t.async_wait(use_tuple);
+                continue;
+            }
+            if (static_cast<std::size_t>(stats.client_connections.load(std::memory_order_relaxed)) >=
+                w.rt->cfg.limits.max_connections) {
+                // Over the cap: refuse cleanly (close at once) rather than queue unbounded.
+                boost::system::error_code ignored;
+                socket.close(ignored);
+                continue;
+            }
+            start_session(w, std::move(socket));
+        }
+    }
+
+    net::awaitable<void> run_drain(worker& w, tcp::acceptor& acc) {
+        boost::system::error_code ec;
+        acc.close(ec);
+        w.begin_drain();
+        net::steady_timer t(w.ioc);
+        auto deadline = std::chrono::steady_clock::now() + w.rt->cfg.limits.drain_timeout;
+        while (!w.sessions.empty() && std::chrono::steady_clock::now() < deadline) {
+            t.expires_after(std::chrono::milliseconds(10));
+            co_await t.async_wait(use_tuple);
+            for (auto* s : w.sessions) s->close_if_idle();
+        }
+        if (!w.sessions.empty())
+            spdlog::warn("worker {}: drain timeout with {} connections open", w.index, w.sessions.size());
+        w.store->close();
+        w.ioc.stop();
+    }
+};
+
+server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
+    impl_->stores = cache::make_store_factory(cfg.store);
+    impl_->rt = make_runtime(std::move(cfg));
+}
+
+server::~server() {
+    for (auto& w : impl_->workers) w->ioc.stop();
+    for (auto& t : impl_->threads)
+        if (t.joinable()) t.join();
+    impl_->admin.reset();
+    impl_->guards.clear();
+    impl_->acceptors.clear();
+    impl_->workers.clear();
+}
+
+metrics& server::stats() { return impl_->stats; }
+std::uint16_t server::port() const { return impl_->port; }
+std::uint16_t server::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }
+
+void server::start() {
+    auto& d = *impl_;
+    const auto& cfg = d.rt->cfg;
+    unsigned n = cfg.workers ? cfg.workers : std::max(1u, std::thread::hardware_concurrency());
+    auto ep = to_endpoint(cfg.listen);
+    for (unsigned i = 0; i < n; ++i) {
+        d.workers.push_back(std::make_unique<worker>(d.rt, *d.stores, d.stats, i));
+        auto& w = *d.workers.back();
+        try {
+            d.acceptors.push_back(std::make_unique<tcp::acceptor>(open_acceptor(w.ioc, ep)));
+        } catch (const boost::system::system_error& e) {
+            throw std::system_error(e.code(), "cannot listen on " + cfg.listen.host + ":" + std::to_string(ep.port()));
+        }
+        // Port 0: the first listener picks the port, the others share it.
+        ep.port(d.acceptors.back()->local_endpoint().port());
+    }
+    d.port = ep.port();
+    if (cfg.admin_listen) {
+        d.admin = std::make_unique<admin_server>(to_endpoint(*cfg.admin_listen), d.rt, *d.stores, d.stats);
+    }
+    for (unsigned i = 0; i < n; ++i) {
+        auto& w = *d.workers[i];
+        d.guards.push_back(net::make_work_guard(w.ioc));
+        net::co_spawn(w.ioc, d.run_acceptor(w, *d.acceptors[i]), net::detached);
+        d.threads.emplace_back([&w] {
+            for (;;) {
+                try {
+                    w.ioc.run();
+                    return;
+                } catch (const std::exception& e) {
+                    spdlog::error("worker {}: unhandled exception (a bug): {}", w.index, e.what());
+                }
+            }
+        });
+    }
+    spdlog::info("ifmatch-proxy {} listening on {}:{} with {} worker(s), store: {}", IFM_VERSION,
+                 cfg.listen.host, d.port, n, cfg.store.kind == config::store_kind::redis ? cfg.store.url : "memory");
+}
+
+void server::drain() {
+    auto& d = *impl_;
+    if (d.draining.exchange(true)) return;
+    spdlog::info("draining: no new connections; in-flight requests get up to {} ms",
+                 d.rt->cfg.limits.drain_timeout.count());
+    for (std::size_t i = 0; i < d.workers.size(); ++i) {
+        auto& w = *d.workers[i];
+        auto& acc = *d.acceptors[i];
+        net::co_spawn(w.ioc, d.run_drain(w, acc), net::detached);
+    }
+    if (d.admin) d.admin->stop();
+}
+
+void server::wait() {
+    for (auto& t : impl_->threads)
+        if (t.joinable()) t.join();
+}
+
+std::string server::reload(config::config cfg) {
+    auto& d = *impl_;
+    const auto& old = d.rt->cfg;
+    if (!(cfg.listen == old.listen) || cfg.workers != old.workers || cfg.store.kind != old.store.kind ||
+        cfg.store.url != old.store.url || cfg.store.key_prefix != old.store.key_prefix)
+        return "listen, workers and store need a restart";
+    std::shared_ptr<const runtime> rt;
+    try {
+        rt = make_runtime(std::move(cfg));
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    setup_logging(rt->cfg.log);
+    d.rt = rt;
+    for (auto& w : d.workers) net::post(w->ioc, [wp = w.get(), rt] { wp->apply(rt); });
+    if (d.admin) d.admin->apply(rt);
+    spdlog::info("configuration reloaded: {} route(s), {} upstream(s)", rt->cfg.routes.size(), rt->cfg.upstreams.size());
+    return {};
+}
+
+}  // namespace ifm::proxy

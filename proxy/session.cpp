@@ -1,0 +1,523 @@
+#include "proxy/session.hpp"
+
+#include "proxy/access_log.hpp"
+#include "proxy/hasher.hpp"
+#include "proxy/http_util.hpp"
+#include "proxy/resource_key.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <spdlog/spdlog.h>
+
+namespace ifm::proxy {
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t relay_buffer_size = 16 * 1024;
+// Request bodies up to this size are read and dropped after a rejection so the connection can
+// be kept; larger ones close it.
+constexpr std::size_t max_discard_bytes = 64 * 1024;
+
+bool has_response_body(unsigned status, bool head) {
+    return !head && status >= 200 && status != 204 && status != 304;
+}
+
+std::string header_string(const http::fields& f, http::field name) {
+    auto it = f.find(name);
+    return it == f.end() ? std::string{} : std::string(it->value());
+}
+
+bool is_timeout(const boost::system::error_code& ec) {
+    return ec == beast::error::timeout || ec == make_error_code(origin_errc::connect_timeout);
+}
+
+problem origin_problem(boost::system::error_code ec) {
+    if (ec == make_error_code(origin_errc::pool_exhausted))
+        return {503, "origin-busy", "Origin connection limit reached", ec.message(), {}, {}, 1};
+    if (is_timeout(ec))
+        return {504, "origin-timeout", "Origin timed out", ec.message(), {}, {}, 0};
+    if (ec.category() == make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream)
+        return {502, "bad-origin-response", "Bad gateway", "malformed response from the origin: " + ec.message(), {}, {}, 0};
+    return {502, "origin-unreachable", "Bad gateway", ec.message(), {}, {}, 0};
+}
+
+net::awaitable<void> run_session(worker& w, tcp::socket socket) {
+    client_session s(w, std::move(socket));
+    co_await s.run();
+}
+
+}  // namespace
+
+void start_session(worker& w, tcp::socket socket) {
+    net::co_spawn(w.ioc, run_session(w, std::move(socket)), [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+            spdlog::error("session ended by an exception (a bug): {}", ex.what());
+        }
+    });
+}
+
+client_session::client_session(worker& w, tcp::socket socket)
+    : w_(w), client_(std::move(socket)),
+      buffer_(w.rt->cfg.limits.max_header_bytes + 16 * 1024) {
+    boost::system::error_code ec;
+    auto ep = client_.socket().remote_endpoint(ec);
+    peer_ = ec ? "-" : ep.address().to_string();
+    client_.socket().set_option(tcp::no_delay(true), ec);
+    w_.sessions.insert(this);
+    w_.stats.client_connections.fetch_add(1, std::memory_order_relaxed);
+    w_.stats.client_connections_total.fetch_add(1, std::memory_order_relaxed);
+    // Chunk extensions are not validated by Beast 1.81: bound them (HARDENING.md).
+    on_chunk_ = [](std::uint64_t, std::string_view ext, boost::system::error_code& ec) {
+        if (ext.size() > 256) ec = http::error::bad_chunk_extension;
+    };
+}
+
+client_session::~client_session() {
+    w_.sessions.erase(this);
+    w_.stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+char* client_session::relay_buffer() {
+    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(relay_buffer_size);
+    return relay_buf_.get();
+}
+
+void client_session::close_if_idle() {
+    if (idle_) {
+        boost::system::error_code ec;
+        client_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        client_.cancel();
+    }
+}
+
+net::awaitable<void> client_session::run() {
+    while (!w_.draining) {
+        if (!co_await wait_for_request()) break;
+        if (!co_await serve_one()) break;
+        // Between requests we hold no per-request memory: an idle connection costs only its
+        // socket, buffer and frame.
+        relay_buf_.reset();
+    }
+    boost::system::error_code ec;
+    client_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    client_.close();
+}
+
+net::awaitable<bool> client_session::wait_for_request() {
+    if (buffer_.size() > 0) co_return true;   // a pipelined request is already here
+    idle_ = true;
+    client_.expires_after(w_.rt->cfg.limits.idle_timeout);
+    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(4096), use_tuple);
+    idle_ = false;
+    if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
+    buffer_.commit(n);
+    co_return !w_.draining || true;
+}
+
+net::awaitable<void> client_session::respond(request_context& ctx) {
+    auto p = std::move(pending_);
+    if (p.instance.empty()) p.instance = ctx.target;
+    if (!ctx.body_read && ctx.client_keep_alive) co_await discard_body(ctx);
+    bool keep = ctx.client_keep_alive && !ctx.framing_error && ctx.body_read && !w_.draining;
+    ctx.client_keep_alive = keep;
+    auto res = make_problem_response(p, 11, keep, ctx.head);
+    ctx.status = p.status;
+    ctx.bytes_sent = ctx.head ? 0 : res.body().size();
+    client_.expires_after(w_.rt->cfg.limits.body_timeout);
+    co_await http::async_write(client_, res, use_tuple);
+}
+
+// After a rejection the body was never read. Small bodies are read and dropped so that the
+// connection stays usable; otherwise the connection is closed after the response.
+net::awaitable<void> client_session::discard_body(request_context& ctx) {
+    if (!req_ || !req_->is_header_done()) co_return;
+    if (req_->is_done()) {
+        ctx.body_read = true;
+        co_return;
+    }
+    auto len = req_->content_length();
+    if (ctx.expect_continue || !len || *len > max_discard_bytes) co_return;
+    auto& body = req_->get().body();
+    while (!req_->is_done()) {
+        body.data = relay_buffer();
+        body.size = relay_buffer_size;
+        client_.expires_after(w_.rt->cfg.limits.body_timeout);
+        auto [ec, n] = co_await http::async_read(client_, buffer_, *req_, use_tuple);
+        if (ec && ec != http::error::need_buffer) co_return;
+    }
+    ctx.body_read = true;
+}
+
+net::awaitable<bool> client_session::serve_one() {
+    const auto& limits = w_.rt->cfg.limits;
+    request_context ctx;
+    ctx.rt = w_.rt;
+    ctx.pools = w_.pools;
+    ctx.start = std::chrono::steady_clock::now();
+
+    req_.emplace();
+    req_->header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+    req_->body_limit(limits.max_body_bytes);   // must be set before the header is read
+    req_->on_chunk_header(on_chunk_);
+
+    client_.expires_after(limits.header_timeout);
+    auto [ec, n] = co_await http::async_read_header(client_, buffer_, *req_, use_tuple);
+    if (ec) {
+        ctx.framing_error = true;
+        ctx.client_keep_alive = false;
+        if (ec == http::error::end_of_stream || ec == net::error::eof ||
+            ec == net::error::connection_reset)
+            co_return false;
+        if (req_->is_header_done()) ctx.target = std::string(req_->get().target());
+        if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+            pending_ = problem{431, "header-too-large", "Request header fields too large",
+                                   "the request header exceeds limits.max_header_bytes", {}, {}, 0};
+            co_await respond(ctx);
+        } else if (ec == http::error::body_limit) {
+            pending_ = problem{413, "body-too-large", "Content too large",
+                                   "the request body exceeds limits.max_body_bytes", {}, {}, 0};
+            co_await respond(ctx);
+        } else if (ec == beast::error::timeout) {
+            pending_ = problem{408, "request-timeout", "Request timeout",
+                                   "the request header was not received within limits.header_timeout", {}, {}, 0};
+            co_await respond(ctx);
+        } else {
+            pending_ = problem{400, "malformed-request", "Bad request", ec.message(), {}, {}, 0};
+            co_await respond(ctx);
+        }
+        log_access({peer_, "-", ctx.target, "-", "-", ctx.status, ctx.bytes_sent,
+                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ctx.start),
+                    outcome::not_judged});
+        w_.stats.count_response(ctx.status);
+        co_return false;
+    }
+    ++served_;
+
+    auto& msg = req_->get();
+    ctx.method = msg.method();
+    ctx.method_name = std::string(msg.method_string());
+    ctx.head = ctx.method == http::verb::head;
+    ctx.target = std::string(msg.target());
+    ctx.client_keep_alive = msg.keep_alive() &&
+        (limits.max_requests_per_connection == 0 || served_ < limits.max_requests_per_connection);
+    ctx.body_read = req_->is_done();
+    ctx.host = header_string(msg, http::field::host);
+
+    auto finish = [&] {
+        w_.stats.count_response(ctx.status);
+        if (ctx.precondition != outcome::not_judged) w_.stats.count_outcome(ctx.precondition);
+        log_access({peer_, ctx.method_name, ctx.target, ctx.route ? std::string_view(ctx.route->name) : "-",
+                    ctx.pool ? std::string_view(ctx.pool->config().name) : "-", ctx.status, ctx.bytes_sent,
+                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ctx.start),
+                    ctx.precondition});
+    };
+
+    if (auto why = check_request_framing(msg.base()); !why.empty()) {
+        ctx.framing_error = true;
+        pending_ = problem{400, "malformed-request", "Bad request", why, {}, {}, 0};
+        co_await respond(ctx);
+        finish();
+        co_return false;
+    }
+    if (ctx.target.size() > limits.max_target_bytes) {
+        ctx.framing_error = true;
+        pending_ = problem{414, "target-too-long", "URI too long",
+                               "the request target exceeds limits.max_target_bytes", "-", {}, 0};
+        co_await respond(ctx);
+        finish();
+        co_return false;
+    }
+    // Absolute-form (RFC 9112 §3.2.2): the authority must agree with Host; forward origin-form.
+    if (!ctx.target.empty() && ctx.target[0] != '/') {
+        std::string_view t = ctx.target;
+        bool http_scheme = t.size() > 7 && iequals(t.substr(0, 7), "http://");
+        if (!http_scheme) {
+            ctx.framing_error = true;
+            pending_ = problem{400, "malformed-request", "Bad request",
+                                   "the request target must be origin-form or an http:// URI", {}, {}, 0};
+            co_await respond(ctx);
+            finish();
+            co_return false;
+        }
+        auto rest = t.substr(7);
+        auto slash = rest.find_first_of("/?");
+        auto authority = rest.substr(0, slash);
+        if (!iequals(authority, ctx.host)) {
+            ctx.framing_error = true;
+            pending_ = problem{400, "malformed-request", "Bad request",
+                                   "the absolute-form target's authority disagrees with Host", {}, {}, 0};
+            co_await respond(ctx);
+            finish();
+            co_return false;
+        }
+        std::string origin_form = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+        if (origin_form[0] == '?') origin_form.insert(0, "/");
+        ctx.target = origin_form;
+        msg.target(ctx.target);
+    }
+
+    auto normalized = normalize_target(ctx.target, config::query_mode::keep);
+    if (!normalized) {
+        ctx.framing_error = true;
+        pending_ = problem{400, "malformed-request", "Bad request", "malformed request target", {}, {}, 0};
+        co_await respond(ctx);
+        finish();
+        co_return false;
+    }
+    std::string_view path = *normalized;
+    path = path.substr(0, path.find('?'));
+    int route_index = ctx.rt->match(ctx.host, path, ctx.method_name);
+    if (route_index < 0) {
+        pending_ = problem{404, "no-route", "No route", "no route matches this request", {}, {}, 0};
+        co_await respond(ctx);
+        finish();
+        co_return ctx.client_keep_alive;
+    }
+    ctx.route = &ctx.rt->cfg.routes[route_index];
+    ctx.pool = (*ctx.pools)[ctx.rt->route_upstream[route_index]].get();
+
+    ctx.expect_continue = iequals(header_string(msg, http::field::expect), "100-continue");
+    if (ctx.expect_continue) {
+        msg.erase(http::field::expect);
+    } else if (msg.count(http::field::expect)) {
+        pending_ = problem{417, "expectation-failed", "Expectation failed",
+                               "only Expect: 100-continue is supported", {}, {}, 0};
+        co_await respond(ctx);
+        finish();
+        co_return ctx.client_keep_alive;
+    }
+
+    const auto& route = *ctx.route;
+    bool judged = route.track &&
+        std::find(route.methods.begin(), route.methods.end(), ctx.method_name) != route.methods.end();
+    bool read = route.track && (ctx.method == http::verb::get || ctx.method == http::verb::head);
+    if (judged || read) {
+        auto rn = normalize_target(ctx.target, route.query);
+        std::vector<std::pair<std::string, std::string>> vary;
+        for (const auto& name : route.vary) vary.emplace_back(name, joined_field(msg, name).value_or(""));
+        ctx.key = resource_key(route.name, rn.value_or(*normalized), vary);
+    }
+    if (judged) {
+        co_await serve_write(ctx);
+    } else if (read) {
+        co_await serve_read(ctx);
+    } else {
+        prepare_origin_request(ctx);
+        co_await forward(ctx);
+    }
+    finish();
+    co_return ctx.client_keep_alive && !w_.draining;
+}
+
+void client_session::prepare_origin_request(request_context& ctx) {
+    auto& msg = req_->get();
+    const auto& cfg = ctx.rt->cfg;
+    strip_hop_by_hop(msg.base());
+    msg.version(11);
+    // Our own framing (never the client's Transfer-Encoding): length if known, else chunked.
+    if (auto len = req_->content_length()) {
+        msg.content_length(*len);
+    } else if (req_->chunked()) {
+        msg.chunked(true);
+    }
+    add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host);
+    if (cfg.headers.via) append_via(msg.base(), req_->get().version());
+    if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);
+    msg.keep_alive(true);
+}
+
+// Sends the request (header + streamed body) and reads the response header into res_.
+net::awaitable<boost::system::error_code> client_session::exchange(request_context& ctx, pooled_connection& oc) {
+    auto& msg = req_->get();
+    const auto& up = ctx.pool->config();
+    http::request_serializer<http::buffer_body> sr{msg};
+    ctx.origin_sent = true;   // from here on the origin may act on the request
+    oc->stream.expires_after(up.request_timeout);
+    auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
+    if (ec) co_return ec;
+    if (ctx.expect_continue && !req_->is_done() && buffer_.size() == 0) {
+        static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        client_.expires_after(ctx.rt->cfg.limits.body_timeout);
+        auto [cec, cn] = co_await net::async_write(client_, net::buffer(cont), use_tuple);
+        if (cec) co_return make_error_code(net::error::connection_aborted);
+    }
+    auto& body = msg.body();
+    do {
+        if (!req_->is_done()) {
+            body.data = relay_buffer();
+            body.size = relay_buffer_size;
+            client_.expires_after(ctx.rt->cfg.limits.body_timeout);
+            auto [rec, rn] = co_await http::async_read(client_, buffer_, *req_, use_tuple);
+            if (rec && rec != http::error::need_buffer) {
+                // The client failed mid-body: the origin saw an incomplete request.
+                ctx.framing_error = true;
+                ctx.client_keep_alive = false;
+                co_return rec == http::error::body_limit ? make_error_code(http::error::body_limit)
+                                                         : make_error_code(net::error::connection_aborted);
+            }
+            body.size = relay_buffer_size - body.size;
+            body.data = relay_buffer();
+            body.more = !req_->is_done();
+        } else {
+            body.data = nullptr;
+            body.size = 0;
+            body.more = false;
+        }
+        oc->stream.expires_after(up.request_timeout);
+        auto [wec, wn] = co_await http::async_write(oc->stream, sr, use_tuple);
+        if (wec && wec != http::error::need_buffer) co_return wec;
+    } while (!req_->is_done() && !sr.is_done());
+    ctx.body_read = true;
+
+    for (;;) {
+        res_.emplace();
+        res_->header_limit(static_cast<std::uint32_t>(ctx.rt->cfg.limits.max_header_bytes * 4));
+        res_->body_limit(boost::none);
+        if (msg.method() == http::verb::head) res_->skip(true);
+        oc->stream.expires_after(up.request_timeout);
+        auto [hec, hn] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
+        if (hec) co_return hec;
+        // 1xx interim responses (we never forward Expect) are dropped.
+        if (res_->get().result_int() >= 200) break;
+    }
+    ++oc->requests;
+    co_return boost::system::error_code{};
+}
+
+void client_session::prepare_client_response(request_context& ctx, http::response_header<>& h) {
+    bool body = has_response_body(h.result_int(), ctx.head);
+    strip_hop_by_hop(h);
+    bool length = h.find(http::field::content_length) != h.end();
+    if (ctx.rt->cfg.headers.via) append_via(h, 11);
+    if (body && !length) {
+        // Close-delimited or chunked from the origin: chunked to an HTTP/1.1 client, close-
+        // delimited to an HTTP/1.0 one.
+        if (req_->get().version() >= 11) h.set(http::field::transfer_encoding, "chunked");
+        else ctx.client_keep_alive = false;
+    }
+    if (w_.draining) ctx.client_keep_alive = false;
+    h.version(11);
+    // HTTP/1.1 to the client: persistent unless we say close (hop-by-hop fields are gone).
+    if (!ctx.client_keep_alive) h.set(http::field::connection, "close");
+}
+
+net::awaitable<void> client_session::fail_origin(request_context& ctx, boost::system::error_code ec) {
+    w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
+    if (ec == http::error::body_limit) {
+        pending_ = problem{413, "body-too-large", "Content too large",
+                               "the request body exceeds limits.max_body_bytes", {}, {}, 0};
+        co_await respond(ctx);
+        co_return;
+    }
+    if (ec == net::error::connection_aborted && ctx.framing_error) {
+        ctx.status = 400;   // the client went away or sent a bad body: nobody to answer
+        co_return;
+    }
+    pending_ = origin_problem(ec);
+    co_await respond(ctx);
+}
+
+// Sends the prepared request and reads the response header into res_. A reused connection the
+// origin had closed is retried once on a fresh one, but only for a request without a body whose
+// bytes we still hold (RFC 9110 §9.2.2).
+net::awaitable<boost::system::result<pooled_connection>> client_session::send_to_origin(request_context& ctx) {
+    for (int attempt = 0;; ++attempt) {
+        auto oc = co_await ctx.pool->async_acquire(attempt > 0);
+        if (!oc) co_return oc.error();
+        bool no_body = req_->is_done();
+        auto ec = co_await exchange(ctx, *oc);
+        if (ec) {
+            if (attempt == 0 && oc->reused() && no_body && is_idempotent(ctx.method) &&
+                (ec == http::error::end_of_stream || ec == net::error::connection_reset ||
+                 ec == net::error::broken_pipe || ec == net::error::eof))
+                continue;
+            co_return ec;
+        }
+        if (auto why = check_response_framing(res_->get().base()); !why.empty())
+            co_return make_error_code(http::error::bad_transfer_encoding);
+        co_return std::move(*oc);
+    }
+}
+
+// Plain forwarding: request out, response back, both streamed.
+net::awaitable<void> client_session::forward(request_context& ctx) {
+    auto oc = co_await send_to_origin(ctx);
+    if (!oc) {
+        co_await fail_origin(ctx, oc.error());
+        co_return;
+    }
+    co_await relay_response(ctx, *oc, no_prefix_);
+}
+
+// Writes the response header and streams the body (after `prefix`, bytes already read).
+net::awaitable<void> client_session::relay_response(request_context& ctx, pooled_connection& oc,
+                                                    std::string& prefix) {
+    auto& res = res_->get();
+    prepare_client_response(ctx, res.base());
+    ctx.status = res.result_int();
+    const auto& up = ctx.pool->config();
+    const auto& limits = ctx.rt->cfg.limits;
+    http::response_serializer<http::buffer_body> sr{res};
+    client_.expires_after(limits.body_timeout);
+    auto [ec, n] = co_await http::async_write_header(client_, sr, use_tuple);
+    if (ec) {
+        ctx.client_keep_alive = false;
+        co_return;
+    }
+    auto& body = res.body();
+    bool origin_failed = false;
+    bool first = true;
+    do {
+        if (first && !prefix.empty()) {
+            body.data = prefix.data();
+            body.size = prefix.size();
+            body.more = !res_->is_done();
+        } else if (!res_->is_done()) {
+            body.data = relay_buffer();
+            body.size = relay_buffer_size;
+            oc->stream.expires_after(up.request_timeout);
+            auto [rec, rn] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
+            if (rec && rec != http::error::need_buffer) {
+                origin_failed = true;
+                break;
+            }
+            body.size = relay_buffer_size - body.size;
+            body.data = relay_buffer();
+            body.more = !res_->is_done();
+        } else {
+            body.data = nullptr;
+            body.size = 0;
+            body.more = false;
+        }
+        first = false;
+        ctx.bytes_sent += body.size;
+        client_.expires_after(limits.body_timeout);
+        auto [wec, wn] = co_await http::async_write(client_, sr, use_tuple);
+        if (wec && wec != http::error::need_buffer) {
+            ctx.client_keep_alive = false;
+            co_return;   // client gone: the origin connection is dropped with `oc`
+        }
+    } while (!res_->is_done() || !sr.is_done());
+    if (origin_failed) {
+        // The header is out: all we can do is cut the client connection short.
+        ctx.client_keep_alive = false;
+        w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
+        co_return;
+    }
+    if (res_->keep_alive()) oc.keep();
+}
+
+}  // namespace ifm::proxy

@@ -1,0 +1,39 @@
+#include "proxy/worker.hpp"
+
+#include "proxy/session.hpp"
+
+namespace ifm::proxy {
+
+namespace {
+std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_io_executor ex, const runtime& rt) {
+    auto pools = std::make_shared<std::vector<std::unique_ptr<origin_pool>>>();
+    for (std::size_t i = 0; i < rt.cfg.upstreams.size(); ++i)
+        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i]));
+    return pools;
+}
+}  // namespace
+
+worker::worker(std::shared_ptr<const runtime> r, cache::store_factory& stores, metrics& m, unsigned i)
+    : rt(std::move(r)), stats(m), index(i) {
+    pools = make_pools(ioc.get_executor(), *rt);
+    store = stores.make(ioc.get_executor());
+}
+
+worker::~worker() {
+    sessions.clear();
+    pools.reset();
+    store.reset();
+}
+
+void worker::apply(std::shared_ptr<const runtime> r) {
+    pools = make_pools(ioc.get_executor(), *r);
+    rt = std::move(r);
+}
+
+void worker::begin_drain() {
+    draining = true;
+    for (auto* s : sessions) s->close_if_idle();
+    for (auto& p : *pools) p->close_idle();
+}
+
+}  // namespace ifm::proxy

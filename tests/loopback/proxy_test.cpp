@@ -1,0 +1,204 @@
+// The proxy core against an in-process fake origin: pass-through, framing, keep-alive, errors,
+// pipelining, 100-continue and graceful shutdown (issue 2).
+#include "tests/support/fake_origin.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/proxy_fixture.hpp"
+#include "tests/support/raw_origin.hpp"
+
+#include <doctest/doctest.h>
+
+#include <future>
+#include <thread>
+
+using namespace ifm::test;
+using namespace std::chrono_literals;
+
+namespace {
+const recorded_request& last(const std::vector<recorded_request>& v) {
+    REQUIRE(!v.empty());
+    return v.back();
+}
+}  // namespace
+
+TEST_CASE("GET passes status, headers and body through and adds the proxy headers") {
+    proxy_fixture px;
+    http_client c(px.port());
+    auto r = c.request("GET", "/plain/x?q=1",
+                       {{"x-fake-status", "203"}, {"x-fake-body-size", "1000"},
+                        {"x-fake-header", "X-Custom: yes"}, {"Connection", "keep-alive, X-Hop"},
+                        {"X-Hop", "secret"}, {"Keep-Alive", "timeout=5"}, {"X-Forwarded-For", "10.0.0.9"},
+                        {"Host", "example.test"}});
+    CHECK(r.status == 203);
+    CHECK(r.body == fake_body(1000));
+    CHECK(r.header("X-Custom") == "yes");
+    CHECK(r.header("Via").find("1.1 ifmatch-proxy") != std::string::npos);
+    auto req = last(px.origin().requests());
+    CHECK(req.target == "/plain/x?q=1");
+    CHECK(req.header("host") == "example.test");
+    CHECK(req.header("x-forwarded-for") == "10.0.0.9, 127.0.0.1");
+    CHECK(req.header("x-forwarded-proto") == "http");
+    CHECK(req.header("x-forwarded-host") == "example.test");
+    CHECK(req.header("via") == "1.1 ifmatch-proxy");
+    CHECK_FALSE(req.has_header("x-hop"));        // named in Connection
+    CHECK_FALSE(req.has_header("keep-alive"));   // hop-by-hop
+}
+
+TEST_CASE("Forwarded style and Host rewrite are configurable") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.headers.forwarded = ifm::config::forwarded_style::forwarded;
+        c.upstreams[0].host_header = "backend.internal";
+    });
+    http_client c(px.port());
+    CHECK(c.request("GET", "/plain/f", {{"x-fake-status", "200"}, {"Host", "front.test"}}).status == 200);
+    auto req = last(px.origin().requests());
+    CHECK(req.header("forwarded") == "for=127.0.0.1;proto=http;host=front.test");
+    CHECK_FALSE(req.has_header("x-forwarded-for"));
+    CHECK(req.header("host") == "backend.internal");
+}
+
+TEST_CASE("HEAD, PUT and DELETE pass through") {
+    proxy_fixture px;
+    http_client c(px.port());
+    auto put = c.request("PUT", "/plain/doc", {{"Content-Type", "text/plain"}}, "hello");
+    CHECK(put.status == 201);
+    CHECK(px.origin().get("/plain/doc") == "hello");
+    auto head = c.request("HEAD", "/plain/doc");
+    CHECK(head.status == 200);
+    CHECK(head.body.empty());
+    CHECK(head.header("Content-Length") == "5");
+    auto get = c.request("GET", "/plain/doc");
+    CHECK(get.body == "hello");
+    CHECK(c.request("DELETE", "/plain/doc").status == 204);
+    CHECK(c.request("GET", "/plain/doc").status == 404);
+}
+
+TEST_CASE("chunked bodies are streamed in both directions with our own framing") {
+    proxy_fixture px;
+    http_client c(px.port());
+    std::string body(100000, 'c');
+    auto r = c.request("POST", "/plain/echo", {{"x-fake-echo", "1"}, {"x-fake-chunked", "1"},
+                                                {"Transfer-Encoding", "chunked"}}, body);
+    CHECK(r.status == 200);
+    CHECK(r.body == body);
+    auto req = last(px.origin().requests());
+    CHECK(req.body == body);
+    CHECK(req.header("transfer-encoding") == "chunked");
+}
+
+TEST_CASE("bodies over 10 MiB are streamed (request and response)") {
+    proxy_fixture px([](ifm::config::config& c) { c.limits.max_body_bytes = 64u << 20; });
+    http_client c(px.port());
+    std::string big(12u << 20, 'b');
+    auto r = c.request("PUT", "/plain/big", {{"x-fake-echo", "1"}}, big);
+    CHECK(r.status == 200);
+    CHECK(r.body.size() == big.size());
+    CHECK(r.body == big);
+    auto g = c.request("GET", "/plain/big", {{"x-fake-body-size", std::to_string(11u << 20)}, {"x-fake-chunked", "1"}});
+    CHECK(g.body == fake_body(11u << 20));
+}
+
+TEST_CASE("origin connections are kept alive and reused") {
+    proxy_fixture px;
+    http_client c(px.port());
+    for (int i = 0; i < 20; ++i) CHECK(c.request("GET", "/plain/k", {{"x-fake-status", "200"}}).status == 200);
+    CHECK(px.origin().connections_accepted() == 1);
+    CHECK(c.connects() == 1);
+}
+
+TEST_CASE("a pooled connection the origin closed is replaced without failing a GET") {
+    proxy_fixture px;
+    px.origin().set_idle_timeout(50ms);
+    http_client c(px.port());
+    for (int i = 0; i < 5; ++i) {
+        CHECK(c.request("GET", "/plain/s", {{"x-fake-status", "200"}}).status == 200);
+        std::this_thread::sleep_for(120ms);
+    }
+    CHECK(px.origin().connections_accepted() >= 2);
+}
+
+TEST_CASE("origin failures map to 502 and 504 with problem+json") {
+    SUBCASE("refused") {
+        proxy_fixture px([](ifm::config::config& c) { c.upstreams[0].port = 1; });
+        http_client c(px.port());
+        auto r = c.request("GET", "/plain/x");
+        CHECK(r.status == 502);
+        CHECK(r.header("Content-Type") == "application/problem+json");
+        CHECK(r.body.find("\"status\":502") != std::string::npos);
+        CHECK(r.body.find("\"instance\":\"/plain/x\"") != std::string::npos);
+    }
+    SUBCASE("timeout") {
+        proxy_fixture px([](ifm::config::config& c) { c.upstreams[0].request_timeout = 300ms; });
+        http_client c(px.port());
+        CHECK(c.request("GET", "/plain/x", {{"x-fake-delay-ms", "2000"}}).status == 504);
+    }
+    SUBCASE("closed before responding") {
+        proxy_fixture px;
+        http_client c(px.port());
+        CHECK(c.request("POST", "/plain/x", {{"x-fake-close", "before"}}, "data").status == 502);
+    }
+    SUBCASE("cut mid-body: the client connection is cut too") {
+        proxy_fixture px;
+        http_client c(px.port());
+        CHECK_THROWS(c.request("GET", "/plain/x", {{"x-fake-close", "mid"}, {"x-fake-body-size", "100000"}}));
+    }
+}
+
+TEST_CASE("limits: 413 body too large, 431 header too large, 404 no route") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.max_body_bytes = 1000;
+        c.limits.max_header_bytes = 2048;
+        c.routes.erase(c.routes.begin() + 1);   // only /plain/ remains
+    });
+    http_client c(px.port());
+    CHECK(c.request("PUT", "/plain/x", {}, std::string(2000, 'x')).status == 413);
+    http_client c2(px.port());
+    CHECK(c2.request("GET", "/plain/x", {{"X-Big", std::string(4000, 'h')}}).status == 431);
+    http_client c3(px.port());
+    auto r = c3.request("GET", "/elsewhere");
+    CHECK(r.status == 404);
+    CHECK(r.header("Content-Type") == "application/problem+json");
+    CHECK(px.origin().requests().empty());
+}
+
+TEST_CASE("pipelined requests are answered in order") {
+    proxy_fixture px;
+    raw_connection raw(px.port());
+    raw.send("GET /plain/a HTTP/1.1\r\nHost: t\r\nx-fake-echo: 1\r\nx-fake-delay-ms: 100\r\nContent-Length: 1\r\n\r\nA"
+             "GET /plain/b HTTP/1.1\r\nHost: t\r\nx-fake-echo: 1\r\nContent-Length: 1\r\n\r\nB"
+             "GET /plain/c HTTP/1.1\r\nHost: t\r\nx-fake-echo: 1\r\nContent-Length: 1\r\nConnection: close\r\n\r\nC");
+    auto all = raw.read_until_closed(5s);
+    auto a = all.find("\r\n\r\nA"), b = all.find("\r\n\r\nB"), c = all.find("\r\n\r\nC");
+    REQUIRE(a != std::string::npos);
+    REQUIRE(b != std::string::npos);
+    REQUIRE(c != std::string::npos);
+    CHECK(a < b);
+    CHECK(b < c);
+}
+
+TEST_CASE("Expect: 100-continue gets 100 before the body is read") {
+    proxy_fixture px;
+    raw_connection raw(px.port());
+    raw.send("PUT /plain/e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    auto interim = raw.read_some(2s);
+    CHECK(interim.starts_with("HTTP/1.1 100 Continue"));
+    raw.send("body");
+    auto final_response = raw.read_some(2s);
+    CHECK(final_response.starts_with("HTTP/1.1 201"));
+    CHECK(px.origin().get("/plain/e") == "body");
+    CHECK_FALSE(last(px.origin().requests()).has_header("expect"));
+}
+
+TEST_CASE("graceful shutdown finishes the request in flight") {
+    proxy_fixture px;
+    auto port = px.port();
+    auto slow = std::async(std::launch::async, [port] {
+        http_client c(port);
+        return c.request("GET", "/plain/slow", {{"x-fake-delay-ms", "300"}, {"x-fake-status", "200"}}).status;
+    });
+    REQUIRE(px.origin().wait_for_requests(1, 2s));
+    px.drain_and_wait();
+    CHECK(slow.get() == 200);
+    http_client late(port);
+    late.set_timeout(500ms);
+    CHECK_THROWS(late.request("GET", "/plain/x"));
+}

@@ -1,0 +1,82 @@
+#pragma once
+// In-process HTTP/1.1 origin for loopback tests (Envoy-style): steered by x-fake-* request
+// headers, otherwise a legacy key-value backend with no conditional-request logic.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace ifm::test {
+
+struct recorded_request {
+  std::string method, target;
+  std::vector<std::pair<std::string, std::string>> headers;  // as received, names lower-cased
+  std::string body;
+  std::uint64_t connection_id = 0;  // 1, 2, ... in accept order
+
+  std::string header(std::string_view name) const;  // first value, "" if absent
+  bool has_header(std::string_view name) const;
+};
+
+// How the key-value store labels its representations.
+enum class etag_style {
+  none,           // no ETag (default)
+  weak,           // W/"<version>"
+  strong,         // "<version>", bumped on every write
+  strong_sticky,  // "<version>-<hex size>", version bumped only when the size changes (nginx-like)
+};
+
+// The body sent for x-fake-body-size: N (deterministic, so tests can compare).
+std::string fake_body(std::size_t n);
+
+// Steering headers (any x-fake-* header switches the request away from the store):
+//   x-fake-status: N        x-fake-delay-ms: N      x-fake-body-size: N     x-fake-chunked: 1
+//   x-fake-close: before|mid|after                  x-fake-header: Name: value (repeatable)
+//   x-fake-etag: "..."      x-fake-echo: 1 (body = request body)
+// Store: GET/HEAD 200|404, PUT 201 (new) | 204, DELETE 204|404, POST 201 (not stored),
+// PATCH appends to an existing body (204) or 404, anything else 405.
+class fake_origin {
+ public:
+  explicit fake_origin(unsigned threads = 1);
+  ~fake_origin();
+  fake_origin(const fake_origin&) = delete;
+  fake_origin& operator=(const fake_origin&) = delete;
+
+  std::uint16_t port() const;
+  void stop();  // closes every connection; idempotent
+
+  // Recording (clear() forgets requests, not the store or connection counters).
+  std::vector<recorded_request> requests() const;
+  void clear();
+  std::size_t count(std::string_view method) const;
+  std::uint64_t connections_accepted() const;
+  std::uint64_t open_connections() const;
+  // Blocks until at least n requests are recorded (e.g. "the slow write has reached the origin").
+  bool wait_for_requests(std::size_t n, std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
+
+  // Store behaviour.
+  void set_etag_style(etag_style style);
+  void set_last_modified(bool on);
+  void set_etag_on_write(bool on);               // ETag on PUT/PATCH responses (default on)
+  void set_kv_delay(std::chrono::milliseconds d);  // before every store response (slow origin)
+  // Close connections that wait longer than this for a request, without a word (like nginx's
+  // keepalive_timeout); 0 = never. Exercises the stale pooled connection race.
+  void set_idle_timeout(std::chrono::milliseconds d);
+
+  // Direct store access, as if someone wrote to the origin behind the proxy's back.
+  std::optional<std::string> get(const std::string& target) const;
+  void put(const std::string& target, std::string body, std::string content_type = {});
+  bool erase(const std::string& target);
+  std::string etag(const std::string& target) const;  // what GET would send now; "" if none
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace ifm::test

@@ -1,0 +1,54 @@
+#include "tests/support/proxy_fixture.hpp"
+
+#include "proxy/access_log.hpp"
+
+namespace ifm::test {
+
+config::config make_test_config(std::uint16_t origin_port) {
+    using namespace std::chrono_literals;
+    config::config cfg;
+    cfg.listen = {"127.0.0.1", 0};
+    cfg.workers = 1;
+    cfg.log.level = "warn";
+    cfg.log.access_log = false;
+    config::upstream_config up;
+    up.name = "origin";
+    up.host = "127.0.0.1";
+    up.port = origin_port;
+    up.connect_timeout = 1s;
+    up.request_timeout = 2s;
+    cfg.upstreams.push_back(up);
+    config::route_config plain;
+    plain.name = "plain";
+    plain.match.path_prefix = "/plain/";
+    plain.upstream = "origin";
+    plain.track = false;
+    config::route_config tracked;
+    tracked.name = "tracked";
+    tracked.match.path_prefix = "/";
+    tracked.upstream = "origin";
+    tracked.etag = config::etag_mode::hash;
+    tracked.write_lease = 5s;
+    cfg.routes = {plain, tracked};
+    return cfg;
+}
+
+proxy_fixture::proxy_fixture(std::function<void(config::config&)> tweak) {
+    auto cfg = make_test_config(origin_.port());
+    if (tweak) tweak(cfg);
+    proxy::setup_logging(cfg.log);
+    server_ = std::make_unique<proxy::server>(std::move(cfg));
+    server_->start();
+}
+
+proxy_fixture::~proxy_fixture() {
+    server_->drain();
+    server_->wait();
+}
+
+void proxy_fixture::drain_and_wait() {
+    server_->drain();
+    server_->wait();
+}
+
+}  // namespace ifm::test

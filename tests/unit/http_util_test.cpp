@@ -1,0 +1,126 @@
+#include "proxy/http_util.hpp"
+#include "proxy/problem.hpp"
+#include "proxy/access_log.hpp"
+#include "proxy/hasher.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace ifm::proxy;
+
+TEST_CASE("Connection tokens are parsed case-insensitively with OWS and empty elements") {
+    CHECK(connection_tokens("close") == std::vector<std::string>{"close"});
+    CHECK(connection_tokens(" Keep-Alive ,, X-Foo\t,") == std::vector<std::string>{"keep-alive", "x-foo"});
+    CHECK(connection_tokens("").empty());
+}
+
+TEST_CASE("hop-by-hop fields and fields named in Connection are removed") {
+    http::fields f;
+    f.set(http::field::connection, "X-Secret, keep-alive");
+    f.insert(http::field::connection, "Upgrade-Insecure");
+    f.set("X-Secret", "1");
+    f.set("Upgrade-Insecure", "1");
+    f.set(http::field::keep_alive, "timeout=5");
+    f.set(http::field::transfer_encoding, "chunked");
+    f.set(http::field::te, "trailers");
+    f.set(http::field::upgrade, "h2c");
+    f.set(http::field::proxy_authorization, "Basic x");
+    f.set(http::field::trailer, "X");
+    f.set("X-Kept", "yes");
+    strip_hop_by_hop(f);
+    CHECK(f.count("X-Secret") == 0);
+    CHECK(f.count("Upgrade-Insecure") == 0);
+    CHECK(f.count(http::field::connection) == 0);
+    CHECK(f.count(http::field::keep_alive) == 0);
+    CHECK(f.count(http::field::transfer_encoding) == 0);
+    CHECK(f.count(http::field::te) == 0);
+    CHECK(f.count(http::field::upgrade) == 0);
+    CHECK(f.count(http::field::proxy_authorization) == 0);
+    CHECK(f.count(http::field::trailer) == 0);
+    CHECK(f["X-Kept"] == "yes");
+}
+
+TEST_CASE("X-Forwarded-For is appended to, joining repeated lines") {
+    http::fields f;
+    append_x_forwarded_for(f, "127.0.0.1");
+    CHECK(f["X-Forwarded-For"] == "127.0.0.1");
+    http::fields g;
+    g.insert("X-Forwarded-For", "1.1.1.1");
+    g.insert("X-Forwarded-For", "2.2.2.2");
+    append_x_forwarded_for(g, "::1");
+    CHECK(g.count("X-Forwarded-For") == 1);
+    CHECK(g["X-Forwarded-For"] == "1.1.1.1, 2.2.2.2, ::1");
+}
+
+TEST_CASE("Forwarded quotes IPv6 nodes and appends to an existing value") {
+    http::fields f;
+    f.set(http::field::forwarded, "for=1.2.3.4");
+    add_forwarding_headers(f, ifm::config::forwarded_style::forwarded, "::1", "h.test:8080");
+    CHECK(f[http::field::forwarded] == "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h.test:8080\"");
+}
+
+TEST_CASE("Via is appended") {
+    http::fields f;
+    f.set(http::field::via, "1.0 fred");
+    append_via(f, 11);
+    CHECK(f[http::field::via] == "1.0 fred, 1.1 ifmatch-proxy");
+}
+
+TEST_CASE("request framing checks catch what Beast 1.81 lets through") {
+    auto check = [](std::initializer_list<std::pair<const char*, const char*>> fields, unsigned version = 11) {
+        http::request_header<> h;
+        h.version(version);
+        for (auto& [n, v] : fields) h.insert(n, v);
+        return check_request_framing(h);
+    };
+    CHECK(check({{"Host", "a"}}).empty());
+    CHECK(check({{"Host", "a"}, {"Transfer-Encoding", "chunked"}}).empty());
+    CHECK(!check({{"Host", "a"}, {"Transfer-Encoding", "gzip"}, {"Content-Length", "3"}}).empty());
+    CHECK(!check({{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}).empty());
+    CHECK(!check({{"Host", "a"}, {"Transfer-Encoding", "chunked, identity"}}).empty());
+    CHECK(!check({{"Host", "a"}, {"Transfer-Encoding", "xchunked"}}).empty());
+    CHECK(!check({{"Transfer-Encoding", "chunked"}}, 10).empty());
+    CHECK(!check({{"Host", "a"}, {"Content-Length", "3"}, {"Content-Length", "3"}}).empty());
+    CHECK(!check({{"Host", "a"}, {"Content-Length", "3, 3"}}).empty());
+    CHECK(!check({}).empty());                                   // HTTP/1.1 without Host
+    CHECK(!check({{"Host", "a"}, {"Host", "b"}}).empty());
+    CHECK(check({}, 10).empty());                                // HTTP/1.0 may omit Host
+}
+
+TEST_CASE("response framing: CL with TE and non-chunked codings are refused") {
+    http::response_header<> h;
+    h.insert(http::field::transfer_encoding, "chunked");
+    CHECK(check_response_framing(h).empty());
+    h.insert(http::field::content_length, "5");
+    CHECK(!check_response_framing(h).empty());
+    http::response_header<> g;
+    g.insert(http::field::transfer_encoding, "gzip, chunked");
+    CHECK(!check_response_framing(g).empty());
+}
+
+TEST_CASE("problem+json bodies escape and carry current_etag") {
+    problem p{409, "stale-precondition", "Stale", "d\"x\n", "/a\x01", std::string("\"abc\""), 0};
+    auto res = make_problem_response(p, 11, true, false);
+    CHECK(res.result_int() == 409);
+    CHECK(res[http::field::content_type] == "application/problem+json");
+    CHECK(res[http::field::etag] == "\"abc\"");
+    CHECK(res.body() == "{\"type\":\"urn:ifmatch-proxy:problem:stale-precondition\",\"title\":\"Stale\",\"status\":409,"
+                        "\"detail\":\"d\\\"x\\n\",\"instance\":\"/a\\u0001\",\"current_etag\":\"\\\"abc\\\"\"}\n");
+}
+
+TEST_CASE("log lines escape control characters") {
+    CHECK(escape_for_log("GET /a\r\nFAKE 200") == "GET /a\\x0d\\x0aFAKE 200");
+    CHECK(escape_for_log("a\\b\"") == "a\\\\b\\x22");
+}
+
+TEST_CASE("hash validators are strong, stable and content-sensitive") {
+    auto a = hash_etag("hello");
+    CHECK(a.size() == 24);
+    CHECK(a.front() == '"');
+    CHECK(a.back() == '"');
+    CHECK(a == hash_etag("hello"));
+    CHECK(a != hash_etag("hellp"));
+    body_hasher h;
+    h.update("hel", 3);
+    h.update("lo", 2);
+    CHECK(h.finish() == a);
+}

@@ -60,7 +60,7 @@ struct route_match {
 };
 
 struct route_config {
-    std::string name;                 // default "routes[i]"; used in keys, logs and metrics
+    std::string name;                 // default "route<i>" (route0, route1...); used in keys, logs and metrics
     route_match match;
     std::string upstream;
     // false: pure proxying, nothing tracked or judged on this route.
@@ -133,6 +133,10 @@ using load_result = boost::system::result<config, std::vector<error>>;
 // Parses YAML text; every error found is reported, not just the first.
 load_result load_string(std::string_view yaml);
 load_result load_file(const std::string& path);
+
+// Every dotted key the loader accepts ("listen", "routes[].etag", "upstreams.<name>.address"),
+// sections excluded; the unit tests compare it with the table in docs/configuration.md.
+std::vector<std::string> known_keys();
 
 // "50ms", "15s", "2m", "1h", "250us" -> duration; nullopt when malformed.
 std::optional<duration> parse_duration(std::string_view text);

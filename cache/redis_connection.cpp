@@ -1,0 +1,602 @@
+#include "cache/redis_connection.hpp"
+
+#include "cache/memory_store.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <optional>
+
+namespace ifm::cache {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+using boost::system::error_code;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+error_code errc(store_errc e) { return make_error_code(e); }
+
+redis_reply copy_reply(const redisReply* r) {
+    redis_reply out;
+    switch (r->type) {
+    case REDIS_REPLY_STATUS: out.kind = redis_reply::type::status; break;
+    case REDIS_REPLY_ERROR: out.kind = redis_reply::type::error; break;
+    case REDIS_REPLY_INTEGER: out.kind = redis_reply::type::integer; break;
+    case REDIS_REPLY_STRING: out.kind = redis_reply::type::string; break;
+    case REDIS_REPLY_ARRAY: out.kind = redis_reply::type::array; break;
+    default: out.kind = redis_reply::type::nil; break;
+    }
+    if (r->type == REDIS_REPLY_INTEGER) out.integer = r->integer;
+    if (r->str && (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR ||
+                   r->type == REDIS_REPLY_STRING))
+        out.str.assign(r->str, r->len);
+    if (r->type == REDIS_REPLY_ARRAY) {
+        out.elements.reserve(r->elements);
+        for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(copy_reply(r->element[i]));
+    }
+    return out;
+}
+
+std::optional<std::string> percent_decode(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out.push_back(s[i]);
+            continue;
+        }
+        if (i + 2 >= s.size()) return std::nullopt;
+        unsigned v = 0;
+        auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+        if (ec != std::errc{} || p != s.data() + i + 3) return std::nullopt;
+        out.push_back(static_cast<char>(v));
+        i += 2;
+    }
+    return out;
+}
+
+template <class Int>
+bool parse_int(std::string_view s, Int& out) {
+    if (s.empty()) return false;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc{} && p == s.data() + s.size();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// URL, scripts
+
+std::string redis_endpoint::describe() const {
+    if (unix_socket) return "unix://" + path + (db ? "?db=" + std::to_string(db) : "");
+    auto h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    return "redis://" + h + ":" + std::to_string(port) + "/" + std::to_string(db);
+}
+
+boost::system::result<redis_endpoint, std::string> parse_redis_url(std::string_view url) {
+    redis_endpoint ep;
+    auto parse_db = [&](std::string_view text) -> bool {
+        return parse_int(text, ep.db) && ep.db >= 0;
+    };
+    if (url.starts_with("unix://")) {
+        ep.unix_socket = true;
+        auto rest = url.substr(7);
+        auto q = rest.find('?');
+        ep.path = std::string(rest.substr(0, q));
+        if (ep.path.empty() || ep.path.front() != '/')
+            return std::string("unix socket URL needs an absolute path: unix:///path/to.sock");
+        if (q != std::string_view::npos) {
+            auto query = rest.substr(q + 1);
+            if (!query.starts_with("db=") || !parse_db(query.substr(3)))
+                return std::string("unix socket URL: expected ?db=N after the path");
+        }
+        return ep;
+    }
+    if (url.starts_with("rediss://")) return std::string("rediss:// (TLS) is not supported");
+    if (!url.starts_with("redis://"))
+        return std::string("expected redis://host:port/db or unix:///path");
+    auto rest = url.substr(8);
+    auto slash = rest.find('/');
+    auto authority = rest.substr(0, slash);
+    if (slash != std::string_view::npos) {
+        auto path = rest.substr(slash + 1);
+        if (!path.empty() && !parse_db(path))
+            return std::string("the path of a redis:// URL is the database number");
+    }
+    if (auto at = authority.rfind('@'); at != std::string_view::npos) {
+        auto userinfo = authority.substr(0, at);
+        authority = authority.substr(at + 1);
+        auto colon = userinfo.find(':');
+        // "user:password", ":password", or (Redis < 6 style) a bare password
+        auto user = colon == std::string_view::npos ? std::string_view{} : userinfo.substr(0, colon);
+        auto password = colon == std::string_view::npos ? userinfo : userinfo.substr(colon + 1);
+        auto u = percent_decode(user);
+        auto p = percent_decode(password);
+        if (!u || !p) return std::string("bad percent-encoding in the URL's user or password");
+        ep.user = *u;
+        ep.password = *p;
+    }
+    std::string_view port_text;
+    if (authority.starts_with("[")) {
+        auto close = authority.find(']');
+        if (close == std::string_view::npos) return std::string("unterminated [IPv6] host");
+        ep.host = std::string(authority.substr(1, close - 1));
+        auto after = authority.substr(close + 1);
+        if (!after.empty()) {
+            if (after.front() != ':') return std::string("garbage after [IPv6] host");
+            port_text = after.substr(1);
+        }
+    } else {
+        auto colon = authority.find(':');
+        ep.host = std::string(authority.substr(0, colon));
+        if (colon != std::string_view::npos) port_text = authority.substr(colon + 1);
+    }
+    if (ep.host.empty()) return std::string("missing host");
+    if (!port_text.empty() || authority.ends_with(":")) {
+        unsigned port = 0;
+        if (!parse_int(port_text, port) || port == 0 || port > 65535)
+            return std::string("bad port");
+        ep.port = static_cast<std::uint16_t>(port);
+    }
+    return ep;
+}
+
+std::string sha1_hex(std::string_view data) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha1(), nullptr);
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(2 * len);
+    for (unsigned i = 0; i < len; ++i) {
+        out.push_back(digits[md[i] >> 4]);
+        out.push_back(digits[md[i] & 0xf]);
+    }
+    return out;
+}
+
+lua_script::lua_script(std::string_view n, std::string_view src)
+    : name(n), source(src), sha1(sha1_hex(src)) {}
+
+// ---------------------------------------------------------------------------------------------
+// The hiredis <-> Asio adapter: hiredis says which readiness it wants (add/del read/write), we
+// wait for it with one-shot `async_wait`s and call back into hiredis.
+
+class redis_connection::adapter : public std::enable_shared_from_this<adapter> {
+public:
+    adapter(const net::any_io_executor& ex, redisAsyncContext* ac, redis_connection* owner)
+        : sd_(ex), ac_(ac), owner_(owner) {}
+
+    ~adapter() {
+        // hiredis owns the descriptor (redisFree closes it): never let Asio close it too.
+        if (sd_.is_open()) sd_.release();
+    }
+
+    // Must run before redisAsyncSetConnectCallback, which already asks for the first write event.
+    void attach(error_code& ec) {
+        sd_.assign(ac_->c.fd, ec);
+        if (ec) return;
+        ac_->ev.data = this;
+        ac_->ev.addRead = &add_read;
+        ac_->ev.delRead = &del_read;
+        ac_->ev.addWrite = &add_write;
+        ac_->ev.delWrite = &del_write;
+        ac_->ev.cleanup = &cleanup;
+    }
+
+private:
+    static adapter* from(void* p) { return static_cast<adapter*>(p); }
+    static void add_read(void* p) { from(p)->want_read_ = true; from(p)->arm(true); }
+    static void del_read(void* p) { from(p)->want_read_ = false; }
+    static void add_write(void* p) { from(p)->want_write_ = true; from(p)->arm(false); }
+    static void del_write(void* p) { from(p)->want_write_ = false; }
+    static void cleanup(void* p) { from(p)->on_cleanup(); }
+
+    void arm(bool read) {
+        bool& armed = read ? read_armed_ : write_armed_;
+        if (!ac_ || armed) return;  // one wait per direction: never stack them
+        armed = true;
+        // The handler's shared_ptr keeps the adapter alive even if hiredis frees the context
+        // (and the connection drops its reference) while the wait is pending.
+        sd_.async_wait(read ? net::posix::stream_descriptor::wait_read
+                            : net::posix::stream_descriptor::wait_write,
+                       [self = shared_from_this(), read](const error_code& ec) {
+                           self->on_ready(read, ec);
+                       });
+    }
+
+    void on_ready(bool read, const error_code& ec) {
+        (read ? read_armed_ : write_armed_) = false;
+        if (!ac_ || ec == net::error::operation_aborted) return;
+        if (read ? want_read_ : want_write_) {
+            // May free the context: then on_cleanup has cleared ac_.
+            if (read)
+                redisAsyncHandleRead(ac_);
+            else
+                redisAsyncHandleWrite(ac_);
+        }
+        // Waits are one-shot; hiredis does not always ask again (e.g. while connect(2) is still
+        // in progress it returns without re-adding the write event).
+        if (ac_ && (read ? want_read_ : want_write_)) arm(read);
+    }
+
+    void on_cleanup() {
+        auto* ac = ac_;
+        if (!ac) return;  // hiredis may call cleanup twice
+        ac_ = nullptr;
+        want_read_ = want_write_ = false;
+        ac->ev.addRead = ac->ev.delRead = ac->ev.addWrite = ac->ev.delWrite = nullptr;
+        ac->ev.cleanup = nullptr;
+        ac->ev.data = nullptr;
+        // Aborts the pending waits without closing the fd (redisFree closes it next).
+        if (sd_.is_open()) sd_.release();
+        owner_->context_gone(ac);  // last: touches nothing of ours afterwards
+    }
+
+    net::posix::stream_descriptor sd_;
+    redisAsyncContext* ac_;
+    redis_connection* owner_;  // outlives every context it creates (frees them in close())
+    bool want_read_ = false, want_write_ = false;
+    bool read_armed_ = false, write_armed_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Per-command state: shared by the waiting coroutine and hiredis' privdata, so it outlives
+// whichever of the two gives up first (timeout vs. a late reply).
+
+struct redis_connection::pending_command {
+    explicit pending_command(const net::any_io_executor& ex) : timer(ex) {}
+    enum class state : std::uint8_t { waiting, answered, abandoned };
+    net::steady_timer timer;  // the timeout; cancelled by the reply to wake the coroutine
+    state st = state::waiting;
+    std::optional<redis_reply> reply;  // empty: answered by the context going away
+};
+
+std::shared_ptr<redis_connection> redis_connection::create(net::any_io_executor ex,
+                                                           redis_options opts) {
+    return std::shared_ptr<redis_connection>(new redis_connection(std::move(ex), std::move(opts)));
+}
+
+redis_connection::redis_connection(net::any_io_executor ex, redis_options opts)
+    : executor_(std::move(ex)), opts_(std::move(opts)), wake_(executor_) {}
+
+redis_connection::~redis_connection() {
+    close();
+}
+
+void redis_connection::start() {
+    if (started_ || closed_) return;
+    started_ = true;
+    net::co_spawn(executor_, run_connection(shared_from_this()), [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+            spdlog::error("redis: connection loop failed: {}", x.what());
+        }
+    });
+}
+
+void redis_connection::close() {
+    if (closed_) return;
+    closed_ = true;
+    if (ctx_) spdlog::info("redis: closing the connection to {}", opts_.endpoint.describe());
+    drop_context();
+    wake_.cancel();
+}
+
+void redis_connection::drop_context() {
+    ready_ = false;
+    if (auto* ac = ctx_) {
+        ctx_ = nullptr;
+        // Pending commands are answered with NULL (-> unavailable); the cleanup hook releases
+        // the descriptor. Never called from inside a hiredis callback (coroutines only).
+        redisAsyncFree(ac);
+    }
+    adapter_.reset();  // safe: redisAsyncFree has returned, no adapter frame is on the stack
+    wake_.cancel();    // context_gone() saw ctx_ already cleared: wake the run loop here
+}
+
+void redis_connection::context_gone(redisAsyncContext* ac) {
+    if (ctx_ != ac) return;
+    ctx_ = nullptr;
+    ready_ = false;
+    if (phase_ == connect_phase::connecting) phase_ = connect_phase::failed;
+    wake_.cancel();
+}
+
+void redis_connection::on_connect(const redisAsyncContext* ac, int status) {
+    auto* self = static_cast<redis_connection*>(ac->data);
+    if (!self || self->ctx_ != ac) return;
+    if (status == REDIS_OK) {
+        self->phase_ = connect_phase::connected;
+    } else {
+        // hiredis frees the context right after this returns.
+        self->phase_ = connect_phase::failed;
+        self->last_error_ = ac->errstr ? ac->errstr : "connect failed";
+    }
+    self->wake_.cancel();  // the run loop resumes through the executor, not in here
+}
+
+void redis_connection::on_disconnect(const redisAsyncContext* ac, int status) {
+    auto* self = static_cast<redis_connection*>(ac->data);
+    if (!self) return;
+    if (status != REDIS_OK && ac->errstr) self->last_error_ = ac->errstr;
+    self->context_gone(const_cast<redisAsyncContext*>(ac));
+}
+
+void redis_connection::on_reply(redisAsyncContext* ac, void* reply, void* privdata) {
+    std::unique_ptr<std::shared_ptr<pending_command>> holder(
+        static_cast<std::shared_ptr<pending_command>*>(privdata));
+    if (auto* self = static_cast<redis_connection*>(ac->data)) {
+        if (self->in_flight_ > 0) --self->in_flight_;
+        if (reply) self->last_progress_ = clock::now();
+    }
+    auto& cmd = **holder;
+    if (cmd.st != pending_command::state::waiting) return;  // timed out: nobody wants it
+    cmd.st = pending_command::state::answered;
+    // hiredis frees the reply when we return: copy it.
+    if (reply) cmd.reply = copy_reply(static_cast<const redisReply*>(reply));
+    cmd.timer.cancel();  // wakes the coroutine via the executor
+}
+
+// ---------------------------------------------------------------------------------------------
+
+net::awaitable<void> redis_connection::run_connection(std::shared_ptr<redis_connection> self) {
+    auto& c = *self;
+    const auto where = c.opts_.endpoint.describe();
+    auto backoff = c.opts_.backoff_min;
+    bool ever_connected = false;
+    bool failing = false;
+    for (std::size_t attempt = 0; !c.closed_; ++attempt) {
+        auto ec = co_await c.async_connect_once(attempt);
+        if (c.closed_) break;
+        if (!ec) {
+            if (ever_connected) {
+                c.reconnects_.fetch_add(1, std::memory_order_relaxed);
+                spdlog::info("redis: reconnected to {}", where);
+            } else {
+                spdlog::info("redis: connected to {}", where);
+            }
+            ever_connected = true;
+            failing = false;
+            backoff = c.opts_.backoff_min;
+            c.ready_ = true;
+            while (c.ctx_ && !c.closed_) {
+                c.wake_.expires_at(clock::time_point::max());
+                co_await c.wake_.async_wait(use_tuple);
+            }
+            c.ready_ = false;
+            c.adapter_.reset();
+            if (c.closed_) break;
+            spdlog::warn("redis: lost the connection to {}{}{}; reconnecting", where,
+                         c.last_error_.empty() ? "" : ": ", c.last_error_);
+        } else if (!failing) {
+            failing = true;
+            spdlog::warn("redis: cannot connect to {}: {}; retrying (backoff up to {} ms)", where,
+                         c.last_error_, c.opts_.backoff_max.count());
+        } else {
+            spdlog::debug("redis: cannot connect to {}: {}", where, c.last_error_);
+        }
+        c.last_error_.clear();
+        c.wake_.expires_after(backoff);
+        co_await c.wake_.async_wait(use_tuple);
+        backoff = std::min(backoff * 2, c.opts_.backoff_max);
+    }
+    c.ready_ = false;
+}
+
+net::awaitable<error_code> redis_connection::async_connect_once(std::size_t attempt) {
+    const auto& ep = opts_.endpoint;
+    redisAsyncContext* ac = nullptr;
+    if (ep.unix_socket) {
+        ac = redisAsyncConnectUnix(ep.path.c_str());
+    } else {
+        // redisAsyncConnect resolves with a blocking getaddrinfo: hand it an address literal.
+        std::string ip;
+        error_code aec;
+        auto addr = net::ip::make_address(ep.host, aec);
+        if (!aec) {
+            ip = addr.to_string();
+        } else {
+            net::ip::tcp::resolver resolver(executor_);
+            auto [rec, results] =
+                co_await resolver.async_resolve(ep.host, std::to_string(ep.port), use_tuple);
+            if (closed_) co_return errc(store_errc::unavailable);
+            if (rec || results.empty()) {
+                last_error_ = "cannot resolve " + ep.host + ": " + rec.message();
+                co_return errc(store_errc::unavailable);
+            }
+            auto it = results.begin();
+            std::advance(it, attempt % results.size());  // try each address in turn
+            ip = it->endpoint().address().to_string();
+        }
+        ac = redisAsyncConnect(ip.c_str(), ep.port);
+    }
+    if (!ac) {
+        last_error_ = "cannot allocate a hiredis context";
+        co_return errc(store_errc::unavailable);
+    }
+    if (ac->err) {
+        last_error_ = ac->errstr ? ac->errstr : "connect failed";
+        redisAsyncFree(ac);  // hooks not set yet: just frees the context and closes the fd
+        co_return errc(store_errc::unavailable);
+    }
+
+    auto a = std::make_shared<adapter>(executor_, ac, this);
+    error_code aec;
+    a->attach(aec);
+    if (aec) {
+        last_error_ = "cannot watch the socket: " + aec.message();
+        redisAsyncFree(ac);
+        co_return errc(store_errc::unavailable);
+    }
+    if (!ep.unix_socket && redisEnableKeepAlive(&ac->c) != REDIS_OK) {
+        // Not fatal (a dead peer is still noticed by the stall check), but hiredis flagged the
+        // context as failed: clear that, or it would refuse every command.
+        spdlog::debug("redis: cannot enable TCP keep-alive: {}", ac->c.errstr);
+        ac->c.err = 0;
+        ac->c.errstr[0] = '\0';
+    }
+    ctx_ = ac;
+    adapter_ = std::move(a);
+    phase_ = connect_phase::connecting;
+    in_flight_ = 0;
+    ac->data = this;
+    redisAsyncSetDisconnectCallback(ac, &on_disconnect);
+    // Arms the first write event, which tells that connect(2) finished: the hooks are set above.
+    redisAsyncSetConnectCallback(ac, &on_connect);
+
+    const auto deadline = clock::now() + opts_.connect_timeout;
+    while (phase_ == connect_phase::connecting && ctx_ == ac && !closed_ &&
+           clock::now() < deadline) {
+        wake_.expires_at(deadline);
+        co_await wake_.async_wait(use_tuple);
+    }
+    if (closed_) co_return errc(store_errc::unavailable);
+    if (ctx_ != ac || phase_ != connect_phase::connected) {
+        if (ctx_ == ac) {
+            last_error_ = "connect timed out";
+            drop_context();
+            co_return errc(store_errc::timeout);
+        }
+        if (last_error_.empty()) last_error_ = "connect failed";
+        co_return errc(store_errc::unavailable);
+    }
+    auto hec = co_await async_handshake();
+    if (hec) {
+        drop_context();
+        co_return hec;
+    }
+    if (closed_ || !ctx_) co_return errc(store_errc::unavailable);
+    co_return error_code{};
+}
+
+net::awaitable<error_code> redis_connection::async_handshake() {
+    const auto& ep = opts_.endpoint;
+    const auto timeout = opts_.connect_timeout;
+    std::vector<std::vector<std::string>> steps;
+    if (!ep.password.empty()) {
+        if (ep.user.empty())
+            steps.push_back(detail::argv_of("AUTH", ep.password));
+        else
+            steps.push_back(detail::argv_of("AUTH", ep.user, ep.password));
+    }
+    if (ep.db != 0) steps.push_back(detail::argv_of("SELECT", std::to_string(ep.db)));
+    for (auto& argv : steps) {
+        auto what = argv[0];
+        auto r = co_await async_send(std::move(argv), timeout);
+        if (!r) {
+            last_error_ = what + ": " + r.error().message();
+            co_return r.error();
+        }
+        if (r->is_error()) {
+            last_error_ = what + ": " + r->str;
+            co_return errc(store_errc::protocol);
+        }
+    }
+    if (!opts_.client_name.empty()) {
+        // Only for operators' CLIENT LIST; an old or restricted server may refuse it.
+        auto r = co_await async_send(detail::argv_of("CLIENT", "SETNAME", opts_.client_name), timeout);
+        if (!r) co_return r.error();
+    }
+    for (const auto& script : opts_.scripts) {
+        auto r = co_await async_send(detail::argv_of("SCRIPT", "LOAD", script.source), timeout);
+        if (!r) {
+            last_error_ = "SCRIPT LOAD " + script.name + ": " + r.error().message();
+            co_return r.error();
+        }
+        if (r->is_error() || r->kind != redis_reply::type::string) {
+            last_error_ = "SCRIPT LOAD " + script.name + ": " + r->str;
+            co_return errc(store_errc::protocol);
+        }
+        if (r->str != script.sha1)
+            spdlog::error("redis: script {}: server SHA1 {} differs from ours {}", script.name,
+                          r->str, script.sha1);
+    }
+    co_return error_code{};
+}
+
+net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std::string> argv,
+                                                                 std::chrono::milliseconds timeout) {
+    if (!ctx_ || closed_) co_return errc(store_errc::unavailable);
+    std::vector<const char*> ptrs;
+    std::vector<std::size_t> lens;
+    ptrs.reserve(argv.size());
+    lens.reserve(argv.size());
+    for (const auto& a : argv) {
+        ptrs.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    auto cmd = std::make_shared<pending_command>(executor_);
+    auto holder = std::make_unique<std::shared_ptr<pending_command>>(cmd);
+    if (in_flight_ == 0) last_progress_ = clock::now();
+    // hiredis copies the arguments into its output buffer.
+    if (redisAsyncCommandArgv(ctx_, &on_reply, holder.get(), static_cast<int>(argv.size()),
+                              ptrs.data(), lens.data()) != REDIS_OK)
+        co_return errc(store_errc::unavailable);  // disconnecting: the callback never runs
+    holder.release();  // hiredis calls on_reply exactly once, which deletes it
+    ++in_flight_;
+
+    cmd->timer.expires_after(timeout);
+    if (cmd->st == pending_command::state::waiting) co_await cmd->timer.async_wait(use_tuple);
+    if (cmd->st == pending_command::state::waiting) {
+        cmd->st = pending_command::state::abandoned;  // hiredis still owns its privdata
+        // A connection that answers nothing for this long is dead or wedged (a hung peer does
+        // not close the socket): drop it so that the run loop reconnects.
+        if (ctx_ && in_flight_ > 0 && clock::now() - last_progress_ >= opts_.connect_timeout) {
+            last_error_ = "no reply for " + std::to_string(opts_.connect_timeout.count()) + " ms";
+            spdlog::warn("redis: {} from {}; dropping the connection", last_error_,
+                         opts_.endpoint.describe());
+            drop_context();
+        }
+        co_return errc(store_errc::timeout);
+    }
+    if (!cmd->reply) co_return errc(store_errc::unavailable);
+    co_return std::move(*cmd->reply);
+}
+
+net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std::string> argv) {
+    auto self = shared_from_this();  // the frame may outlive the store that owns us
+    if (!ready_ || closed_) co_return errc(store_errc::unavailable);
+    co_return co_await async_send(std::move(argv), opts_.command_timeout);
+}
+
+net::awaitable<result<redis_reply>> redis_connection::async_eval(
+    std::size_t index, std::vector<std::string> keys, std::vector<std::string> args) {
+    auto self = shared_from_this();
+    const auto& script = opts_.scripts.at(index);
+    std::vector<std::string> argv;
+    argv.reserve(3 + keys.size() + args.size());
+    argv.push_back("EVALSHA");
+    argv.push_back(script.sha1);
+    argv.push_back(std::to_string(keys.size()));
+    for (auto& k : keys) argv.push_back(std::move(k));
+    for (auto& a : args) argv.push_back(std::move(a));
+
+    auto r = co_await async_exec(argv);
+    if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
+        // Redis restarted, failed over or ran SCRIPT FLUSH since we connected.
+        spdlog::info("redis: script {} is missing on {}; loading it again", script.name,
+                     opts_.endpoint.describe());
+        auto loaded = co_await async_exec(detail::argv_of("SCRIPT", "LOAD", script.source));
+        if (!loaded) co_return loaded;
+        if (loaded->is_error()) co_return loaded;
+        r = co_await async_exec(std::move(argv));
+    }
+    co_return r;
+}
+
+}  // namespace ifm::cache

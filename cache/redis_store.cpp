@@ -1,0 +1,261 @@
+#include "cache/redis_store.hpp"
+
+#include "cache/memory_store.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+namespace ifm::cache {
+
+// Embedded from cache/lua/*.lua at build time (cmake/embed_lua.cmake).
+namespace lua {
+extern const std::string_view acquire;
+extern const std::string_view store_under_lease;
+extern const std::string_view commit;
+extern const std::string_view snapshot;
+extern const std::string_view observe;
+}  // namespace lua
+
+namespace {
+
+using boost::system::error_code;
+
+// Indexes into redis_options::scripts.
+enum script : std::size_t { acquire_script, store_script, commit_script, snapshot_script, observe_script };
+
+const std::vector<lua_script>& store_scripts() {
+    static const std::vector<lua_script> scripts{
+        {"acquire", lua::acquire},   {"store_under_lease", lua::store_under_lease},
+        {"commit", lua::commit},     {"snapshot", lua::snapshot},
+        {"observe", lua::observe},
+    };
+    return scripts;
+}
+
+error_code errc(store_errc e) { return make_error_code(e); }
+
+// An error reply: a server that is loading, busy, read-only (a replica after a failover) or
+// refusing us is unavailable; anything else is a bug or a tampered key (protocol).
+error_code reply_error(std::string_view op, const redis_reply& r) {
+    static constexpr std::string_view transient[] = {"LOADING", "BUSY", "READONLY", "MASTERDOWN",
+                                                     "TRYAGAIN", "CLUSTERDOWN", "NOAUTH", "OOM"};
+    for (auto prefix : transient) {
+        if (r.str.starts_with(prefix)) {
+            spdlog::warn("redis: {}: {}", op, r.str);
+            return errc(store_errc::unavailable);
+        }
+    }
+    spdlog::error("redis: {}: unexpected reply: {}", op,
+                  r.is_error() ? r.str : "type " + std::to_string(static_cast<int>(r.kind)));
+    return errc(store_errc::protocol);
+}
+
+const std::string* as_string(const redis_reply& r) {
+    return r.kind == redis_reply::type::string || r.kind == redis_reply::type::status ? &r.str
+                                                                                     : nullptr;
+}
+
+template <class Int>
+bool parse_int(std::string_view s, Int& out) {
+    if (s.empty()) return false;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc{} && p == s.data() + s.size();
+}
+
+// Decodes (s, e, m) as the scripts store them.
+std::optional<resource_state> decode_state(const std::string& s, const std::string& e,
+                                           const std::string& m) {
+    if (s == "a") return resource_state::absent();
+    if (s != "p") return resource_state::unknown();
+    std::optional<std::int64_t> lm;
+    if (!m.empty()) {
+        std::int64_t v = 0;
+        if (!parse_int(m, v)) return std::nullopt;
+        lm = v;
+    }
+    return resource_state::present(e, lm);
+}
+
+// Appends (s, e, m) as the scripts expect them.
+void encode_state(std::vector<std::string>& args, const resource_state& in) {
+    auto s = detail::normalized(in);
+    switch (s.state) {
+    case resource_state::kind::unknown: args.emplace_back(); break;
+    case resource_state::kind::absent: args.emplace_back("a"); break;
+    case resource_state::kind::present: args.emplace_back("p"); break;
+    }
+    args.push_back(s.etag);
+    args.push_back(s.last_modified ? std::to_string(*s.last_modified) : std::string());
+}
+
+char match_code(condition::match m) {
+    switch (m) {
+    case condition::match::any: return 'a';
+    case condition::match::list: return 'l';
+    case condition::match::none: break;
+    }
+    return 'n';
+}
+
+// A 0/1 integer reply.
+result<bool> decode_flag(std::string_view op, const redis_reply& r) {
+    if (r.kind != redis_reply::type::integer) return detail::failure{reply_error(op, r)};
+    return r.integer == 1;
+}
+
+}  // namespace
+
+redis_store::redis_store(net::any_io_executor ex, const config::store_config& cfg,
+                         redis_endpoint endpoint)
+    : prefix_(cfg.key_prefix), rng_(detail::make_token_rng()) {
+    redis_options opts;
+    opts.endpoint = std::move(endpoint);
+    opts.command_timeout = cfg.timeout;
+    opts.connect_timeout = cfg.connect_timeout;
+    opts.scripts = store_scripts();
+    conn_ = redis_connection::create(std::move(ex), std::move(opts));
+    conn_->start();
+}
+
+redis_store::~redis_store() {
+    // Frees the hiredis context now, even if the io_context no longer runs; coroutine frames
+    // still parked in it hold their own reference to the connection.
+    conn_->close();
+}
+
+void redis_store::close() {
+    conn_->close();
+}
+
+std::string redis_store::resource_key(std::string_view prefix, std::string_view key) {
+    std::string out;
+    out.reserve(prefix.size() + key.size() + 4);
+    out.append(prefix);
+    out.append(":{");
+    for (char c : key) {
+        switch (c) {
+        case '{': out.append("%7B"); break;
+        case '}': out.append("%7D"); break;
+        case '%': out.append("%25"); break;
+        default: out.push_back(c);
+        }
+    }
+    out.push_back('}');
+    return out;
+}
+
+std::vector<std::string> redis_store::keys(std::string_view key) const {
+    auto hash = resource_key(prefix_, key);
+    auto lease = hash + ":l";
+    return {std::move(hash), std::move(lease)};
+}
+
+std::string redis_store::new_token() {
+    return detail::make_lease_token(rng_);
+}
+
+net::awaitable<result<acquire_result>> redis_store::async_acquire(
+    std::string key, condition cond, std::chrono::milliseconds lease) {
+    auto token = new_token();
+    std::vector<std::string> args;
+    args.reserve(5 + cond.if_match_tags.size() + cond.if_none_match_tags.size());
+    args.push_back(token);
+    args.push_back(std::to_string(std::max<std::int64_t>(lease.count(), 1)));  // PX 0 is an error
+    args.push_back(std::string(1, match_code(cond.if_match)) + match_code(cond.if_none_match));
+    args.push_back(cond.if_unmodified_since ? std::to_string(*cond.if_unmodified_since)
+                                            : std::string());
+    const bool im_list = cond.if_match == condition::match::list;
+    args.push_back(std::to_string(im_list ? cond.if_match_tags.size() : 0));
+    if (im_list)
+        for (auto& t : cond.if_match_tags) args.push_back(std::move(t));
+    if (cond.if_none_match == condition::match::list)
+        for (auto& t : cond.if_none_match_tags) args.push_back(std::move(t));
+
+    auto r = co_await conn_->async_eval(acquire_script, keys(key), std::move(args));
+    if (!r) co_return detail::failure{r.error()};
+    const auto& v = *r;
+    if (v.kind != redis_reply::type::array || v.elements.size() != 4) co_return detail::failure{reply_error("acquire", v)};
+    const std::string* f[4];
+    for (int i = 0; i < 4; ++i)
+        if (!(f[i] = as_string(v.elements[i]))) co_return detail::failure{reply_error("acquire", v)};
+    auto state = decode_state(*f[1], *f[2], *f[3]);
+    if (!state) co_return detail::failure{reply_error("acquire", v)};
+
+    acquire_result out;
+    out.current = std::move(*state);
+    const auto& status = *f[0];
+    if (status == "ok") {
+        out.status = acquire_status::ok;
+    } else if (status == "unknown") {
+        out.status = acquire_status::unknown;
+    } else if (status == "mismatch") {
+        out.status = acquire_status::mismatch;
+    } else if (status == "busy") {
+        out.status = acquire_status::busy;
+    } else {
+        co_return detail::failure{reply_error("acquire", v)};
+    }
+    if (out.status == acquire_status::ok || out.status == acquire_status::unknown)
+        out.token = std::move(token);
+    co_return out;
+}
+
+net::awaitable<result<bool>> redis_store::async_store_under_lease(
+    std::string key, std::string token, resource_state state) {
+    auto args = detail::argv_of(std::move(token));
+    encode_state(args, state);
+    auto r = co_await conn_->async_eval(store_script, keys(key), std::move(args));
+    if (!r) co_return detail::failure{r.error()};
+    co_return decode_flag("store_under_lease", *r);
+}
+
+net::awaitable<result<bool>> redis_store::async_commit(
+    std::string key, std::string token, commit_outcome outcome, resource_state state) {
+    auto args = detail::argv_of(std::move(token));
+    switch (outcome) {
+    case commit_outcome::set: args.emplace_back("set"); break;
+    case commit_outcome::keep: args.emplace_back("keep"); break;
+    case commit_outcome::unknown: args.emplace_back("unknown"); break;
+    }
+    encode_state(args, state);
+    auto r = co_await conn_->async_eval(commit_script, keys(key), std::move(args));
+    if (!r) co_return detail::failure{r.error()};
+    co_return decode_flag("commit", *r);
+}
+
+net::awaitable<result<snapshot>> redis_store::async_snapshot(std::string key) {
+    auto r = co_await conn_->async_eval(snapshot_script, keys(key), std::vector<std::string>());
+    if (!r) co_return detail::failure{r.error()};
+    const auto& v = *r;
+    if (v.kind != redis_reply::type::array || v.elements.size() != 5 ||
+        v.elements[4].kind != redis_reply::type::integer)
+        co_return detail::failure{reply_error("snapshot", v)};
+    const std::string* f[4];
+    for (int i = 0; i < 4; ++i)
+        if (!(f[i] = as_string(v.elements[i]))) co_return detail::failure{reply_error("snapshot", v)};
+    auto state = decode_state(*f[0], *f[1], *f[2]);
+    snapshot out;
+    if (!state || !parse_int(*f[3], out.generation)) co_return detail::failure{reply_error("snapshot", v)};
+    out.state = std::move(*state);
+    out.leased = v.elements[4].integer == 1;
+    co_return out;
+}
+
+net::awaitable<result<bool>> redis_store::async_observe(
+    std::string key, std::uint64_t generation, resource_state state) {
+    auto args = detail::argv_of(std::to_string(generation));
+    encode_state(args, state);
+    auto r = co_await conn_->async_eval(observe_script, keys(key), std::move(args));
+    if (!r) co_return detail::failure{r.error()};
+    co_return decode_flag("observe", *r);
+}
+
+net::awaitable<result<void>> redis_store::async_ping() {
+    auto r = co_await conn_->async_exec(detail::argv_of("PING"));
+    if (!r) co_return detail::failure{r.error()};
+    if (r->kind != redis_reply::type::status || r->str != "PONG") co_return detail::failure{reply_error("ping", *r)};
+    co_return result<void>{};
+}
+
+}  // namespace ifm::cache

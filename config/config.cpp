@@ -1,0 +1,764 @@
+// YAML loader for the schema of SPEC §7. It never stops at the first problem: every error is
+// collected with its dotted path and 1-based line, so one --check-config run shows them all.
+#include "config/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <unordered_map>
+#include <variant>
+
+namespace ifm::config {
+namespace {
+
+using node = YAML::Node;
+
+constexpr std::size_t KiB = 1024;
+constexpr std::size_t MiB = 1024 * KiB;
+constexpr std::size_t GiB = 1024 * MiB;
+constexpr std::uint64_t max_count = 1'000'000;
+// Longer timers are always a typo, and keeping them small keeps `now() + d` far from overflow.
+constexpr duration max_duration = 24h;
+// The origin cannot check a fencing token, so a forwarded write must finish well inside its lease.
+constexpr duration lease_margin = 1s;
+
+// Unsigned decimal digits only: no sign, no blanks, no base prefix.
+std::optional<std::uint64_t> parse_digits(std::string_view s) {
+    std::uint64_t v = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+// "15s" -> {"15", "s"}
+std::pair<std::string_view, std::string_view> split_unit(std::string_view s) {
+    auto i = std::min(s.find_first_not_of("0123456789"), s.size());
+    return {s.substr(0, i), s.substr(i)};
+}
+
+bool is_name_char(char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+}
+bool is_name(std::string_view s) { return !s.empty() && std::ranges::all_of(s, is_name_char); }
+
+// RFC 9110 tchar: what header names and method names are made of.
+bool is_token(std::string_view s) {
+    return !s.empty() && std::ranges::all_of(s, [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) ||
+               std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    });
+}
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+std::string format_duration(duration d) {
+    auto ms = d.count();
+    if (ms != 0 && ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + "h";
+    if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
+    if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+    return std::to_string(ms) + "ms";
+}
+
+std::string format_size(std::size_t n) {
+    if (n != 0 && n % GiB == 0) return std::to_string(n / GiB) + "GiB";
+    if (n != 0 && n % MiB == 0) return std::to_string(n / MiB) + "MiB";
+    if (n != 0 && n % KiB == 0) return std::to_string(n / KiB) + "KiB";
+    return std::to_string(n);
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diag = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            std::size_t up = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+            diag = up;
+        }
+    }
+    return row[b.size()];
+}
+
+// "; did you mean 'etag'?" when a candidate is within two edits, else "".
+template <class Names>
+std::string suggestion(std::string_view word, const Names& candidates) {
+    std::string best;
+    std::size_t best_distance = 3;
+    for (std::string_view c : candidates) {
+        if (auto d = edit_distance(word, c); d < best_distance) best = c, best_distance = d;
+    }
+    return best.empty() ? "" : "; did you mean '" + best + "'?";
+}
+
+std::optional<std::string> percent_decode(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        unsigned v = 0;
+        if (i + 2 >= s.size()) return std::nullopt;
+        auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+        if (ec != std::errc{} || end != s.data() + i + 3) return std::nullopt;
+        out += static_cast<char>(v);
+        i += 2;
+    }
+    return out;
+}
+
+constexpr std::string_view url_usage =
+    "expected redis://[[user]:password@]host[:port][/db] or unix:///absolute/path[?db=N]";
+
+struct store_url {
+    std::string url;                      // the password removed, so the URL can be logged
+    std::optional<std::string> password;  // percent-decoded
+};
+
+// Validates store.url; on failure returns the reason.
+std::variant<store_url, std::string> split_store_url(std::string_view url) {
+    auto valid_db = [](std::string_view db) {
+        auto n = parse_digits(db);
+        return n && *n <= INT_MAX;
+    };
+    if (url.starts_with("unix://")) {
+        auto rest = url.substr(7);
+        auto q = rest.find('?');
+        auto path = rest.substr(0, q);
+        if (path.size() < 2 || path[0] != '/') return "the unix socket path must be absolute; " + std::string(url_usage);
+        if (q != std::string_view::npos && !(rest.substr(q + 1).starts_with("db=") && valid_db(rest.substr(q + 4))))
+            return "the only query parameter is db=N; " + std::string(url_usage);
+        return store_url{std::string(url), std::nullopt};
+    }
+    if (!url.starts_with("redis://")) return std::string(url_usage);
+    auto rest = url.substr(8);
+    store_url out;
+    std::string user;
+    if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+        auto userinfo = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+        auto colon = userinfo.find(':');
+        // Clients disagree on whether "redis://word@host" names a user or a password.
+        if (colon == std::string_view::npos)
+            return std::string("write redis://:password@host or redis://user:password@host");
+        user = userinfo.substr(0, colon);
+        if (colon + 1 < userinfo.size()) {
+            out.password = percent_decode(userinfo.substr(colon + 1));
+            if (!out.password) return std::string("bad percent-encoding in the password");
+        }
+    }
+    auto slash = rest.find('/');
+    auto host_port = std::string(rest.substr(0, slash));
+    auto colon = host_port.rfind(':');
+    if (colon == std::string::npos || (host_port.starts_with('[') && colon < host_port.find(']')))
+        host_port += ":6379";  // Redis's default port, as in the URLs of redis-cli and client libraries
+    auto ep = parse_endpoint(host_port);
+    if (!ep || ep->port == 0) return std::string(url_usage);
+    if (slash != std::string_view::npos && !valid_db(rest.substr(slash + 1)))
+        return "the database must be a number; " + std::string(url_usage);
+    // "user:@" keeps the user and says "no password here" (the store then uses store.password).
+    out.url = "redis://" + (user.empty() ? "" : user + ":@") + std::string(rest);
+    return out;
+}
+
+std::optional<std::string> getenv_nonempty(const char* name) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return std::nullopt;
+    return std::string(v);
+}
+
+// One key of a mapping and how to read its value. Sections (mappings of their own) are
+// flagged so that known_keys() lists leaves only.
+struct field {
+    std::string_view key;
+    std::function<void(const node& value, const std::string& path)> read;
+    bool section = false;
+};
+using fields = std::vector<field>;
+
+std::string join(const std::string& path, std::string_view key) {
+    return path.empty() ? std::string(key) : path + "." + std::string(key);
+}
+
+class reader {
+public:
+    load_result run(const node& root);
+
+    fields top_fields(config& c);
+    fields store_fields(store_config& s);
+    fields upstream_fields(upstream_config& u);
+    fields route_fields(route_config& r);
+    fields match_fields(route_match& m);
+    fields limits_fields(limits_config& l);
+    fields headers_fields(headers_config& h);
+    fields log_fields(log_config& l);
+
+private:
+    std::vector<error> errors_;
+    std::unordered_map<std::string, int> lines_;  // dotted path -> line of its key
+
+    void fail(int line, std::string path, std::string message) {
+        errors_.push_back({std::move(path), line, std::move(message)});
+    }
+    void fail(const node& at, std::string path, std::string message) {
+        int line = at.Mark().line >= 0 ? at.Mark().line + 1 : line_at(path);
+        fail(line, std::move(path), std::move(message));
+    }
+    // Line of a path, or of its closest recorded parent (a defaulted key has no line of its own).
+    int line_at(std::string path) const {
+        for (;;) {
+            if (auto it = lines_.find(path); it != lines_.end()) return it->second;
+            auto cut = path.find_last_of(".[");
+            if (cut == std::string::npos) return lines_.at("");
+            path.resize(cut);
+        }
+    }
+    bool present(const std::string& path) const { return lines_.contains(path); }
+    // Cross-checks skip parts that already failed: their values are defaults, not the user's.
+    bool failed_under(const std::string& path) const {
+        return std::ranges::any_of(errors_, [&](const error& e) {
+            return e.path == path || e.path.starts_with(path + ".") || e.path.starts_with(path + "[");
+        });
+    }
+
+    bool read_map(const node& n, const std::string& path, const fields& fs);
+    void read_upstreams(const node& n, const std::string& path, config& c);
+    void read_routes(const node& n, const std::string& path, config& c);
+    void finish_store(store_config& s);
+    void check(config& c);
+
+    const std::string* scalar(const node& n, const std::string& path, const std::string& expected);
+    void text(const node& n, const std::string& path, std::string& out,
+              bool (*valid)(std::string_view) = nullptr, const char* expected = "expected a string");
+    void integer(const node& n, const std::string& path, auto& out, std::uint64_t min, std::uint64_t max);
+    void dur(const node& n, const std::string& path, duration& out, duration min = 1ms);
+    void size(const node& n, const std::string& path, std::size_t& out, std::size_t min = 0,
+              std::size_t max = std::numeric_limits<std::size_t>::max());
+    std::optional<endpoint> endp(const node& n, const std::string& path, bool allow_port_zero);
+    void methods(const node& n, const std::string& path, std::vector<std::string>& out, bool unsafe_only);
+    void header_names(const node& n, const std::string& path, std::vector<std::string>& out);
+    template <class Accept>
+    void list(const node& n, const std::string& path, std::string_view example, std::vector<std::string>& out,
+              Accept accept);
+    template <class E>
+    void choice(const node& n, const std::string& path, E& out,
+                std::initializer_list<std::pair<std::string_view, E>> options);
+    void boolean(const node& n, const std::string& path, bool& out) {
+        choice(n, path, out, {{"true", true}, {"false", false}});
+    }
+};
+
+std::string got(const node& n) {
+    if (n.IsMap()) return ", got a mapping";
+    if (n.IsSequence()) return ", got a list";
+    if (n.IsNull()) return ", got nothing";
+    return "";
+}
+
+const std::string* reader::scalar(const node& n, const std::string& path, const std::string& expected) {
+    if (n.IsScalar()) return &n.Scalar();
+    fail(n, path, expected + got(n));
+    return nullptr;
+}
+
+void reader::text(const node& n, const std::string& path, std::string& out, bool (*valid)(std::string_view),
+                  const char* expected) {
+    auto s = scalar(n, path, expected);
+    if (s && valid && !valid(*s)) fail(n, path, expected);
+    else if (s) out = *s;
+}
+
+void reader::integer(const node& n, const std::string& path, auto& out, std::uint64_t min, std::uint64_t max) {
+    auto expected = "expected an integer from " + std::to_string(min) + " to " + std::to_string(max);
+    auto s = scalar(n, path, expected);
+    if (!s) return;
+    auto v = parse_digits(*s);
+    if (!v || *v < min || *v > max) return fail(n, path, expected);
+    out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+}
+
+void reader::dur(const node& n, const std::string& path, duration& out, duration min) {
+    std::string expected = "expected a duration like 50ms or 15s";
+    auto s = scalar(n, path, expected);
+    if (!s) return;
+    auto d = parse_duration(*s);
+    if (!d && parse_digits(*s)) return fail(n, path, expected + " (a unit is required)");
+    if (!d) return fail(n, path, expected);
+    if (*d < min) return fail(n, path, "must be at least " + format_duration(min));
+    if (*d > max_duration) return fail(n, path, "must be at most " + format_duration(max_duration));
+    out = *d;
+}
+
+void reader::size(const node& n, const std::string& path, std::size_t& out, std::size_t min, std::size_t max) {
+    auto s = scalar(n, path, "expected a size like 512, 16KiB or 8MiB");
+    if (!s) return;
+    auto v = parse_size(*s);
+    if (!v) return fail(n, path, "expected a size like 512, 16KiB or 8MiB");
+    if (*v < min || *v > max) {
+        return fail(n, path, max == std::numeric_limits<std::size_t>::max()
+                                 ? "must be at least " + format_size(min)
+                                 : "must be between " + format_size(min) + " and " + format_size(max));
+    }
+    out = *v;
+}
+
+std::optional<endpoint> reader::endp(const node& n, const std::string& path, bool allow_port_zero) {
+    std::string expected = "expected host:port or [ipv6]:port";
+    auto s = scalar(n, path, expected);
+    if (!s) return std::nullopt;
+    auto ep = parse_endpoint(*s);
+    if (!ep) fail(n, path, expected);
+    else if (ep->port == 0 && !allow_port_zero) fail(n, path, "port must be between 1 and 65535");
+    else return ep;
+    return std::nullopt;
+}
+
+template <class E>
+void reader::choice(const node& n, const std::string& path, E& out,
+                    std::initializer_list<std::pair<std::string_view, E>> options) {
+    if (n.IsScalar()) {
+        for (auto& [name, value] : options) {
+            if (n.Scalar() == name) {
+                out = value;
+                return;
+            }
+        }
+    }
+    std::string list;
+    for (auto& [name, value] : options) list += (list.empty() ? "" : "|") + std::string(name);
+    fail(n, path, "expected one of " + list + got(n));
+}
+
+// A list of scalars; reports non-scalars and duplicates. `accept` vets one item (and may rewrite it).
+template <class Accept>
+void reader::list(const node& n, const std::string& path, std::string_view example, std::vector<std::string>& out,
+                  Accept accept) {
+    if (!n.IsSequence()) return fail(n, path, "expected a list like " + std::string(example) + got(n));
+    std::vector<std::string> items;
+    std::size_t i = 0;
+    for (const auto& item : n) {
+        auto item_path = path + "[" + std::to_string(i++) + "]";
+        if (!item.IsScalar()) {
+            fail(item, item_path, "expected a list like " + std::string(example));
+            continue;
+        }
+        std::string value = item.Scalar();
+        if (auto why = accept(value)) fail(item, item_path, *why);
+        else if (std::ranges::find(items, value) != items.end()) fail(item, item_path, "duplicate '" + value + "'");
+        else items.push_back(std::move(value));
+    }
+    out = std::move(items);
+}
+
+void reader::methods(const node& n, const std::string& path, std::vector<std::string>& out, bool unsafe_only) {
+    list(n, path, "[PUT, PATCH]", out, [&](std::string& m) -> std::optional<std::string> {
+        if (!is_token(m) || std::ranges::any_of(m, [](char c) { return std::islower(static_cast<unsigned char>(c)); }))
+            return "expected an upper-case HTTP method like PUT";
+        // Safe methods never change the resource, so there is nothing to judge.
+        if (unsafe_only && (m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE"))
+            return m + " is a safe method; only unsafe methods can be judged";
+        return std::nullopt;
+    });
+}
+
+void reader::header_names(const node& n, const std::string& path, std::vector<std::string>& out) {
+    list(n, path, "[Accept, Accept-Language]", out, [](std::string& h) -> std::optional<std::string> {
+        if (!is_token(h)) return "expected a header name like Accept";
+        h = lower(std::move(h));  // header names are case-insensitive; the key builder wants one spelling
+        return std::nullopt;
+    });
+}
+
+bool reader::read_map(const node& n, const std::string& path, const fields& fs) {
+    if (!n.IsMap()) {
+        fail(n, path, "expected a mapping" + got(n));
+        return false;
+    }
+    std::vector<std::string_view> known;
+    for (auto& f : fs) known.push_back(f.key);
+    for (const auto& entry : n) {  // not it->first: yaml-cpp's operator-> returns a temporary
+        const node& key = entry.first;
+        if (!key.IsScalar()) {
+            fail(key, path, "expected a plain key");
+            continue;
+        }
+        auto child = join(path, key.Scalar());
+        auto f = std::ranges::find(fs, key.Scalar(), &field::key);
+        if (f == fs.end()) {
+            fail(key, path, "unknown key '" + key.Scalar() + "'" + suggestion(key.Scalar(), known));
+        } else if (present(child)) {
+            fail(key, child, "duplicate key");
+        } else {
+            lines_[child] = key.Mark().line + 1;
+            f->read(entry.second, child);
+        }
+    }
+    return true;
+}
+
+fields reader::top_fields(config& c) {
+    return {
+        {"listen", [&](auto& v, auto& p) { c.listen = endp(v, p, true).value_or(c.listen); }},
+        {"admin_listen", [&](auto& v, auto& p) { c.admin_listen = endp(v, p, true); }},
+        {"workers", [&](auto& v, auto& p) { integer(v, p, c.workers, 0, 256); }},
+        {"store", [&](auto& v, auto& p) { read_map(v, p, store_fields(c.store)); }, true},
+        {"upstreams", [&](auto& v, auto& p) { read_upstreams(v, p, c); }, true},
+        {"routes", [&](auto& v, auto& p) { read_routes(v, p, c); }, true},
+        {"limits", [&](auto& v, auto& p) { read_map(v, p, limits_fields(c.limits)); }, true},
+        {"headers", [&](auto& v, auto& p) { read_map(v, p, headers_fields(c.headers)); }, true},
+        {"on_store_error", [&](auto& v, auto& p) {
+             choice(v, p, c.on_store_error,
+                    {{"fail_closed", store_error_policy::fail_closed}, {"fail_open", store_error_policy::fail_open}});
+         }},
+        {"log", [&](auto& v, auto& p) { read_map(v, p, log_fields(c.log)); }, true},
+    };
+}
+
+fields reader::store_fields(store_config& s) {
+    return {
+        {"kind", [&](auto& v, auto& p) { choice(v, p, s.kind, {{"redis", store_kind::redis}, {"memory", store_kind::memory}}); }},
+        {"url", [&](auto& v, auto& p) { text(v, p, s.url); }},  // checked in finish_store, after the env override
+        {"password", [&](auto& v, auto& p) { text(v, p, s.password); }},
+        {"key_prefix", [&](auto& v, auto& p) {
+             text(v, p, s.key_prefix, [](std::string_view k) { return is_name(k) && k.size() <= 64; },
+                  "expected 1 to 64 characters of A-Z a-z 0-9 _ . -");
+         }},
+        {"timeout", [&](auto& v, auto& p) { dur(v, p, s.timeout); }},
+        {"connect_timeout", [&](auto& v, auto& p) { dur(v, p, s.connect_timeout); }},
+    };
+}
+
+fields reader::upstream_fields(upstream_config& u) {
+    return {
+        {"address", [&](auto& v, auto& p) {
+             if (auto ep = endp(v, p, false)) u.host = ep->host, u.port = ep->port;
+         }},
+        {"connect_timeout", [&](auto& v, auto& p) { dur(v, p, u.connect_timeout); }},
+        {"request_timeout", [&](auto& v, auto& p) { dur(v, p, u.request_timeout); }},
+        {"max_connections", [&](auto& v, auto& p) { integer(v, p, u.max_connections, 1, max_count); }},
+        {"max_idle_connections", [&](auto& v, auto& p) { integer(v, p, u.max_idle_connections, 0, max_count); }},
+        {"idle_timeout", [&](auto& v, auto& p) { dur(v, p, u.idle_timeout); }},
+        {"host_header", [&](auto& v, auto& p) {
+             // Sent verbatim to the origin: restricting it to host[:port] rules out header injection.
+             text(v, p, u.host_header, [](std::string_view h) {
+                 return !h.empty() && std::ranges::all_of(h, [](char c) { return is_name_char(c) || c == ':' || c == '[' || c == ']'; });
+             }, "expected a host name like api.example.com or api.example.com:8080");
+         }},
+    };
+}
+
+fields reader::route_fields(route_config& r) {
+    return {
+        {"name", [&](auto& v, auto& p) { text(v, p, r.name, is_name, "expected a name of A-Z a-z 0-9 _ . -"); }},
+        {"match", [&](auto& v, auto& p) { read_map(v, p, match_fields(r.match)); }, true},
+        {"upstream", [&](auto& v, auto& p) { text(v, p, r.upstream, is_name, "expected the name of an upstream"); }},
+        {"track", [&](auto& v, auto& p) { boolean(v, p, r.track); }},
+        {"etag", [&](auto& v, auto& p) {
+             choice(v, p, r.etag, {{"origin", etag_mode::origin}, {"hash", etag_mode::hash}, {"auto", etag_mode::auto_}});
+         }},
+        {"methods", [&](auto& v, auto& p) { methods(v, p, r.methods, true); }},
+        {"require_precondition", [&](auto& v, auto& p) { boolean(v, p, r.require_precondition); }},
+        {"reject_status", [&](auto& v, auto& p) { choice(v, p, r.reject_status, {{"409", 409u}, {"412", 412u}}); }},
+        {"write_lease", [&](auto& v, auto& p) { dur(v, p, r.write_lease); }},
+        {"on_busy", [&](auto& v, auto& p) { choice(v, p, r.on_busy, {{"reject", busy_policy::reject}, {"wait", busy_policy::wait}}); }},
+        {"busy_wait", [&](auto& v, auto& p) { dur(v, p, r.busy_wait, 0ms); }},
+        {"revalidate_on_mismatch", [&](auto& v, auto& p) { boolean(v, p, r.revalidate_on_mismatch); }},
+        {"refresh_after_write", [&](auto& v, auto& p) { boolean(v, p, r.refresh_after_write); }},
+        {"vary", [&](auto& v, auto& p) { header_names(v, p, r.vary); }},
+        {"query", [&](auto& v, auto& p) {
+             choice(v, p, r.query, {{"keep", query_mode::keep}, {"sorted", query_mode::sorted}, {"ignore", query_mode::ignore}});
+         }},
+    };
+}
+
+fields reader::match_fields(route_match& m) {
+    return {
+        {"path_prefix", [&](auto& v, auto& p) {
+             text(v, p, m.path_prefix, [](std::string_view s) {
+                 return s.starts_with('/') && std::ranges::none_of(s, [](char c) {
+                     return c == '?' || c == '#' || std::isspace(static_cast<unsigned char>(c)) ||
+                            std::iscntrl(static_cast<unsigned char>(c));
+                 });
+             }, "expected a path starting with / (no query, no blanks)");
+         }},
+        {"host", [&](auto& v, auto& p) {
+             text(v, p, m.host, is_name, "expected a host name without port");
+             m.host = lower(std::move(m.host));
+         }},
+        {"methods", [&](auto& v, auto& p) { methods(v, p, m.methods, false); }},
+    };
+}
+
+fields reader::limits_fields(limits_config& l) {
+    return {
+        {"max_header_bytes", [&](auto& v, auto& p) { size(v, p, l.max_header_bytes, KiB, MiB); }},
+        {"max_body_bytes", [&](auto& v, auto& p) { size(v, p, l.max_body_bytes); }},
+        {"max_hash_body", [&](auto& v, auto& p) { size(v, p, l.max_hash_body); }},
+        {"max_target_bytes", [&](auto& v, auto& p) { size(v, p, l.max_target_bytes, 1, MiB); }},
+        {"idle_timeout", [&](auto& v, auto& p) { dur(v, p, l.idle_timeout); }},
+        {"header_timeout", [&](auto& v, auto& p) { dur(v, p, l.header_timeout); }},
+        {"body_timeout", [&](auto& v, auto& p) { dur(v, p, l.body_timeout); }},
+        {"max_connections", [&](auto& v, auto& p) { integer(v, p, l.max_connections, 1, max_count); }},
+        {"max_requests_per_connection", [&](auto& v, auto& p) {
+             integer(v, p, l.max_requests_per_connection, 0, std::numeric_limits<std::uint32_t>::max());
+         }},
+        {"drain_timeout", [&](auto& v, auto& p) { dur(v, p, l.drain_timeout, 0ms); }},
+    };
+}
+
+fields reader::headers_fields(headers_config& h) {
+    return {
+        {"forwarded", [&](auto& v, auto& p) {
+             choice(v, p, h.forwarded,
+                    {{"x_forwarded", forwarded_style::x_forwarded}, {"forwarded", forwarded_style::forwarded},
+                     {"none", forwarded_style::none}});
+         }},
+        {"via", [&](auto& v, auto& p) { boolean(v, p, h.via); }},
+    };
+}
+
+fields reader::log_fields(log_config& l) {
+    return {
+        {"level", [&](auto& v, auto& p) {
+             std::string_view level = l.level;
+             choice(v, p, level, {{"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"},
+                                  {"error", "error"}, {"critical", "critical"}, {"off", "off"}});
+             l.level = level;
+         }},
+        {"json", [&](auto& v, auto& p) { boolean(v, p, l.json); }},
+        {"access_log", [&](auto& v, auto& p) { boolean(v, p, l.access_log); }},
+    };
+}
+
+void reader::read_upstreams(const node& n, const std::string& path, config& c) {
+    // Keys are upstream names, so the generic read_map (fixed keys) does not apply.
+    if (!n.IsMap()) return fail(n, path, "expected a mapping of upstream names" + got(n));
+    for (const auto& entry : n) {
+        const node& key = entry.first;
+        if (!key.IsScalar() || !is_name(key.Scalar())) {
+            fail(key, path, "an upstream name must be made of A-Z a-z 0-9 _ . -");
+            continue;
+        }
+        auto p = path + "." + key.Scalar();
+        if (present(p)) {
+            fail(key, p, "duplicate upstream");
+            continue;
+        }
+        lines_[p] = key.Mark().line + 1;
+        upstream_config u;
+        u.name = key.Scalar();
+        if (read_map(entry.second, p, upstream_fields(u))) {
+            if (!present(p + ".address")) fail(key, p + ".address", "required key missing");
+            else if (u.max_idle_connections > u.max_connections)
+                fail(line_at(p + ".max_idle_connections"), p + ".max_idle_connections",
+                     "must not exceed max_connections (" + std::to_string(u.max_connections) + ")");
+        }
+        c.upstreams.push_back(std::move(u));
+    }
+}
+
+void reader::read_routes(const node& n, const std::string& path, config& c) {
+    if (!n.IsSequence()) return fail(n, path, "expected a list of routes" + got(n));
+    for (const auto& item : n) {
+        auto i = std::to_string(c.routes.size());
+        auto p = path + "[" + i + "]";
+        lines_[p] = item.Mark().line + 1;
+        route_config r;
+        r.name = "route" + i;
+        if (read_map(item, p, route_fields(r)) && !present(p + ".upstream"))
+            fail(item, p + ".upstream", "required key missing");
+        c.routes.push_back(std::move(r));
+    }
+}
+
+void reader::finish_store(store_config& s) {
+    auto env_url = getenv_nonempty("IFM_REDIS_URL");
+    if (env_url) s.url = *env_url;
+    auto split = split_store_url(s.url);
+    if (auto* why = std::get_if<std::string>(&split)) {
+        // An overriding URL has no line in the file; say where it came from instead.
+        if (env_url) fail(0, "store.url", "from IFM_REDIS_URL: " + *why);
+        else fail(line_at("store.url"), "store.url", *why);
+    } else {
+        auto& url = std::get<store_url>(split);
+        s.url = std::move(url.url);
+        if (url.password) {
+            if (!env_url && present("store.password"))
+                fail(line_at("store.password"), "store.password", "the password is also given in store.url; give it once");
+            s.password = std::move(*url.password);
+        }
+    }
+    if (auto pw = getenv_nonempty("IFM_REDIS_PASSWORD")) s.password = std::move(*pw);
+}
+
+void reader::check(config& c) {
+    if (c.admin_listen && c.admin_listen->port != 0 && *c.admin_listen == c.listen && !failed_under("listen"))
+        fail(line_at("admin_listen"), "admin_listen", "must differ from listen");
+    if (c.upstreams.empty() && !failed_under("upstreams"))
+        fail(line_at("upstreams"), "upstreams", "at least one upstream is required");
+    if (c.routes.empty() && !failed_under("routes"))
+        fail(line_at("routes"), "routes", "at least one route is required");
+
+    std::vector<std::string_view> upstream_names;
+    for (auto& u : c.upstreams) upstream_names.push_back(u.name);
+    for (std::size_t i = 0; i < c.routes.size(); ++i) {
+        auto& r = c.routes[i];
+        auto p = "routes[" + std::to_string(i) + "]";
+        for (std::size_t j = 0; j < i; ++j) {
+            if (c.routes[j].name == r.name) {
+                fail(line_at(p + ".name"), p + ".name",
+                     "duplicate route name '" + r.name + "' (also routes[" + std::to_string(j) + "])");
+                break;
+            }
+        }
+        if (r.require_precondition && !r.track)
+            fail(line_at(p + ".require_precondition"), p + ".require_precondition", "has no effect when track is false");
+        if (failed_under(p + ".upstream") || !present(p + ".upstream")) continue;
+        auto* up = c.find_upstream(r.upstream);
+        if (!up) {
+            fail(line_at(p + ".upstream"), p + ".upstream",
+                 "unknown upstream '" + r.upstream + "'" + suggestion(r.upstream, upstream_names));
+            continue;
+        }
+        if (!r.track || failed_under(p) || failed_under("upstreams." + up->name)) continue;
+        if (r.write_lease <= up->request_timeout + lease_margin) {
+            fail(line_at(p + ".write_lease"), p + ".write_lease",
+                 "must exceed upstreams." + up->name + ".request_timeout (" + format_duration(up->request_timeout) +
+                     ") plus a " + format_duration(lease_margin) +
+                     " safety margin, because the origin cannot check a fencing token");
+        }
+        if (r.busy_wait >= r.write_lease)
+            fail(line_at(p + ".busy_wait"), p + ".busy_wait",
+                 "must be shorter than write_lease (" + format_duration(r.write_lease) + ")");
+    }
+}
+
+load_result reader::run(const node& root) {
+    config c;
+    int line = root.Mark().line >= 0 ? root.Mark().line + 1 : 1;
+    if (!root.IsMap())
+        return std::vector<error>{{"", line, root.IsNull() ? "the configuration is empty" : "expected a mapping of keys"}};
+    lines_[""] = line;
+    read_map(root, "", top_fields(c));
+    finish_store(c.store);
+    check(c);
+    if (errors_.empty()) return c;
+    std::ranges::stable_sort(errors_, {}, &error::line);
+    return std::move(errors_);
+}
+
+}  // namespace
+
+const upstream_config* config::find_upstream(std::string_view name) const {
+    auto it = std::ranges::find(upstreams, name, &upstream_config::name);
+    return it == upstreams.end() ? nullptr : &*it;
+}
+
+std::string error::format(std::string_view file) const {
+    std::string out = std::string(file) + ":" + std::to_string(line) + ": ";
+    if (!path.empty()) out += path + ": ";
+    return out + message;
+}
+
+load_result load_string(std::string_view yaml) {
+    node root;
+    try {
+        root = YAML::Load(std::string(yaml));
+    } catch (const YAML::Exception& e) {
+        return std::vector<error>{{"", e.mark.line >= 0 ? e.mark.line + 1 : 0, "YAML syntax error: " + e.msg}};
+    }
+    return reader().run(root);
+}
+
+load_result load_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::vector<error>{{"", 0, "cannot read the file: " + std::string(std::strerror(errno))}};
+    std::ostringstream text;
+    text << in.rdbuf();
+    return load_string(text.str());
+}
+
+std::vector<std::string> known_keys() {
+    reader r;
+    config c;
+    upstream_config u;
+    route_config rt;
+    std::vector<std::string> keys;
+    auto add = [&](std::string_view prefix, const fields& fs) {
+        for (auto& f : fs)
+            if (!f.section) keys.push_back(std::string(prefix) + std::string(f.key));
+    };
+    add("", r.top_fields(c));
+    add("store.", r.store_fields(c.store));
+    add("upstreams.<name>.", r.upstream_fields(u));
+    add("routes[].", r.route_fields(rt));
+    add("routes[].match.", r.match_fields(rt.match));
+    add("limits.", r.limits_fields(c.limits));
+    add("headers.", r.headers_fields(c.headers));
+    add("log.", r.log_fields(c.log));
+    return keys;
+}
+
+std::optional<duration> parse_duration(std::string_view text) {
+    auto [digits, unit] = split_unit(text);
+    auto n = parse_digits(digits);
+    if (!n) return std::nullopt;
+    // Timers have millisecond resolution; rounding up keeps a tiny timeout from becoming "none".
+    if (unit == "us") return duration(static_cast<duration::rep>(*n / 1000 + (*n % 1000 != 0)));
+    std::uint64_t factor = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60'000 : unit == "h" ? 3'600'000 : 0;
+    if (factor == 0 || *n > static_cast<std::uint64_t>(std::numeric_limits<duration::rep>::max()) / factor)
+        return std::nullopt;
+    return duration(static_cast<duration::rep>(*n * factor));
+}
+
+std::optional<std::size_t> parse_size(std::string_view text) {
+    auto [digits, unit] = split_unit(text);
+    auto n = parse_digits(digits);
+    if (!n) return std::nullopt;
+    static constexpr std::pair<std::string_view, std::uint64_t> units[] = {
+        {"", 1}, {"B", 1}, {"kB", 1000}, {"MB", 1000'000}, {"GB", 1000'000'000},
+        {"KiB", KiB}, {"MiB", MiB}, {"GiB", GiB}};
+    auto u = std::ranges::find(units, unit, &std::pair<std::string_view, std::uint64_t>::first);
+    if (u == std::end(units) || *n > std::numeric_limits<std::size_t>::max() / u->second) return std::nullopt;
+    return static_cast<std::size_t>(*n * u->second);
+}
+
+std::optional<endpoint> parse_endpoint(std::string_view text) {
+    std::string_view host, port;
+    if (text.starts_with('[')) {
+        auto close = text.find(']');
+        if (close == std::string_view::npos || text.substr(close + 1, 1) != ":") return std::nullopt;
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+        bool ipv6 = host.find(':') != std::string_view::npos && std::ranges::all_of(host, [](char c) {
+            return is_name_char(c) || c == ':' || c == '%';
+        });
+        if (!ipv6) return std::nullopt;
+    } else {
+        auto colon = text.rfind(':');
+        if (colon == std::string_view::npos) return std::nullopt;
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        if (!is_name(host)) return std::nullopt;
+    }
+    auto p = parse_digits(port);
+    if (!p || *p > 65535) return std::nullopt;
+    return endpoint{std::string(host), static_cast<std::uint16_t>(*p)};
+}
+
+}  // namespace ifm::config

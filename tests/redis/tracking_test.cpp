@@ -1,0 +1,261 @@
+// Precondition enforcement end to end (issue 3): the proxy in front of a legacy origin with no
+// conditional logic, a real redis-server (and the embedded memory store, the product default).
+#include "tests/support/fake_origin.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/proxy_fixture.hpp"
+
+#include <doctest/doctest.h>
+
+#include <future>
+#include <thread>
+
+using namespace ifm::test;
+using namespace std::chrono_literals;
+using ifm::config::store_kind;
+
+namespace {
+
+// Runs `body` once with the memory store and once with Redis.
+template <class F>
+void for_each_store(F body) {
+    for (auto kind : {store_kind::memory, store_kind::redis}) {
+        CAPTURE(kind);
+        std::unique_ptr<redis_server> redis;
+        if (kind == store_kind::redis) redis = std::make_unique<redis_server>();
+        body([&](ifm::config::config& c) {
+            c.store.kind = kind;
+            if (redis) c.store.url = redis->url();
+            c.store.timeout = 500ms;
+        });
+    }
+}
+
+}  // namespace
+
+TEST_CASE("RFC 9110 script: accept/reject decisions through the proxy") {
+    for_each_store([](auto use_store) {
+        proxy_fixture px([&](ifm::config::config& c) { use_store(c); });
+        http_client c(px.port());
+        auto puts_at_origin = [&] { return px.origin().count("PUT"); };
+
+        // Create-only write on a missing resource, then a duplicate create.
+        CHECK(c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "v1").status == 201);
+        auto dup = c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "dup");
+        CHECK(dup.status == 409);
+        CHECK(dup.body.find("already-exists") != std::string::npos);
+        CHECK(px.origin().get("/doc") == "v1");
+
+        // The validator the client sees is the proxy's hash of the representation.
+        auto g1 = c.request("GET", "/doc");
+        CHECK(g1.status == 200);
+        auto e1 = g1.header("ETag");
+        REQUIRE(e1.size() == 24);
+
+        // Stale tag: 409 naming the current validator; nothing reaches the origin.
+        auto before = puts_at_origin();
+        auto stale = c.request("PUT", "/doc", {{"If-Match", "\"not-it\""}}, "x");
+        CHECK(stale.status == 409);
+        CHECK(stale.header("ETag") == e1);
+        CHECK(stale.header("Content-Type") == "application/problem+json");
+        CHECK(stale.body.find("\"current_etag\":\"\\\"" + e1.substr(1, 22) + "\\\"\"") != std::string::npos);
+        CHECK(puts_at_origin() == before);
+
+        // Fresh tag: accepted (I2), and the origin does not see our tags.
+        CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v2").status == 204);
+        CHECK(px.origin().get("/doc") == "v2");
+        CHECK_FALSE(px.origin().requests().back().has_header("if-match"));
+
+        // Replayed tag: rejected.
+        CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v3").status == 409);
+        CHECK(px.origin().get("/doc") == "v2");
+
+        // A list passes when one member matches strongly; a weak tag never does.
+        auto e2 = c.request("GET", "/doc").header("ETag");
+        CHECK(e2 != e1);
+        CHECK(c.request("PUT", "/doc", {{"If-Match", "W/" + e2}}, "weak").status == 409);
+        CHECK(c.request("PUT", "/doc", {{"If-Match", "\"a\", " + e2}}, "v3").status == 204);
+        CHECK(px.origin().get("/doc") == "v3");
+
+        // If-Match: * on a missing resource fails; on an existing one passes.
+        CHECK(c.request("PUT", "/missing", {{"If-Match", "*"}}, "m").status == 409);
+        CHECK_FALSE(px.origin().get("/missing"));
+        CHECK(c.request("PATCH", "/doc", {{"If-Match", "*"}}, "+p").status == 204);
+        CHECK(px.origin().get("/doc") == "v3+p");
+
+        // DELETE stale, DELETE fresh, then a write with the old tag, then re-create.
+        auto e3 = c.request("GET", "/doc").header("ETag");
+        CHECK(c.request("DELETE", "/doc", {{"If-Match", e2}}).status == 409);
+        CHECK(c.request("DELETE", "/doc", {{"If-Match", e3}}).status == 204);
+        CHECK_FALSE(px.origin().get("/doc"));
+        CHECK(c.request("PUT", "/doc", {{"If-Match", e3}}, "ghost").status == 409);
+        CHECK(c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "again").status == 201);
+        CHECK(px.origin().get("/doc") == "again");
+
+        // If-None-Match on a GET is answered by the proxy with 304 for our own tag.
+        auto e4 = c.request("GET", "/doc").header("ETag");
+        auto nm = c.request("GET", "/doc", {{"If-None-Match", e4}});
+        CHECK(nm.status == 304);
+        CHECK(nm.header("ETag") == e4);
+        CHECK(nm.body.empty());
+        CHECK(c.request("GET", "/doc", {{"If-None-Match", "\"other\""}}).status == 200);
+
+        // Malformed precondition: 400, never forwarded.
+        before = puts_at_origin();
+        auto bad = c.request("PUT", "/doc", {{"If-Match", "unquoted"}}, "bad");
+        CHECK(bad.status == 400);
+        CHECK(bad.body.find("If-Match") != std::string::npos);
+        CHECK(puts_at_origin() == before);
+    });
+}
+
+TEST_CASE("require_precondition answers 428; reject_status 412 is honoured") {
+    for_each_store([](auto use_store) {
+        proxy_fixture px([&](ifm::config::config& c) {
+            use_store(c);
+            c.routes[1].require_precondition = true;
+            c.routes[1].reject_status = 412;
+        });
+        http_client c(px.port());
+        auto r = c.request("PUT", "/a", {}, "x");
+        CHECK(r.status == 428);
+        CHECK(px.origin().count("PUT") == 0);
+        CHECK(c.request("PUT", "/a", {{"If-Match", "\"x\""}}, "x").status == 412);
+        CHECK(c.request("PUT", "/a", {{"If-None-Match", "*"}}, "x").status == 201);
+    });
+}
+
+TEST_CASE("refresh_after_write returns the new validator so clients can chain writes") {
+    for_each_store([](auto use_store) {
+        proxy_fixture px([&](ifm::config::config& c) {
+            use_store(c);
+            c.routes[1].refresh_after_write = true;
+        });
+        http_client c(px.port());
+        auto w1 = c.request("PUT", "/chain", {{"If-None-Match", "*"}}, "1");
+        CHECK(w1.status == 201);
+        auto tag = w1.header("ETag");
+        REQUIRE(!tag.empty());
+        for (int i = 2; i <= 5; ++i) {
+            auto w = c.request("PUT", "/chain", {{"If-Match", tag}}, std::to_string(i));
+            REQUIRE(w.status == 204);
+            CHECK(w.header("ETag") != tag);
+            tag = w.header("ETag");
+        }
+        CHECK(px.origin().get("/chain") == "5");
+        CHECK(c.request("GET", "/chain").header("ETag") == tag);
+    });
+}
+
+TEST_CASE("origin mode tracks the origin's strong ETag; weak origin ETags are not trusted in auto mode") {
+    for_each_store([](auto use_store) {
+        SUBCASE("origin mode") {
+            proxy_fixture px([&](ifm::config::config& c) {
+                use_store(c);
+                c.routes[1].etag = ifm::config::etag_mode::origin;
+            });
+            px.origin().set_etag_style(etag_style::strong);
+            http_client c(px.port());
+            CHECK(c.request("PUT", "/o", {{"If-None-Match", "*"}}, "a").status == 201);
+            auto tag = c.request("GET", "/o").header("ETag");
+            CHECK(tag == px.origin().etag("/o"));
+            CHECK(c.request("PUT", "/o", {{"If-Match", tag}}, "b").status == 204);
+            CHECK(c.request("PUT", "/o", {{"If-Match", tag}}, "c").status == 409);
+            // In origin mode the origin sees the conditional headers (it knows the tags).
+            CHECK(px.origin().requests().back().method == "PUT");
+        }
+        SUBCASE("auto mode with weak ETags hashes instead") {
+            proxy_fixture px([&](ifm::config::config& c) {
+                use_store(c);
+                c.routes[1].etag = ifm::config::etag_mode::auto_;
+            });
+            px.origin().set_etag_style(etag_style::weak);
+            http_client c(px.port());
+            CHECK(c.request("PUT", "/w", {{"If-None-Match", "*"}}, "a").status == 201);
+            auto tag = c.request("GET", "/w").header("ETag");
+            CHECK(tag.size() == 24);
+            CHECK(!tag.starts_with("W/"));
+            CHECK(c.request("PUT", "/w", {{"If-Match", px.origin().etag("/w")}}, "b").status == 409);
+            CHECK(c.request("PUT", "/w", {{"If-Match", tag}}, "b").status == 204);
+        }
+    });
+}
+
+TEST_CASE("a slow GET never records a validator from before a write (generation check)") {
+    for_each_store([](auto use_store) {
+        proxy_fixture px([&](ifm::config::config& c) { use_store(c); });
+        auto port = px.port();
+        // The slow GET's representation (and so its hash) is fixed when the origin reads it.
+        auto slow = std::async(std::launch::async, [port] {
+            http_client c(port);
+            return c.request("GET", "/g", {{"x-fake-body-size", "10"}, {"x-fake-delay-ms", "400"}});
+        });
+        REQUIRE(px.origin().wait_for_requests(1, 2s));
+        http_client w(port);
+        CHECK(w.request("PUT", "/g", {{"x-fake-status", "204"}}, "new").status == 204);
+        auto old = slow.get();
+        REQUIRE(old.status == 200);
+        auto pre_write_tag = old.header("ETag");
+        // The revalidation (steered to a 204 with an empty body) sees the post-write state, so the
+        // pre-write tag must not be accepted.
+        auto r = w.request("PUT", "/g", {{"If-Match", pre_write_tag}, {"x-fake-status", "204"}}, "late");
+        CHECK(r.status == 409);
+    });
+}
+
+TEST_CASE("a write in flight makes the resource busy: 409 with Retry-After, or wait") {
+    for_each_store([](auto use_store) {
+        SUBCASE("on_busy: reject") {
+            proxy_fixture px([&](ifm::config::config& c) { use_store(c); });
+            auto port = px.port();
+            auto slow = std::async(std::launch::async, [port] {
+                http_client c(port);
+                return c.request("PUT", "/b", {{"x-fake-delay-ms", "500"}, {"x-fake-status", "204"}}, "slow").status;
+            });
+            REQUIRE(px.origin().wait_for_requests(1, 2s));
+            http_client c(port);
+            auto busy = c.request("PUT", "/b", {{"If-Match", "*"}}, "fast");
+            CHECK(busy.status == 409);
+            CHECK(busy.header("Retry-After") == "1");
+            CHECK(busy.body.find("write-in-progress") != std::string::npos);
+            CHECK(slow.get() == 204);
+        }
+        SUBCASE("on_busy: wait") {
+            proxy_fixture px([&](ifm::config::config& c) {
+                use_store(c);
+                c.routes[1].on_busy = ifm::config::busy_policy::wait;
+                c.routes[1].busy_wait = 2s;
+            });
+            auto port = px.port();
+            auto slow = std::async(std::launch::async, [port] {
+                http_client c(port);
+                return c.request("PUT", "/b", {{"x-fake-delay-ms", "300"}, {"x-fake-status", "204"}}, "slow").status;
+            });
+            REQUIRE(px.origin().wait_for_requests(1, 2s));
+            http_client c(port);
+            CHECK(c.request("PUT", "/b", {{"x-fake-status", "204"}}, "after").status == 204);
+            CHECK(slow.get() == 204);
+        }
+    });
+}
+
+TEST_CASE("I4: with the store down, conditional writes get 503 + Retry-After and reads flow") {
+    redis_server redis;
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.store.kind = store_kind::redis;
+        c.store.url = redis.url();
+        c.store.timeout = 200ms;
+    });
+    http_client c(px.port());
+    CHECK(c.request("PUT", "/s", {{"If-None-Match", "*"}}, "1").status == 201);
+    redis.stop();
+    auto before = px.origin().count("PUT");
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = c.request("PUT", "/s", {{"If-Match", "\"x\""}}, "2");
+    CHECK(r.status == 503);
+    CHECK(r.header("Retry-After") == "1");
+    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+    CHECK(px.origin().count("PUT") == before);
+    CHECK(c.request("GET", "/s").status == 200);
+    CHECK(c.request("GET", "/plain/x", {{"x-fake-status", "200"}}).status == 200);
+}

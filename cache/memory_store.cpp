@@ -18,6 +18,16 @@ bool memory_backend::leased(entry& e, clock::time_point now) {
     return false;
 }
 
+// A write that took the lease and never committed: forget the state and move the generation,
+// so that neither this state nor a read that started before the write can be trusted.
+void memory_backend::settle(entry& e, clock::time_point now) {
+    if (!e.writer.empty() && !leased(e, now)) {
+        e.state = resource_state::unknown();
+        e.writer.clear();
+        e.generation = next_generation(e.generation);
+    }
+}
+
 // The Redis rule max(g + 1, TIME in µs) with a process-wide monotonic counter for TIME: a
 // generation never repeats, so a snapshot can never match a later generation.
 std::uint64_t memory_backend::next_generation(std::uint64_t g) {
@@ -29,6 +39,7 @@ acquire_result memory_backend::acquire(const std::string& key, const condition& 
     const auto now = clock::now();
     std::lock_guard lock(mutex_);
     auto& e = entries_[key];
+    settle(e, now);
     acquire_result r;
     r.current = e.state;
     if (leased(e, now)) {
@@ -44,6 +55,7 @@ acquire_result memory_backend::acquire(const std::string& key, const condition& 
         return r;
     }
     e.lease_token = token;
+    e.writer = token;
     e.lease_expiry = now + std::max(lease, std::chrono::milliseconds(1));
     r.token = std::move(token);
     return r;
@@ -72,6 +84,7 @@ bool memory_backend::commit(const std::string& key, const std::string& token,
         else if (outcome == commit_outcome::unknown)
             e.state = resource_state::unknown();
         e.lease_token.clear();
+        e.writer.clear();
     } else {
         e.state = resource_state::unknown();  // the write's effect is unknown: never trust it
     }
@@ -84,6 +97,8 @@ snapshot memory_backend::read(const std::string& key) {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(key);
     if (it == entries_.end()) return {};
+    if (!it->second.writer.empty() && !leased(it->second, now))
+        return {resource_state::unknown(), it->second.generation, false};
     return {it->second.state, it->second.generation, leased(it->second, now)};
 }
 
@@ -92,7 +107,7 @@ bool memory_backend::observe(const std::string& key, std::uint64_t generation,
     const auto now = clock::now();
     std::lock_guard lock(mutex_);
     auto& e = entries_[key];
-    if (leased(e, now) || e.generation != generation) return false;
+    if (!e.writer.empty() || leased(e, now) || e.generation != generation) return false;
     e.state = normalized(state);
     return true;
 }

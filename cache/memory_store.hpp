@@ -33,7 +33,12 @@ private:
         std::uint64_t generation = 0;
         std::string lease_token;         // empty: no lease
         clock::time_point lease_expiry;
+        // Token of a write that took the lease and has not committed. Once its lease is gone
+        // the write's outcome is unknown (the writer crashed or lost the store): see I3.
+        std::string writer;
     };
+    // The state as the next operation must see it: unknown after an uncommitted write.
+    void settle(entry& e, clock::time_point now);
     static bool leased(entry& e, clock::time_point now);
     std::uint64_t next_generation(std::uint64_t g);
 

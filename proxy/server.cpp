@@ -17,6 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <future>
 #include <thread>
 
 namespace ifm::proxy {
@@ -76,6 +77,21 @@ struct server::impl {
                 continue;
             }
             start_session(w, std::move(socket));
+        }
+    }
+
+    // Pings until the store answers or the deadline passes; reports whether it answered.
+    static net::awaitable<void> run_wait_store(worker& w, std::chrono::steady_clock::time_point deadline,
+                                               std::shared_ptr<std::promise<bool>> done) {
+        net::steady_timer t(w.ioc);
+        for (;;) {
+            auto r = co_await w.store->async_ping();
+            if (r || std::chrono::steady_clock::now() >= deadline) {
+                done->set_value(static_cast<bool>(r));
+                co_return;
+            }
+            t.expires_after(std::chrono::milliseconds(10));
+            co_await t.async_wait(use_tuple);
         }
     }
 
@@ -151,6 +167,18 @@ void server::start() {
             }
         });
     }
+    // Give the store connections a moment so that the first requests do not meet a store that is
+    // still connecting; an unreachable store is not fatal (writes fail closed until it is back).
+    auto deadline = std::chrono::steady_clock::now() + cfg.store.connect_timeout;
+    std::vector<std::future<bool>> ready;
+    for (auto& w : d.workers) {
+        auto p = std::make_shared<std::promise<bool>>();
+        ready.push_back(p->get_future());
+        net::co_spawn(w->ioc, impl::run_wait_store(*w, deadline, p), net::detached);
+    }
+    bool store_ok = true;
+    for (auto& f : ready) store_ok = f.get() && store_ok;
+    if (!store_ok) spdlog::warn("validator store not reachable yet: conditional writes get 503 until it is");
     spdlog::info("ifmatch-proxy {} listening on {}:{} with {} worker(s), store: {}", IFM_VERSION,
                  cfg.listen.host, d.port, n, cfg.store.kind == config::store_kind::redis ? cfg.store.url : "memory");
 }

@@ -24,15 +24,28 @@ local function opaque(t)
   return t
 end
 
-local st = redis.call('HMGET', KEYS[1], 's', 'e', 'm')
+local st = redis.call('HMGET', KEYS[1], 's', 'e', 'm', 'w')
 local s, e, m = st[1] or '', st[2] or '', st[3] or ''
 if s ~= 'a' and s ~= 'p' then s, e, m = '', '', '' end
 
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'busy', s, e, m}
 end
+-- w: a write took the lease and never committed (its proxy crashed or lost the store): its
+-- outcome is unknown, so the pre-write state must not be trusted (I3).
+-- Moving the generation also stops a read that started before that write from recording.
+if st[4] then
+  if redis.replicate_commands then redis.replicate_commands() end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local g = tonumber(redis.call('HGET', KEYS[1], 'g') or '0') or 0
+  redis.call('HDEL', KEYS[1], 's', 'e', 'm', 'w')
+  redis.call('HSET', KEYS[1], 'g', string.format('%.0f', math.max(g + 1, now)))
+  s, e, m = '', '', ''
+end
 if s == '' then
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  redis.call('HSET', KEYS[1], 'w', ARGV[1])
   return {'unknown', s, e, m}
 end
 
@@ -72,4 +85,5 @@ if not pass then
   return {'mismatch', s, e, m}
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'w', ARGV[1])
 return {'ok', s, e, m}

@@ -29,6 +29,7 @@ if held then
     set_state('', '', '')
   end
   redis.call('DEL', KEYS[2])
+  redis.call('HDEL', KEYS[1], 'w')
 else
   set_state('', '', '')
 end

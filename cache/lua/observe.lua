@@ -2,7 +2,7 @@
 -- committed since the snapshot (else a slow read could record a pre-write validator).
 -- KEYS[1] resource hash, KEYS[2] lease; ARGV[1] generation from the snapshot (decimal),
 -- ARGV[2] s ('' | a | p), ARGV[3] etag, ARGV[4] last-modified ('' none). Returns 1 if recorded.
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[1], 'w') == 1 then
   return 0
 end
 if (redis.call('HGET', KEYS[1], 'g') or '0') ~= ARGV[1] then

@@ -264,7 +264,8 @@ TEST_CASE_TEMPLATE("store: acquire evaluates every condition kind", K, memory_ki
     }
 }
 
-TEST_CASE_TEMPLATE("store: a lease expires after its TTL", K, memory_kind, redis_kind) {
+TEST_CASE_TEMPLATE("store: a lease expires after its TTL; the uncommitted write leaves the state unknown", K,
+                   memory_kind, redis_kind) {
     store_env env(K::redis);
     put_state(env, "k", resource_state::present("\"v1\""));
     CHECK(acquire_status_of(env, "k", if_match({"\"v1\""}), 300ms) == acquire_status::ok);
@@ -274,10 +275,27 @@ TEST_CASE_TEMPLATE("store: a lease expires after its TTL", K, memory_kind, redis
     REQUIRE(snap.has_value());
     CHECK(snap->leased);
     std::this_thread::sleep_for(350ms);
+    // The writer never committed (crashed): its write may have reached the origin, so the
+    // pre-write validator must not be trusted any more (I3).
     snap = env.run(env.store->async_snapshot("k"));
     REQUIRE(snap.has_value());
     CHECK_FALSE(snap->leased);
-    CHECK(acquire_status_of(env, "k", if_match({"\"v1\""}), 300ms) == acquire_status::ok);
+    CHECK(snap->state == resource_state::unknown());
+    auto observed = env.run(env.store->async_observe("k", snap->generation, resource_state::present("\"v1\"")));
+    REQUIRE(observed.has_value());
+    CHECK_FALSE(*observed);
+    auto a = env.run(env.store->async_acquire("k", if_match({"\"v1\""}), 300ms));
+    REQUIRE(a.has_value());
+    CHECK(a->status == acquire_status::unknown);
+    // A read whose snapshot predates the crashed write can no longer record either: clearing the
+    // crashed write moved the generation.
+    auto after = env.run(env.store->async_snapshot("k"));
+    REQUIRE(after.has_value());
+    CHECK(after->generation > snap->generation);
+    // Once a later write commits, the state is trusted again.
+    auto c = env.run(env.store->async_commit("k", a->token, commit_outcome::set, resource_state::present("\"v2\"")));
+    REQUIRE(c.has_value());
+    CHECK(acquire_status_of(env, "k", if_match({"\"v2\""}), 300ms) == acquire_status::ok);
 }
 
 TEST_CASE_TEMPLATE("store: commit applies set / keep / unknown and bumps the generation", K,
@@ -366,9 +384,10 @@ TEST_CASE_TEMPLATE("store: commit after the lease expired and another writer too
     REQUIRE(first.has_value());
     REQUIRE(first->status == acquire_status::ok);
     std::this_thread::sleep_for(300ms);
+    // The first writer never committed: its outcome is unknown, so the second must revalidate.
     auto second = env.run(env.store->async_acquire("x", if_match({"\"v1\""}), 10s));
     REQUIRE(second.has_value());
-    REQUIRE(second->status == acquire_status::ok);
+    REQUIRE(second->status == acquire_status::unknown);
     auto before = env.run(env.store->async_snapshot("x"));
     REQUIRE(before.has_value());
 
@@ -431,7 +450,9 @@ TEST_CASE_TEMPLATE("store: store_under_lease checks the token", K, memory_kind, 
     CHECK_FALSE(*expired);
     snap = env.run(env.store->async_snapshot("u"));
     REQUIRE(snap.has_value());
-    CHECK(snap->state == resource_state::present("\"v1\"", 7));
+    // Not the absent state the expired token tried to store; and since that write never
+    // committed, not the pre-write state either (I3).
+    CHECK(snap->state == resource_state::unknown());
 }
 
 TEST_CASE_TEMPLATE("store: observe records only with an unchanged generation and no lease", K,

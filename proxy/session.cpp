@@ -124,7 +124,7 @@ net::awaitable<bool> client_session::wait_for_request() {
     idle_ = false;
     if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
     buffer_.commit(n);
-    co_return !w_.draining || true;
+    co_return true;
 }
 
 net::awaitable<void> client_session::respond(request_context& ctx) {
@@ -325,6 +325,7 @@ net::awaitable<bool> client_session::serve_one() {
 void client_session::prepare_origin_request(request_context& ctx) {
     auto& msg = req_->get();
     const auto& cfg = ctx.rt->cfg;
+    const auto client_version = msg.version();
     strip_hop_by_hop(msg.base());
     msg.version(11);
     // Our own framing (never the client's Transfer-Encoding): length if known, else chunked.
@@ -334,7 +335,7 @@ void client_session::prepare_origin_request(request_context& ctx) {
         msg.chunked(true);
     }
     add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host);
-    if (cfg.headers.via) append_via(msg.base(), req_->get().version());
+    if (cfg.headers.via) append_via(msg.base(), client_version);
     if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);
     msg.keep_alive(true);
 }

@@ -3,6 +3,7 @@
 #include "proxy/access_log.hpp"
 #include "proxy/hasher.hpp"
 #include "proxy/http_util.hpp"
+#include "proxy/request_gate.hpp"
 #include "proxy/resource_key.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -27,6 +28,8 @@ constexpr std::size_t relay_buffer_size = 16 * 1024;
 // Request bodies up to this size are read and dropped after a rejection so the connection can
 // be kept; larger ones close it.
 constexpr std::size_t max_discard_bytes = 64 * 1024;
+// 1xx responses accepted before the final response of one request.
+constexpr int max_interim_responses = 8;
 
 bool has_response_body(unsigned status, bool head) {
     return !head && status >= 200 && status != 204 && status != 304;
@@ -79,9 +82,9 @@ client_session::client_session(worker& w, tcp::socket socket)
     w_.sessions.insert(this);
     w_.stats.client_connections.fetch_add(1, std::memory_order_relaxed);
     w_.stats.client_connections_total.fetch_add(1, std::memory_order_relaxed);
-    // Chunk extensions are not validated by Beast 1.81: bound them (HARDENING.md).
-    on_chunk_ = [](std::uint64_t, std::string_view ext, boost::system::error_code& ec) {
-        if (ext.size() > 256) ec = http::error::bad_chunk_extension;
+    // Chunk extensions are neither validated nor bounded by Beast 1.81 (HARDENING.md).
+    on_chunk_ = [](std::uint64_t size, std::string_view ext, boost::system::error_code& ec) {
+        check_chunk_header(size, ext, ec);
     };
 }
 
@@ -169,12 +172,37 @@ net::awaitable<bool> client_session::serve_one() {
     ctx.start = std::chrono::steady_clock::now();
 
     req_.emplace();
-    req_->header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-    req_->body_limit(limits.max_body_bytes);   // must be set before the header is read
+    configure_request_parser(*req_, limits);   // before the header is read: Beast ignores later limits
     req_->on_chunk_header(on_chunk_);
 
+    // The whole header block is buffered and screened before Beast parses it: once parsed,
+    // obs-fold and whitespace around framing values are invisible (request_gate.hpp).
     client_.expires_after(limits.header_timeout);
-    auto [ec, n] = co_await http::async_read_header(client_, buffer_, *req_, use_tuple);
+    boost::system::error_code ec;
+    head_scanner scan;
+    for (;;) {
+        std::string_view raw(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+        auto st = scan.scan(raw);
+        if (st == head_scanner::state::complete) break;
+        if (st == head_scanner::state::refused) {
+            ec = http::error::bad_field;
+            break;
+        }
+        if (raw.size() > limits.max_header_bytes) {
+            ec = http::error::header_limit;
+            break;
+        }
+        auto [rec, rn] = co_await client_.async_read_some(buffer_.prepare(4096), use_tuple);
+        if (rec) {
+            ec = rec;
+            break;
+        }
+        buffer_.commit(rn);
+    }
+    if (!ec) {
+        auto [hec, hn] = co_await http::async_read_header(client_, buffer_, *req_, use_tuple);
+        ec = hec;
+    }
     if (ec) {
         ctx.framing_error = true;
         ctx.client_keep_alive = false;
@@ -182,22 +210,9 @@ net::awaitable<bool> client_session::serve_one() {
             ec == net::error::connection_reset)
             co_return false;
         if (req_->is_header_done()) ctx.target = std::string(req_->get().target());
-        if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-            pending_ = problem{431, "header-too-large", "Request header fields too large",
-                                   "the request header exceeds limits.max_header_bytes", {}, {}, 0};
-            co_await respond(ctx);
-        } else if (ec == http::error::body_limit) {
-            pending_ = problem{413, "body-too-large", "Content too large",
-                                   "the request body exceeds limits.max_body_bytes", {}, {}, 0};
-            co_await respond(ctx);
-        } else if (ec == beast::error::timeout) {
-            pending_ = problem{408, "request-timeout", "Request timeout",
-                                   "the request header was not received within limits.header_timeout", {}, {}, 0};
-            co_await respond(ctx);
-        } else {
-            pending_ = problem{400, "malformed-request", "Bad request", ec.message(), {}, {}, 0};
-            co_await respond(ctx);
-        }
+        pending_ = read_error_problem(ec);
+        if (!scan.reason().empty()) pending_.detail = scan.reason();
+        co_await respond(ctx);
         log_access({peer_, "-", ctx.target, "-", "-", ctx.status, ctx.bytes_sent,
                     std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ctx.start),
                     outcome::not_judged});
@@ -217,66 +232,26 @@ net::awaitable<bool> client_session::serve_one() {
     ctx.host = header_string(msg, http::field::host);
 
     auto finish = [&] {
-        w_.stats.count_response(ctx.status);
+        auto elapsed = std::chrono::steady_clock::now() - ctx.start;
+        w_.stats.count_request(ctx.rt.get(), ctx.route, ctx.method, ctx.status, elapsed);
         if (ctx.precondition != outcome::not_judged) w_.stats.count_outcome(ctx.precondition);
         log_access({peer_, ctx.method_name, ctx.target, ctx.route ? std::string_view(ctx.route->name) : "-",
                     ctx.pool ? std::string_view(ctx.pool->config().name) : "-", ctx.status, ctx.bytes_sent,
-                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ctx.start),
-                    ctx.precondition});
+                    std::chrono::duration_cast<std::chrono::microseconds>(elapsed), ctx.precondition});
     };
 
-    if (auto why = check_request_framing(msg.base()); !why.empty()) {
+    // Field count, framing, target length, absolute-form and target syntax (request_gate.hpp):
+    // any refusal closes the connection, since the framing of what follows cannot be trusted.
+    auto checked = check_request(msg.base(), limits);
+    if (checked.refusal) {
         ctx.framing_error = true;
-        pending_ = problem{400, "malformed-request", "Bad request", why, {}, {}, 0};
+        pending_ = std::move(*checked.refusal);
         co_await respond(ctx);
         finish();
         co_return false;
     }
-    if (ctx.target.size() > limits.max_target_bytes) {
-        ctx.framing_error = true;
-        pending_ = problem{414, "target-too-long", "URI too long",
-                               "the request target exceeds limits.max_target_bytes", "-", {}, 0};
-        co_await respond(ctx);
-        finish();
-        co_return false;
-    }
-    // Absolute-form (RFC 9112 §3.2.2): the authority must agree with Host; forward origin-form.
-    if (!ctx.target.empty() && ctx.target[0] != '/') {
-        std::string_view t = ctx.target;
-        bool http_scheme = t.size() > 7 && iequals(t.substr(0, 7), "http://");
-        if (!http_scheme) {
-            ctx.framing_error = true;
-            pending_ = problem{400, "malformed-request", "Bad request",
-                                   "the request target must be origin-form or an http:// URI", {}, {}, 0};
-            co_await respond(ctx);
-            finish();
-            co_return false;
-        }
-        auto rest = t.substr(7);
-        auto slash = rest.find_first_of("/?");
-        auto authority = rest.substr(0, slash);
-        if (!iequals(authority, ctx.host)) {
-            ctx.framing_error = true;
-            pending_ = problem{400, "malformed-request", "Bad request",
-                                   "the absolute-form target's authority disagrees with Host", {}, {}, 0};
-            co_await respond(ctx);
-            finish();
-            co_return false;
-        }
-        std::string origin_form = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-        if (origin_form[0] == '?') origin_form.insert(0, "/");
-        ctx.target = origin_form;
-        msg.target(ctx.target);
-    }
-
-    auto normalized = normalize_target(ctx.target, config::query_mode::keep);
-    if (!normalized) {
-        ctx.framing_error = true;
-        pending_ = problem{400, "malformed-request", "Bad request", "malformed request target", {}, {}, 0};
-        co_await respond(ctx);
-        finish();
-        co_return false;
-    }
+    ctx.target = std::string(msg.target());   // origin-form now
+    std::optional<std::string> normalized = std::move(checked.normalized);
     std::string_view path = *normalized;
     path = path.substr(0, path.find('?'));
     int route_index = ctx.rt->match(ctx.host, path, ctx.method_name);
@@ -346,30 +321,41 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
     const auto& up = ctx.pool->config();
     http::request_serializer<http::buffer_body> sr{msg};
     ctx.origin_sent = true;   // from here on the origin may act on the request
-    oc->stream.expires_after(up.request_timeout);
+    oc->stream.expires_at(ctx.deadline(up.request_timeout));
     auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
     if (ec) co_return ec;
     if (ctx.expect_continue && !req_->is_done() && buffer_.size() == 0) {
         static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-        client_.expires_after(ctx.rt->cfg.limits.body_timeout);
+        client_.expires_at(ctx.deadline(ctx.rt->cfg.limits.body_timeout));
         auto [cec, cn] = co_await net::async_write(client_, net::buffer(cont), use_tuple);
         if (cec) co_return make_error_code(net::error::connection_aborted);
     }
+    const auto& limits = ctx.rt->cfg.limits;
+    auto body_start = std::chrono::steady_clock::now();
+    std::uint64_t received = 0;
     auto& body = msg.body();
     do {
         if (!req_->is_done()) {
             body.data = relay_buffer();
             body.size = relay_buffer_size;
-            client_.expires_after(ctx.rt->cfg.limits.body_timeout);
+            auto rate_deadline = body_read_deadline(body_start, received, limits, std::chrono::steady_clock::now());
+            client_.expires_at(std::min(ctx.deadline(limits.body_timeout), rate_deadline));
             auto [rec, rn] = co_await http::async_read(client_, buffer_, *req_, use_tuple);
             if (rec && rec != http::error::need_buffer) {
-                // The client failed mid-body: the origin saw an incomplete request.
+                // The client failed mid-body: the origin saw an incomplete request, and its
+                // connection is dropped with `oc`. A client still there gets 400 / 408.
                 ctx.framing_error = true;
                 ctx.client_keep_alive = false;
-                co_return rec == http::error::body_limit ? make_error_code(http::error::body_limit)
-                                                         : make_error_code(net::error::connection_aborted);
+                if (rec == http::error::body_limit) co_return make_error_code(http::error::body_limit);
+                auto answer = body_error_problem(rec);
+                if (answer) {
+                    pending_ = std::move(*answer);
+                    co_await respond(ctx);
+                }
+                co_return make_error_code(net::error::connection_aborted);
             }
             body.size = relay_buffer_size - body.size;
+            received += body.size;
             body.data = relay_buffer();
             body.more = !req_->is_done();
         } else {
@@ -377,18 +363,20 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
             body.size = 0;
             body.more = false;
         }
-        oc->stream.expires_after(up.request_timeout);
+        oc->stream.expires_at(ctx.deadline(up.request_timeout));
         auto [wec, wn] = co_await http::async_write(oc->stream, sr, use_tuple);
         if (wec && wec != http::error::need_buffer) co_return wec;
     } while (!req_->is_done() && !sr.is_done());
     ctx.body_read = true;
 
-    for (;;) {
+    for (int interim = 0;; ++interim) {
+        // An origin that sends 1xx responses without end would hold the request forever.
+        if (interim == max_interim_responses) co_return make_error_code(http::error::bad_status);
         res_.emplace();
         res_->header_limit(static_cast<std::uint32_t>(ctx.rt->cfg.limits.max_header_bytes * 4));
         res_->body_limit(boost::none);
         if (msg.method() == http::verb::head) res_->skip(true);
-        oc->stream.expires_after(up.request_timeout);
+        oc->stream.expires_at(ctx.deadline(up.request_timeout));
         auto [hec, hn] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
         if (hec) co_return hec;
         // 1xx interim responses (we never forward Expect) are dropped.
@@ -435,6 +423,7 @@ net::awaitable<void> client_session::fail_origin(request_context& ctx, boost::sy
 // origin had closed is retried once on a fresh one, but only for a request without a body whose
 // bytes we still hold (RFC 9110 §9.2.2).
 net::awaitable<boost::system::result<pooled_connection>> client_session::send_to_origin(request_context& ctx) {
+    origin_timer timing(w_.stats, origin_kind::forward);
     for (int attempt = 0;; ++attempt) {
         auto oc = co_await ctx.pool->async_acquire(attempt > 0);
         if (!oc) co_return oc.error();
@@ -449,6 +438,14 @@ net::awaitable<boost::system::result<pooled_connection>> client_session::send_to
         }
         if (auto why = check_response_framing(res_->get().base()); !why.empty())
             co_return make_error_code(http::error::bad_transfer_encoding);
+        // Complete with its header (HEAD, 204, 304, Content-Length: 0) yet more bytes follow:
+        // the origin frames its responses differently from us (a body to HEAD...). Those bytes
+        // must never be read as the response to the next request on this connection.
+        if (res_->is_done()) {
+            boost::system::error_code aec;
+            if ((*oc)->buffer.size() > 0 || (*oc)->stream.socket().available(aec) > 0)
+                co_return make_error_code(http::error::unexpected_body);
+        }
         co_return std::move(*oc);
     }
 }
@@ -467,6 +464,27 @@ net::awaitable<void> client_session::forward(request_context& ctx) {
 net::awaitable<void> client_session::relay_response(request_context& ctx, pooled_connection& oc,
                                                     std::string& prefix) {
     auto& res = res_->get();
+    auto& body = res.body();
+    // Body bytes that arrived with the header are parsed before the header goes out, so that
+    // bad framing at the start of the body (a malformed first chunk) still gets a 502.
+    std::size_t early = 0;
+    if (prefix.empty() && !res_->is_done() && oc->buffer.size() > 0) {
+        body.data = relay_buffer();
+        body.size = relay_buffer_size;
+        boost::system::error_code pec;
+        while (!pec && !res_->is_done() && oc->buffer.size() > 0) {
+            auto used = res_->put(oc->buffer.data(), pec);
+            oc->buffer.consume(used);
+            if (used == 0) break;
+        }
+        if (pec && pec != http::error::need_more && pec != http::error::need_buffer) {
+            w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
+            pending_ = origin_problem(pec);
+            co_await respond(ctx);
+            co_return;   // `oc` is not kept: the connection is discarded
+        }
+        early = relay_buffer_size - body.size;
+    }
     prepare_client_response(ctx, res.base());
     ctx.status = res.result_int();
     const auto& up = ctx.pool->config();
@@ -478,13 +496,16 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         ctx.client_keep_alive = false;
         co_return;
     }
-    auto& body = res.body();
     bool origin_failed = false;
     bool first = true;
     do {
         if (first && !prefix.empty()) {
             body.data = prefix.data();
             body.size = prefix.size();
+            body.more = !res_->is_done();
+        } else if (first && early > 0) {
+            body.data = relay_buffer();
+            body.size = early;
             body.more = !res_->is_done();
         } else if (!res_->is_done()) {
             body.data = relay_buffer();

@@ -42,6 +42,14 @@ struct request_context {
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;
     std::chrono::steady_clock::time_point start;
+    // A judged write must be over (body sent, response header read) before its lease ends: the
+    // origin cannot check a fencing token, so a slow upload must not outlive the lease.
+    std::chrono::steady_clock::time_point write_deadline = std::chrono::steady_clock::time_point::max();
+
+    // Now + `timeout`, but never past the write deadline.
+    std::chrono::steady_clock::time_point deadline(std::chrono::steady_clock::duration timeout) const {
+        return std::min(std::chrono::steady_clock::now() + timeout, write_deadline);
+    }
 };
 
 // The result of a request the proxy sent to the origin on its own (revalidation, refresh).

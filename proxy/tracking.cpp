@@ -110,6 +110,9 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     bool may_hash = route.etag != etag_mode::origin;
     if (may_hash) {
         // The origin does not know our tags; a HEAD becomes a GET so that the body can be hashed.
+        // If-Range carries one of our tags, which the origin cannot check: send the whole
+        // representation instead (RFC 9110 §13.1.5 allows ignoring Range).
+        if (msg.count(http::field::if_range)) msg.erase(http::field::range);
         strip_conditionals(msg.base());
         if (ctx.head) msg.method(http::verb::get);
     }
@@ -126,8 +129,10 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     bool body_complete = res_->is_done();
     bool ours = false;   // the client-visible ETag is proxy-computed
 
+    auto origin_tag = strong_etag(field_value(res, http::field::etag));
+    // In hash mode the origin's tags mean nothing to us: clients only ever see ours.
+    if (route.etag == etag_mode::hash) res.erase(http::field::etag);
     if (status == 200) {
-        auto origin_tag = strong_etag(field_value(res, http::field::etag));
         if (route.etag == etag_mode::origin || (route.etag == etag_mode::auto_ && !origin_tag.empty())) {
             if (!origin_tag.empty()) seen = resource_state::present(origin_tag, last_modified_of(res));
         } else {
@@ -184,6 +189,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
 
 // A GET (or HEAD) the proxy sends on its own, under the lease, to learn the current validator.
 net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool use_head) {
+    origin_timer timing(w_.stats, origin_kind::fetch);
     fetch_result f;
     const auto& cfg = ctx.rt->cfg;
     const auto& up = ctx.pool->config();
@@ -348,6 +354,7 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
                 ctx.precondition = outcome::store_error;
                 spdlog::warn("store unavailable ({}); on_store_error: fail_open forwards {} {} UNCHECKED",
                              acq.error().message(), ctx.method_name, ctx.target);
+                if (route.etag != etag_mode::origin) strip_conditionals(msg.base());
                 prepare_origin_request(ctx);
                 co_await forward(ctx);
                 co_return;
@@ -447,9 +454,11 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
         co_return;
     }
 
+    ctx.write_deadline = lease_start + route.write_lease - lease_safety_margin;
     if (route.etag != etag_mode::origin) strip_conditionals(msg.base());
     prepare_origin_request(ctx);
     auto oc = co_await send_to_origin(ctx);
+    ctx.write_deadline = std::chrono::steady_clock::time_point::max();
     if (!oc) {
         co_await commit_after(ctx, token, nullptr, oc.error());
         co_await fail_origin(ctx, oc.error());

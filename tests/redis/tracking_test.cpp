@@ -259,3 +259,29 @@ TEST_CASE("I4: with the store down, conditional writes get 503 + Retry-After and
     CHECK(c.request("GET", "/s").status == 200);
     CHECK(c.request("GET", "/plain/x", {{"x-fake-status", "200"}}).status == 200);
 }
+
+TEST_CASE("a slow upload cannot outlive its write lease (I1 with slow clients)") {
+    for_each_store([](auto use_store) {
+        proxy_fixture px([&](ifm::config::config& c) {
+            use_store(c);
+            c.routes[1].write_lease = 2s;
+            c.upstreams[0].request_timeout = 500ms;
+            c.limits.body_timeout = 10s;
+        });
+        raw_connection slow(px.port());
+        slow.send("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");
+        auto t0 = std::chrono::steady_clock::now();
+        bool closed = false;
+        while (!closed && std::chrono::steady_clock::now() - t0 < 4s) {
+            slow.send("x");
+            closed = slow.closed_by_peer(200ms);
+        }
+        auto elapsed = std::chrono::steady_clock::now() - t0;
+        CHECK(closed);
+        CHECK(elapsed < 2500ms);   // cut at lease end minus the safety margin
+        CHECK_FALSE(px.origin().get("/slow"));
+        // The resource is usable again, and the aborted write left it unknown (revalidated).
+        http_client c(px.port());
+        CHECK(c.request("PUT", "/slow", {{"If-None-Match", "*"}}, "ok").status == 201);
+    });
+}

@@ -74,6 +74,19 @@ bool parse_int(std::string_view s, Int& out) {
     return ec == std::errc{} && p == s.data() + s.size();
 }
 
+// The value of one "name:value" line of an INFO reply; "" if absent.
+std::string_view info_field(std::string_view info, std::string_view name) {
+    for (std::size_t pos = 0; pos < info.size();) {
+        auto end = std::min(info.find('\n', pos), info.size());
+        auto line = info.substr(pos, end - pos);
+        if (line.ends_with('\r')) line.remove_suffix(1);
+        if (line.size() > name.size() && line.starts_with(name) && line[name.size()] == ':')
+            return line.substr(name.size() + 1);
+        pos = end + 1;
+    }
+    return {};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +308,29 @@ void redis_connection::close() {
     if (ctx_) spdlog::info("redis: closing the connection to {}", opts_.endpoint.describe());
     drop_context();
     wake_.cancel();
+    for (auto* t : ready_waiters_) t->cancel();
+}
+
+void redis_connection::reconnect(std::string reason) {
+    if (closed_ || !ctx_) return;
+    last_error_ = std::move(reason);
+    drop_context();
+}
+
+net::awaitable<bool> redis_connection::async_wait_ready(std::chrono::milliseconds timeout) {
+    auto self = shared_from_this();
+    if (ready_ || closed_) co_return connected();
+    net::steady_timer t(executor_);
+    t.expires_after(timeout);
+    // Unlisted however the frame ends (also destroyed unresumed with its io_context).
+    struct listed {
+        std::vector<net::steady_timer*>& list;
+        net::steady_timer* timer;
+        ~listed() { std::erase(list, timer); }
+    } guard{ready_waiters_, &t};
+    ready_waiters_.push_back(&t);
+    co_await t.async_wait(use_tuple);
+    co_return connected();
 }
 
 void redis_connection::drop_context() {
@@ -356,13 +392,19 @@ void redis_connection::on_reply(redisAsyncContext* ac, void* reply, void* privda
 
 net::awaitable<void> redis_connection::run_connection(std::shared_ptr<redis_connection> self) {
     auto& c = *self;
-    const auto where = c.opts_.endpoint.describe();
+    auto where = c.opts_.endpoint.describe();
     auto backoff = c.opts_.backoff_min;
     bool ever_connected = false;
     bool failing = false;
     for (std::size_t attempt = 0; !c.closed_; ++attempt) {
         auto ec = co_await c.async_connect_once(attempt);
         if (c.closed_) break;
+        if (auto now = c.opts_.endpoint.describe(); now != where) {
+            // The locator named another server (a failover): try it without the old backoff.
+            where = std::move(now);
+            backoff = c.opts_.backoff_min;
+            failing = false;
+        }
         if (!ec) {
             if (ever_connected) {
                 c.reconnects_.fetch_add(1, std::memory_order_relaxed);
@@ -373,7 +415,9 @@ net::awaitable<void> redis_connection::run_connection(std::shared_ptr<redis_conn
             ever_connected = true;
             failing = false;
             backoff = c.opts_.backoff_min;
+            ++c.session_;
             c.ready_ = true;
+            for (auto* t : c.ready_waiters_) t->cancel();
             while (c.ctx_ && !c.closed_) {
                 c.wake_.expires_at(clock::time_point::max());
                 co_await c.wake_.async_wait(use_tuple);
@@ -399,6 +443,17 @@ net::awaitable<void> redis_connection::run_connection(std::shared_ptr<redis_conn
 }
 
 net::awaitable<error_code> redis_connection::async_connect_once(std::size_t attempt) {
+    if (opts_.locator) {
+        auto located = co_await opts_.locator->async_locate();
+        if (closed_) co_return errc(store_errc::unavailable);
+        if (!located) {
+            last_error_ = located.error();
+            co_return errc(store_errc::unavailable);
+        }
+        opts_.endpoint.unix_socket = false;
+        opts_.endpoint.host = located->host;
+        opts_.endpoint.port = located->port;
+    }
     const auto& ep = opts_.endpoint;
     redisAsyncContext* ac = nullptr;
     if (ep.unix_socket) {
@@ -512,6 +567,41 @@ net::awaitable<error_code> redis_connection::async_handshake() {
         auto r = co_await async_send(detail::argv_of("CLIENT", "SETNAME", opts_.client_name), timeout);
         if (!r) co_return r.error();
     }
+    if (opts_.require_master) {
+        // A sentinel's answer can be stale (a failover in progress, or a sentinel on the wrong
+        // side of a partition): never write to a replica.
+        auto role = detail::argv_of("ROLE");
+        auto r = co_await async_send(std::move(role), timeout);
+        if (!r) {
+            last_error_ = "ROLE: " + r.error().message();
+            co_return r.error();
+        }
+        if (r->kind != redis_reply::type::array || r->elements.empty() || r->elements[0].str != "master") {
+            last_error_ = "not a master (ROLE: " +
+                          (r->is_error() ? r->str : r->elements.empty() ? "?" : r->elements[0].str) + ")";
+            co_return errc(store_errc::unavailable);
+        }
+    }
+    {
+        // Another run_id than last time: the server was restarted (without persistence it lost
+        // the write leases, whose writes may still be at the origin) or replaced. The store waits
+        // such writes out (redis_store.cpp). Where INFO is denied we cannot tell.
+        auto argv = detail::argv_of("INFO", "server");
+        auto info = co_await async_send(std::move(argv), timeout);
+        if (!info) co_return info.error();
+        auto run_id = std::string(info_field(info->str, "run_id"));
+        if (!run_id.empty()) {
+            if (!server_run_id_.empty() && run_id != server_run_id_) {
+                long long uptime = 0;
+                parse_int(info_field(info->str, "uptime_in_seconds"), uptime);
+                replacement_started_at_ = clock::now() - std::chrono::seconds(uptime);
+                spdlog::warn("redis: {} is not the server we used before (restarted or replaced, up {} s): "
+                             "writes whose leases it lost may still be in flight",
+                             opts_.endpoint.describe(), uptime);
+            }
+            server_run_id_ = std::move(run_id);
+        }
+    }
     for (const auto& script : opts_.scripts) {
         auto r = co_await async_send(detail::argv_of("SCRIPT", "LOAD", script.source), timeout);
         if (!r) {
@@ -530,7 +620,8 @@ net::awaitable<error_code> redis_connection::async_handshake() {
 }
 
 net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std::string> argv,
-                                                                 std::chrono::milliseconds timeout) {
+                                                                 std::chrono::milliseconds timeout,
+                                                                 bool asking) {
     if (!ctx_ || closed_) co_return errc(store_errc::unavailable);
     std::vector<const char*> ptrs;
     std::vector<std::size_t> lens;
@@ -543,6 +634,10 @@ net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std
     auto cmd = std::make_shared<pending_command>(executor_);
     auto holder = std::make_unique<std::shared_ptr<pending_command>>(cmd);
     if (in_flight_ == 0) last_progress_ = clock::now();
+    // ASKING applies to the next command of this connection only; its reply ("OK") is dropped
+    // by hiredis (no callback), and nothing can come between the two.
+    if (asking && redisAsyncCommand(ctx_, nullptr, nullptr, "ASKING") != REDIS_OK)
+        co_return errc(store_errc::unavailable);
     // hiredis copies the arguments into its output buffer.
     if (redisAsyncCommandArgv(ctx_, &on_reply, holder.get(), static_cast<int>(argv.size()),
                               ptrs.data(), lens.data()) != REDIS_OK)
@@ -568,14 +663,22 @@ net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std
     co_return std::move(*cmd->reply);
 }
 
-net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std::string> argv) {
+net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std::string> argv,
+                                                                 bool asking) {
     auto self = shared_from_this();  // the frame may outlive the store that owns us
     if (!ready_ || closed_) co_return errc(store_errc::unavailable);
-    co_return co_await async_send(std::move(argv), opts_.command_timeout);
+    co_return co_await async_send(std::move(argv), opts_.command_timeout, asking);
+}
+
+net::awaitable<result<redis_reply>> redis_connection::async_exec_in_session(
+    std::uint64_t session, std::vector<std::string> argv, std::chrono::milliseconds timeout) {
+    auto self = shared_from_this();
+    if (!ready_ || closed_ || session != session_) co_return errc(store_errc::unavailable);
+    co_return co_await async_send(std::move(argv), timeout);
 }
 
 net::awaitable<result<redis_reply>> redis_connection::async_eval(
-    std::size_t index, std::vector<std::string> keys, std::vector<std::string> args) {
+    std::size_t index, std::vector<std::string> keys, std::vector<std::string> args, bool asking) {
     auto self = shared_from_this();
     const auto& script = opts_.scripts.at(index);
     std::vector<std::string> argv;
@@ -586,7 +689,7 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
     for (auto& k : keys) argv.push_back(std::move(k));
     for (auto& a : args) argv.push_back(std::move(a));
 
-    auto r = co_await async_exec(argv);
+    auto r = co_await async_exec(argv, asking);
     if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
         // Redis restarted, failed over or ran SCRIPT FLUSH since we connected.
         spdlog::info("redis: script {} is missing on {}; loading it again", script.name,
@@ -594,7 +697,7 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
         auto loaded = co_await async_exec(detail::argv_of("SCRIPT", "LOAD", script.source));
         if (!loaded) co_return loaded;
         if (loaded->is_error()) co_return loaded;
-        r = co_await async_exec(std::move(argv));
+        r = co_await async_exec(std::move(argv), asking);
     }
     co_return r;
 }

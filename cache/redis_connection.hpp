@@ -64,14 +64,25 @@ struct lua_script {
 };
 std::string sha1_hex(std::string_view data);
 
+// Says where to connect before each attempt (Sentinel: the master the sentinels name now).
+class redis_locator {
+public:
+    virtual ~redis_locator() = default;
+    // Host and port to try next; an error (the reason, for logs) skips the attempt: backoff,
+    // then ask again.
+    virtual net::awaitable<boost::system::result<redis_endpoint, std::string>> async_locate() = 0;
+};
+
 struct redis_options {
-    redis_endpoint endpoint;
+    redis_endpoint endpoint;    // with a locator: its auth and db; host and port come from it
     std::chrono::milliseconds command_timeout{50};
     std::chrono::milliseconds connect_timeout{1000};   // connect + handshake; also the stall limit
     std::chrono::milliseconds backoff_min{50};
     std::chrono::milliseconds backoff_max{2000};
     std::vector<lua_script> scripts;                    // loaded on every (re)connect
     std::string client_name = "ifmatch-proxy";
+    std::shared_ptr<redis_locator> locator;             // asked before every connect attempt
+    bool require_master = false;                        // ROLE after connecting: refuse a replica
 };
 
 class redis_connection : public std::enable_shared_from_this<redis_connection> {
@@ -87,18 +98,37 @@ public:
     // Safe to call while the io_context is stopped.
     void close();
 
+    // Drops the current connection (if any) so that the run loop connects again, asking the
+    // locator anew: a master that turned replica (READONLY), or a switch the sentinels announced.
+    void reconnect(std::string reason);
+    // Waits until the connection is ready (or `timeout`, or close()); returns connected().
+    net::awaitable<bool> async_wait_ready(std::chrono::milliseconds timeout);
+
     // One command. Error replies are returned as replies (kind error); the error_code says
-    // `unavailable` (not connected, or lost while waiting) or `timeout`.
-    net::awaitable<result<redis_reply>> async_exec(std::vector<std::string> argv);
+    // `unavailable` (not connected, or lost while waiting) or `timeout`. With `asking`, an ASKING
+    // is sent first on the same connection (Redis Cluster ASK redirection).
+    net::awaitable<result<redis_reply>> async_exec(std::vector<std::string> argv, bool asking = false);
+    // One command with its own timeout, only if the connection is still `session` (else
+    // `unavailable`): WAIT must run on the connection that made the writes it waits for.
+    net::awaitable<result<redis_reply>> async_exec_in_session(
+        std::uint64_t session, std::vector<std::string> argv, std::chrono::milliseconds timeout);
     // EVALSHA of `scripts[index]`; on NOSCRIPT (Redis restarted or flushed its scripts) the
     // script is loaded again and the call retried once.
     net::awaitable<result<redis_reply>> async_eval(
-        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args);
+        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args,
+        bool asking = false);
 
     // Connected and ready (handshake and script loading done).
     bool connected() const { return ready_.load(std::memory_order_relaxed); }
+    // Counts successful connections: a reply and a later command with the same session went
+    // over the same connection. Executor only.
+    std::uint64_t session() const { return session_; }
     // Successful connections after the first one.
     std::uint64_t reconnects() const { return reconnects_.load(std::memory_order_relaxed); }
+    // When the server we talk to started, if it is not the one we talked to before (another
+    // run_id: restarted, so without persistence it lost the write leases, or replaced);
+    // time_point::min() while it is the first server seen. Executor only.
+    std::chrono::steady_clock::time_point replacement_started_at() const { return replacement_started_at_; }
     const redis_options& options() const { return opts_; }
 
 private:
@@ -112,7 +142,8 @@ private:
     net::awaitable<boost::system::error_code> async_connect_once(std::size_t attempt);
     net::awaitable<boost::system::error_code> async_handshake();
     net::awaitable<result<redis_reply>> async_send(std::vector<std::string> argv,
-                                                   std::chrono::milliseconds timeout);
+                                                   std::chrono::milliseconds timeout,
+                                                   bool asking = false);
     void drop_context();
     void context_gone(redisAsyncContext* ac);
 
@@ -131,6 +162,10 @@ private:
     std::string last_error_;                 // why the last attempt failed or the connection was lost
     std::size_t in_flight_ = 0;              // commands hiredis has not answered yet
     std::chrono::steady_clock::time_point last_progress_{};  // last reply, or first send after idle
+    std::uint64_t session_ = 0;
+    std::string server_run_id_;              // INFO server's run_id of the last server
+    std::chrono::steady_clock::time_point replacement_started_at_ = std::chrono::steady_clock::time_point::min();
+    std::vector<net::steady_timer*> ready_waiters_;  // async_wait_ready timers, cancelled when ready
     std::atomic<bool> ready_{false};
     std::atomic<std::uint64_t> reconnects_{0};
 };

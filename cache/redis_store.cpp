@@ -107,25 +107,25 @@ result<bool> decode_flag(std::string_view op, const redis_reply& r) {
 }  // namespace
 
 redis_store::redis_store(net::any_io_executor ex, const config::store_config& cfg,
-                         redis_endpoint endpoint)
-    : prefix_(cfg.key_prefix), rng_(detail::make_token_rng()) {
+                         const redis_target& target, unsigned wait_replicas)
+    : prefix_(cfg.key_prefix), wait_replicas_(wait_replicas), wait_timeout_(cfg.wait_timeout),
+      command_timeout_(cfg.timeout), rng_(detail::make_token_rng()) {
     redis_options opts;
-    opts.endpoint = std::move(endpoint);
     opts.command_timeout = cfg.timeout;
     opts.connect_timeout = cfg.connect_timeout;
     opts.scripts = store_scripts();
-    conn_ = redis_connection::create(std::move(ex), std::move(opts));
-    conn_->start();
+    router_ = make_redis_router(std::move(ex), target, std::move(opts));
+    router_->start();
 }
 
 redis_store::~redis_store() {
-    // Frees the hiredis context now, even if the io_context no longer runs; coroutine frames
-    // still parked in it hold their own reference to the connection.
-    conn_->close();
+    // Frees the hiredis contexts now, even if the io_context no longer runs; coroutine frames
+    // still parked in it hold their own reference to the connections.
+    router_->close();
 }
 
 void redis_store::close() {
-    conn_->close();
+    router_->close();
 }
 
 std::string redis_store::resource_key(std::string_view prefix, std::string_view key) {
@@ -155,8 +155,13 @@ std::string redis_store::new_token() {
     return detail::make_lease_token(rng_);
 }
 
+// GCC 12 takes Asio's frame allocator (aligned_alloc, freed by its own operator delete) for a
+// mismatched new/delete once this coroutine's frame passes some size: a false positive.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 net::awaitable<result<acquire_result>> redis_store::async_acquire(
     std::string key, condition cond, std::chrono::milliseconds lease) {
+    longest_lease_ = std::max(longest_lease_, lease);
     auto token = new_token();
     std::vector<std::string> args;
     args.reserve(5 + cond.if_match_tags.size() + cond.if_none_match_tags.size());
@@ -172,9 +177,9 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     if (cond.if_none_match == condition::match::list)
         for (auto& t : cond.if_none_match_tags) args.push_back(std::move(t));
 
-    auto r = co_await conn_->async_eval(acquire_script, keys(key), std::move(args));
+    auto r = co_await router_->async_eval(acquire_script, keys(key), std::move(args));
     if (!r) co_return detail::failure{r.error()};
-    const auto& v = *r;
+    const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 4) co_return detail::failure{reply_error("acquire", v)};
     const std::string* f[4];
     for (int i = 0; i < 4; ++i)
@@ -196,18 +201,54 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     } else {
         co_return detail::failure{reply_error("acquire", v)};
     }
-    if (out.status == acquire_status::ok || out.status == acquire_status::unknown)
+    if (out.status == acquire_status::ok || out.status == acquire_status::unknown) {
         out.token = std::move(token);
+        if (r->node && r->node->replacement_started_at() + lease > std::chrono::steady_clock::now()) {
+            // This Redis replaced (restarted empty) the one we used, losing the leases of writes
+            // that may still be at the origin; theirs began before it started, so they have ended
+            // once it has been up for a lease. Until then nothing is forwarded.
+            resource_state unchanged;
+            auto release = async_commit(key, out.token, commit_outcome::keep, unchanged);
+            auto released = co_await std::move(release);
+            if (!released) spdlog::warn("redis: releasing a lease on {} failed: {}", key, released.error().message());
+            co_return detail::failure{errc(store_errc::recovering)};
+        }
+        if (wait_replicas_ > 0) {
+            bool confirmed = co_await async_confirm_lease(key, out.token, std::move(*r));
+            if (!confirmed) co_return detail::failure{errc(store_errc::unavailable)};
+        }
+    }
     co_return out;
+}
+#pragma GCC diagnostic pop
+
+net::awaitable<bool> redis_store::async_confirm_lease(std::string key, std::string token,
+                                                      routed_reply via) {
+    auto wait = detail::argv_of("WAIT", std::to_string(wait_replicas_), std::to_string(wait_timeout_.count()));
+    auto w = co_await via.node->async_exec_in_session(via.session, std::move(wait),
+                                                      command_timeout_ + wait_timeout_);
+    if (w && w->kind == redis_reply::type::integer && w->integer >= wait_replicas_) co_return true;
+    spdlog::warn("redis: a write lease on {} was not confirmed by {} replica(s) of {} within {} ms ({}); "
+                 "releasing it",
+                 key, wait_replicas_, via.node->options().endpoint.describe(), wait_timeout_.count(),
+                 !w ? w.error().message()
+                    : w->kind == redis_reply::type::integer ? std::to_string(w->integer) + " confirmed"
+                                                            : w->str);
+    // Not forwarded, so nothing changed: keep the state. If the release fails too, the lease
+    // expires and the write marker makes the resource unknown.
+    resource_state unchanged;
+    auto released = co_await async_commit(std::move(key), std::move(token), commit_outcome::keep, unchanged);
+    if (!released) spdlog::warn("redis: releasing the unconfirmed lease failed: {}", released.error().message());
+    co_return false;
 }
 
 net::awaitable<result<bool>> redis_store::async_store_under_lease(
     std::string key, std::string token, resource_state state) {
     auto args = detail::argv_of(std::move(token));
     encode_state(args, state);
-    auto r = co_await conn_->async_eval(store_script, keys(key), std::move(args));
+    auto r = co_await router_->async_eval(store_script, keys(key), std::move(args));
     if (!r) co_return detail::failure{r.error()};
-    co_return decode_flag("store_under_lease", *r);
+    co_return decode_flag("store_under_lease", r->reply);
 }
 
 net::awaitable<result<bool>> redis_store::async_commit(
@@ -219,15 +260,16 @@ net::awaitable<result<bool>> redis_store::async_commit(
     case commit_outcome::unknown: args.emplace_back("unknown"); break;
     }
     encode_state(args, state);
-    auto r = co_await conn_->async_eval(commit_script, keys(key), std::move(args));
+    auto r = co_await router_->async_eval(commit_script, keys(key), std::move(args));
     if (!r) co_return detail::failure{r.error()};
-    co_return decode_flag("commit", *r);
+    co_return decode_flag("commit", r->reply);
 }
 
 net::awaitable<result<snapshot>> redis_store::async_snapshot(std::string key) {
-    auto r = co_await conn_->async_eval(snapshot_script, keys(key), std::vector<std::string>());
+    std::vector<std::string> no_args;
+    auto r = co_await router_->async_eval(snapshot_script, keys(key), std::move(no_args));
     if (!r) co_return detail::failure{r.error()};
-    const auto& v = *r;
+    const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 5 ||
         v.elements[4].kind != redis_reply::type::integer)
         co_return detail::failure{reply_error("snapshot", v)};
@@ -239,6 +281,9 @@ net::awaitable<result<snapshot>> redis_store::async_snapshot(std::string key) {
     if (!state || !parse_int(*f[3], out.generation)) co_return detail::failure{reply_error("snapshot", v)};
     out.state = std::move(*state);
     out.leased = v.elements[4].integer == 1;
+    // Likewise a read records nothing while such writes may still be in flight (as if leased).
+    if (r->node && r->node->replacement_started_at() + longest_lease_ > std::chrono::steady_clock::now())
+        out.leased = true;
     co_return out;
 }
 
@@ -246,16 +291,13 @@ net::awaitable<result<bool>> redis_store::async_observe(
     std::string key, std::uint64_t generation, resource_state state) {
     auto args = detail::argv_of(std::to_string(generation));
     encode_state(args, state);
-    auto r = co_await conn_->async_eval(observe_script, keys(key), std::move(args));
+    auto r = co_await router_->async_eval(observe_script, keys(key), std::move(args));
     if (!r) co_return detail::failure{r.error()};
-    co_return decode_flag("observe", *r);
+    co_return decode_flag("observe", r->reply);
 }
 
 net::awaitable<result<void>> redis_store::async_ping() {
-    auto r = co_await conn_->async_exec(detail::argv_of("PING"));
-    if (!r) co_return detail::failure{r.error()};
-    if (r->kind != redis_reply::type::status || r->str != "PONG") co_return detail::failure{reply_error("ping", *r)};
-    co_return result<void>{};
+    return router_->async_ping();
 }
 
 }  // namespace ifm::cache

@@ -1,5 +1,11 @@
 // The validator store in Redis (SPEC §5): each operation is one Lua script (cache/lua/*.lua),
-// one round trip, over the worker's own connection.
+// one round trip, over the worker's own connection to the master that holds the resource (one
+// Redis, the Sentinel-named master, or the Cluster slot's master: cache/redis_topology.hpp).
+//
+// With `wait_replicas` > 0, a lease is confirmed with WAIT before the write may be forwarded:
+// the lease and the write marker are then on a replica, so a failover that promotes it shows the
+// write as in flight (busy, then unknown) instead of the pre-write validator. Unconfirmed: the
+// lease is released and the acquire fails with `unavailable` (503).
 //
 // Keys: `<prefix>:{<key>}` (hash: s state, e etag, m last-modified, g generation) and
 // `<prefix>:{<key>}:l` (the lease token, PX TTL). The hash tag keeps both in one cluster slot.
@@ -8,6 +14,7 @@
 #pragma once
 
 #include "cache/redis_connection.hpp"
+#include "cache/redis_topology.hpp"
 #include "cache/store.hpp"
 
 #include <random>
@@ -17,7 +24,9 @@ namespace ifm::cache {
 class redis_store final : public validator_store {
 public:
     // Starts connecting at once (on `ex`); operations fail with `unavailable` until connected.
-    redis_store(net::any_io_executor ex, const config::store_config& cfg, redis_endpoint endpoint);
+    // `wait_replicas`: 0 (no WAIT) or the replicas that must confirm a lease.
+    redis_store(net::any_io_executor ex, const config::store_config& cfg, const redis_target& target,
+                unsigned wait_replicas);
     ~redis_store() override;
 
     net::awaitable<result<acquire_result>> async_acquire(
@@ -31,9 +40,11 @@ public:
         std::string key, std::uint64_t generation, resource_state state) override;
     net::awaitable<result<void>> async_ping() override;
     void close() override;
+    std::uint64_t reconnects() const override { return router_->reconnects(); }
+    bool connected() const override { return router_->connected(); }
 
     // For /readyz and metrics: connected flag and reconnect counter.
-    const redis_connection& connection() const { return *conn_; }
+    const redis_router& connection() const { return *router_; }
 
     // "<prefix>:{<escaped key>}"; the lease key appends ":l".
     static std::string resource_key(std::string_view prefix, std::string_view key);
@@ -42,8 +53,17 @@ private:
     std::vector<std::string> keys(std::string_view key) const;
     std::string new_token();
 
-    std::shared_ptr<redis_connection> conn_;
+    // Confirms a lease just taken (see above); false: it was released again.
+    net::awaitable<bool> async_confirm_lease(std::string key, std::string token, routed_reply via);
+
+    std::shared_ptr<redis_router> router_;
     std::string prefix_;
+    unsigned wait_replicas_ = 0;
+    std::chrono::milliseconds wait_timeout_{};
+    std::chrono::milliseconds command_timeout_{};
+    // The longest write lease asked for (at least the default): how long reads stay unrecorded
+    // after Redis was restarted (redis_connection::replacement_started_at).
+    std::chrono::milliseconds longest_lease_{config::route_config{}.write_lease};
     std::mt19937_64 rng_;
 };
 

@@ -17,6 +17,7 @@ public:
         case store_errc::timeout: return "store timeout";
         case store_errc::unavailable: return "store unavailable";
         case store_errc::protocol: return "store protocol error";
+        case store_errc::recovering: return "store restarted: waiting out the write leases it lost";
         }
         return "unknown store error";
     }
@@ -35,18 +36,22 @@ private:
 class redis_factory final : public store_factory {
 public:
     explicit redis_factory(const config::store_config& cfg) : cfg_(cfg) {
-        auto ep = parse_redis_url(cfg.url);
-        if (!ep) throw std::invalid_argument("store.url: " + ep.error());
-        endpoint_ = *ep;
-        if (!cfg.password.empty()) endpoint_.password = cfg.password;  // IFM_REDIS_PASSWORD
+        auto target = parse_store_url(cfg.url);
+        if (!target) throw std::invalid_argument("store.url: " + target.error());
+        target_ = std::move(*target);
+        // IFM_REDIS_PASSWORD; for Sentinel and Cluster, the data nodes' password.
+        if (!cfg.password.empty()) target_.endpoint.password = cfg.password;
+        // Sentinel exists to fail over, and a failover must not lose a lease (README).
+        wait_replicas_ = cfg.wait_replicas.value_or(target_.mode == redis_mode::sentinel ? 1 : 0);
     }
     std::unique_ptr<validator_store> make(net::any_io_executor ex) override {
-        return std::make_unique<redis_store>(std::move(ex), cfg_, endpoint_);
+        return std::make_unique<redis_store>(std::move(ex), cfg_, target_, wait_replicas_);
     }
 
 private:
     config::store_config cfg_;
-    redis_endpoint endpoint_;
+    redis_target target_;
+    unsigned wait_replicas_ = 0;
 };
 
 }  // namespace

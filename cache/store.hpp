@@ -30,6 +30,7 @@ enum class store_errc {
     timeout = 1,        // no answer within store.timeout
     unavailable,        // not connected (connecting, reconnecting, refused)
     protocol,           // unexpected reply shape, script error
+    recovering,         // Redis restarted: waiting until leases it lost can no longer be in use
 };
 const boost::system::error_category& store_category();
 boost::system::error_code make_error_code(store_errc e);
@@ -96,6 +97,11 @@ public:
     // Stops reconnecting and fails pending operations with `unavailable`. Called on the store's
     // own executor before shutdown; the destructor may then run after the io_context stopped.
     virtual void close() {}
+
+    // For metrics: connections re-established after a loss, and whether the connection is up
+    // (a store without a connection: 0 and true). Safe to call from any thread.
+    virtual std::uint64_t reconnects() const { return 0; }
+    virtual bool connected() const { return true; }
 };
 
 // Shared state of the memory store (one per process, shared by every worker's store object).

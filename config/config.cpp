@@ -123,7 +123,8 @@ std::optional<std::string> percent_decode(std::string_view s) {
 }
 
 constexpr std::string_view url_usage =
-    "expected redis://[[user]:password@]host[:port][/db] or unix:///absolute/path[?db=N]";
+    "expected redis://[[user]:password@]host[:port][/db], unix:///absolute/path[?db=N], "
+    "redis-sentinel://host:port,host:port/master-name[/db] or redis-cluster://host:port,host:port";
 
 struct store_url {
     std::string url;                      // the password removed, so the URL can be logged
@@ -145,8 +146,12 @@ std::variant<store_url, std::string> split_store_url(std::string_view url) {
             return "the only query parameter is db=N; " + std::string(url_usage);
         return store_url{std::string(url), std::nullopt};
     }
-    if (!url.starts_with("redis://")) return std::string(url_usage);
-    auto rest = url.substr(8);
+    std::string_view scheme;
+    for (std::string_view s : {"redis://", "redis-sentinel://", "redis-cluster://"})
+        if (url.starts_with(s)) scheme = s;
+    if (scheme.empty()) return std::string(url_usage);
+    const bool sentinel = scheme == "redis-sentinel://", cluster = scheme == "redis-cluster://";
+    auto rest = url.substr(scheme.size());
     store_url out;
     std::string user;
     if (auto at = rest.rfind('@'); at != std::string_view::npos) {
@@ -163,16 +168,34 @@ std::variant<store_url, std::string> split_store_url(std::string_view url) {
         }
     }
     auto slash = rest.find('/');
-    auto host_port = std::string(rest.substr(0, slash));
-    auto colon = host_port.rfind(':');
-    if (colon == std::string::npos || (host_port.starts_with('[') && colon < host_port.find(']')))
-        host_port += ":6379";  // Redis's default port, as in the URLs of redis-cli and client libraries
-    auto ep = parse_endpoint(host_port);
-    if (!ep || ep->port == 0) return std::string(url_usage);
-    if (slash != std::string_view::npos && !valid_db(rest.substr(slash + 1)))
+    auto hosts = rest.substr(0, slash);
+    auto path = slash == std::string_view::npos ? std::optional<std::string_view>{} : rest.substr(slash + 1);
+    // Sentinels and cluster nodes are lists; each host gets Redis's (or Sentinel's) default port,
+    // as in the URLs of redis-cli and client libraries.
+    for (;;) {
+        auto comma = hosts.find(',');
+        if (comma != std::string_view::npos && !sentinel && !cluster) return std::string(url_usage);
+        auto host_port = std::string(hosts.substr(0, comma));
+        auto colon = host_port.rfind(':');
+        if (colon == std::string::npos || (host_port.starts_with('[') && colon < host_port.find(']')))
+            host_port += sentinel ? ":26379" : ":6379";
+        auto ep = parse_endpoint(host_port);
+        if (!ep || ep->port == 0) return std::string(url_usage);
+        if (comma == std::string_view::npos) break;
+        hosts = hosts.substr(comma + 1);
+    }
+    if (sentinel) {
+        auto name = path ? path->substr(0, path->find('/')) : std::string_view{};
+        if (name.empty()) return "name the master: redis-sentinel://host:port,host:port/master-name";
+        if (name.size() < path->size() && !valid_db(path->substr(name.size() + 1)))
+            return "the database must be a number; " + std::string(url_usage);
+    } else if (cluster) {
+        if (path) return std::string("a redis-cluster:// URL has no path: Redis Cluster has database 0 only");
+    } else if (path && !valid_db(*path)) {
         return "the database must be a number; " + std::string(url_usage);
+    }
     // "user:@" keeps the user and says "no password here" (the store then uses store.password).
-    out.url = "redis://" + (user.empty() ? "" : user + ":@") + std::string(rest);
+    out.url = std::string(scheme) + (user.empty() ? "" : user + ":@") + std::string(rest);
     return out;
 }
 
@@ -440,6 +463,8 @@ fields reader::store_fields(store_config& s) {
          }},
         {"timeout", [&](auto& v, auto& p) { dur(v, p, s.timeout); }},
         {"connect_timeout", [&](auto& v, auto& p) { dur(v, p, s.connect_timeout); }},
+        {"wait_replicas", [&](auto& v, auto& p) { integer(v, p, s.wait_replicas, 0, 16); }},
+        {"wait_timeout", [&](auto& v, auto& p) { dur(v, p, s.wait_timeout); }},
     };
 }
 
@@ -513,6 +538,8 @@ fields reader::limits_fields(limits_config& l) {
         {"idle_timeout", [&](auto& v, auto& p) { dur(v, p, l.idle_timeout); }},
         {"header_timeout", [&](auto& v, auto& p) { dur(v, p, l.header_timeout); }},
         {"body_timeout", [&](auto& v, auto& p) { dur(v, p, l.body_timeout); }},
+        {"min_body_rate", [&](auto& v, auto& p) { size(v, p, l.min_body_rate); }},
+        {"max_header_fields", [&](auto& v, auto& p) { integer(v, p, l.max_header_fields, 1, 10000); }},
         {"max_connections", [&](auto& v, auto& p) { integer(v, p, l.max_connections, 1, max_count); }},
         {"max_requests_per_connection", [&](auto& v, auto& p) {
              integer(v, p, l.max_requests_per_connection, 0, std::numeric_limits<std::uint32_t>::max());
@@ -604,6 +631,11 @@ void reader::finish_store(store_config& s) {
         }
     }
     if (auto pw = getenv_nonempty("IFM_REDIS_PASSWORD")) s.password = std::move(*pw);
+    // A WAIT holds the worker's connection: longer than connect_timeout, and the connection
+    // would be dropped as hung.
+    if (s.wait_timeout >= s.connect_timeout && !failed_under("store"))
+        fail(line_at("store.wait_timeout"), "store.wait_timeout",
+             "must be shorter than store.connect_timeout (" + format_duration(s.connect_timeout) + ")");
 }
 
 void reader::check(config& c) {

@@ -25,13 +25,18 @@ enum class store_kind { memory, redis };
 
 struct store_config {
     store_kind kind = store_kind::memory;
-    // redis://[:password@]host:port/db or unix:///path/to.sock[?db=N]
+    // redis://[:password@]host:port/db or unix:///path/to.sock[?db=N] (one server),
+    // redis-sentinel://host:port,host:port/master-name[/db], redis-cluster://host:port,host:port
     std::string url = "redis://127.0.0.1:6379/0";
     // From the URL, or overridden by the environment variable IFM_REDIS_PASSWORD.
     std::string password;
     std::string key_prefix = "ifm";
     duration timeout = 50ms;          // per store command
     duration connect_timeout = 1s;
+    // Replicas that must confirm a write lease (WAIT) before the write is forwarded;
+    // unset: 1 with redis-sentinel://, else 0.
+    std::optional<unsigned> wait_replicas;
+    duration wait_timeout = 100ms;    // how long WAIT may take; unconfirmed: 503
 };
 
 struct upstream_config {
@@ -87,6 +92,8 @@ struct limits_config {
     duration idle_timeout = 60s;      // client keep-alive idle
     duration header_timeout = 10s;    // whole request header (slowloris)
     duration body_timeout = 60s;      // gap between two reads of a request body
+    std::size_t min_body_rate = 512;  // bytes/s a request body must average after body_timeout; 0: off
+    std::size_t max_header_fields = 100;            // request header fields; more: 431
     std::size_t max_connections = 10000;            // client connections per process
     std::size_t max_requests_per_connection = 0;    // 0: unlimited
     duration drain_timeout = 30s;     // SIGTERM: time given to in-flight requests

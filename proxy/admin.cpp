@@ -1,12 +1,14 @@
 #include "proxy/admin.hpp"
 
 #include "proxy/problem.hpp"
+#include "proxy/worker.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -27,7 +29,14 @@ namespace http = beast::http;
 
 namespace {
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-}
+
+// Gauges that live in the workers' own state, gathered on each worker's thread.
+struct worker_sample {
+    std::atomic<std::size_t> pending{0};
+    std::atomic<std::int64_t> in_use{0}, idle{0}, connected{0};
+    std::atomic<std::uint64_t> reconnects{0};
+};
+}  // namespace
 
 struct admin_server::impl {
     net::io_context ioc{1};
@@ -35,22 +44,67 @@ struct admin_server::impl {
     std::unique_ptr<cache::validator_store> store;
     std::shared_ptr<const runtime> rt;
     metrics& stats;
+    std::vector<worker*> workers;
+    std::uint16_t port = 0;
     std::thread thread;
 
-    explicit impl(metrics& m) : stats(m) {}
+    impl(metrics& m, std::vector<worker*> w) : stats(m), workers(std::move(w)) {}
+
+    // Pools and store connections belong to their worker's thread: ask each worker, wait up to
+    // 250 ms, and keep the previous values if a worker does not answer (saturated or drained).
+    net::awaitable<void> sample_workers() {
+        auto sample = std::make_shared<worker_sample>();
+        sample->pending = workers.size();
+        for (auto* w : workers) {
+            net::post(w->ioc, [w, sample] {
+                for (const auto& p : *w->pools) {
+                    sample->in_use += static_cast<std::int64_t>(p->in_use());
+                    sample->idle += static_cast<std::int64_t>(p->idle());
+                }
+                sample->reconnects += w->store->reconnects();
+                if (w->store->connected()) ++sample->connected;
+                --sample->pending;
+            });
+        }
+        net::steady_timer t(ioc);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+        while (sample->pending.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+            t.expires_after(std::chrono::milliseconds(1));
+            co_await t.async_wait(use_tuple);
+        }
+        if (sample->pending.load() > 0) co_return;
+        stats.origin_connections_in_use = sample->in_use.load();
+        stats.origin_connections_idle = sample->idle.load();
+        stats.store_reconnects = sample->reconnects.load();
+        stats.store_connected = sample->connected.load();
+    }
 
     // Ready when the store answers and every upstream accepts a connection.
+    // Ready when the store answers and every upstream accepts a connection. (GCC 12: awaitables
+    // are made into named locals first, no temporaries inside co_await.)
     net::awaitable<std::string> not_ready_reason() {
-        auto ping = co_await store->async_ping();
-        if (!ping) co_return "store: " + ping.error().message();
-        auto r = rt;
-        for (std::size_t i = 0; i < r->cfg.upstreams.size(); ++i) {
-            beast::tcp_stream s(ioc);
-            s.expires_after(r->cfg.upstreams[i].connect_timeout);
-            auto [ec, ep] = co_await s.async_connect(r->upstream_endpoints[i], use_tuple);
-            if (ec) co_return "upstream " + r->cfg.upstreams[i].name + ": " + ec.message();
+        std::string why;
+        auto ping_op = store->async_ping();
+        auto ping = co_await std::move(ping_op);
+        if (!ping) {
+            why = "store: " + ping.error().message();
+            co_return why;
         }
-        co_return std::string{};
+        auto r = rt;
+        for (std::size_t i = 0; i < r->cfg.upstreams.size() && why.empty(); ++i) {
+            auto connect_op = try_connect(r->upstream_endpoints[i], r->cfg.upstreams[i].connect_timeout);
+            auto ec = co_await std::move(connect_op);
+            if (ec) why = "upstream " + r->cfg.upstreams[i].name + ": " + ec.message();
+        }
+        co_return why;
+    }
+
+    net::awaitable<boost::system::error_code> try_connect(std::vector<tcp::endpoint> endpoints,
+                                                          std::chrono::milliseconds timeout) {
+        beast::tcp_stream s(ioc);
+        s.expires_after(timeout);
+        auto [ec, ep] = co_await s.async_connect(endpoints, use_tuple);
+        co_return ec;
     }
 
     net::awaitable<void> serve(tcp::socket socket) {
@@ -63,7 +117,7 @@ struct admin_server::impl {
             if (ec) co_return;
             http::response<http::string_body> res{http::status::ok, 11};
             res.set(http::field::server, "ifmatch-proxy");
-            auto target = req.target();
+            auto target = req.target().substr(0, req.target().find('?'));
             if (target == "/healthz") {
                 res.set(http::field::content_type, "application/json");
                 res.body() = "{\"status\":\"ok\"}\n";
@@ -79,8 +133,9 @@ struct admin_server::impl {
                     res.body() = body + "}\n";
                 }
             } else if (target == "/metrics") {
-                res.set(http::field::content_type, "text/plain; version=0.0.4");
-                res.body() = render_metrics(stats);
+                co_await sample_workers();
+                res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+                res.body() = stats.render();
             } else {
                 res.result(http::status::not_found);
                 res.set(http::field::content_type, "text/plain");
@@ -106,14 +161,15 @@ struct admin_server::impl {
 };
 
 admin_server::admin_server(tcp::endpoint ep, std::shared_ptr<const runtime> rt, cache::store_factory& stores,
-                           metrics& m)
-    : impl_(std::make_unique<impl>(m)) {
+                           metrics& m, std::vector<worker*> workers)
+    : impl_(std::make_unique<impl>(m, std::move(workers))) {
     impl_->rt = std::move(rt);
     impl_->store = stores.make(impl_->ioc.get_executor());
     impl_->acceptor.open(ep.protocol());
     impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
     impl_->acceptor.bind(ep);
     impl_->acceptor.listen();
+    impl_->port = impl_->acceptor.local_endpoint().port();
     net::co_spawn(impl_->ioc, impl_->run_accept(), net::detached);
     impl_->thread = std::thread([this] { impl_->ioc.run(); });
 }
@@ -123,7 +179,7 @@ admin_server::~admin_server() {
     if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-std::uint16_t admin_server::port() const { return impl_->acceptor.local_endpoint().port(); }
+std::uint16_t admin_server::port() const { return impl_->port; }
 
 void admin_server::apply(std::shared_ptr<const runtime> rt) {
     net::post(impl_->ioc, [this, rt] { impl_->rt = rt; });
@@ -136,31 +192,6 @@ void admin_server::stop() {
         impl_->store->close();
         impl_->ioc.stop();
     });
-}
-
-std::string render_metrics(const metrics& m) {
-    std::string out;
-    out += "# HELP ifmatch_responses_total Responses sent to clients, by status class.\n"
-           "# TYPE ifmatch_responses_total counter\n";
-    for (int c = 1; c <= 5; ++c)
-        out += "ifmatch_responses_total{class=\"" + std::to_string(c) + "xx\"} " +
-               std::to_string(m.responses_by_class[c].load()) + "\n";
-    out += "# HELP ifmatch_precondition_outcomes_total Judged requests by precondition outcome.\n"
-           "# TYPE ifmatch_precondition_outcomes_total counter\n";
-    for (std::size_t i = 1; i < m.precondition_outcomes.size(); ++i)
-        out += "ifmatch_precondition_outcomes_total{outcome=\"" + std::string(to_string(static_cast<outcome>(i))) +
-               "\"} " + std::to_string(m.precondition_outcomes[i].load()) + "\n";
-    out += "# HELP ifmatch_client_connections Open client connections.\n# TYPE ifmatch_client_connections gauge\n";
-    out += "ifmatch_client_connections " + std::to_string(m.client_connections.load()) + "\n";
-    out += "# HELP ifmatch_client_connections_total Accepted client connections.\n# TYPE ifmatch_client_connections_total counter\n";
-    out += "ifmatch_client_connections_total " + std::to_string(m.client_connections_total.load()) + "\n";
-    out += "# HELP ifmatch_untracked_large_bodies_total Representations over max_hash_body, passed through untracked.\n"
-           "# TYPE ifmatch_untracked_large_bodies_total counter\n";
-    out += "ifmatch_untracked_large_bodies_total " + std::to_string(m.untracked_large_bodies.load()) + "\n";
-    out += "# HELP ifmatch_origin_errors_total Origin connect, timeout and protocol failures.\n"
-           "# TYPE ifmatch_origin_errors_total counter\n";
-    out += "ifmatch_origin_errors_total " + std::to_string(m.origin_errors.load()) + "\n";
-    return out;
 }
 
 }  // namespace ifm::proxy

@@ -6,13 +6,29 @@
 
 namespace ifm::proxy {
 
+namespace {
+// Fetched once: with OpenSSL 3, EVP_sha256() in every EVP_DigestInit_ex looks the algorithm up
+// in the provider store again, which costs about as much as hashing 1 KiB.
+const EVP_MD* sha256() {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    static const EVP_MD* md = [] {
+        const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+        return fetched ? fetched : EVP_sha256();
+    }();
+    return md;
+#else
+    return EVP_sha256();
+#endif
+}
+}  // namespace
+
 struct body_hasher::impl {
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     ~impl() { EVP_MD_CTX_free(ctx); }
 };
 
 body_hasher::body_hasher() : impl_(std::make_unique<impl>()) {
-    if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1)
+    if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, sha256(), nullptr) != 1)
         throw std::runtime_error("EVP_DigestInit_ex(sha256) failed");
 }
 
@@ -26,7 +42,7 @@ std::string body_hasher::finish() {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_DigestFinal_ex(impl_->ctx, digest, &len);
-    EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr);  // ready for reuse
+    EVP_DigestInit_ex(impl_->ctx, sha256(), nullptr);  // ready for reuse
     static constexpr char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     // 128 bits: collision-resistant enough for a validator, and keeps headers and keys short.
@@ -46,7 +62,7 @@ std::string body_hasher::finish() {
 }
 
 std::string hash_etag(std::string_view body) {
-    body_hasher h;
+    thread_local body_hasher h;   // one context per thread, reset by finish()
     h.update(body.data(), body.size());
     return h.finish();
 }

@@ -21,6 +21,14 @@ bool is_tchar(char c) {
     return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
+// uri-host [":" port] (RFC 3986 reg-name / IPv4 / IP-literal characters); may be empty.
+bool is_authority(std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
+    });
+}
+
 }  // namespace
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -123,9 +131,10 @@ std::string check_request_framing(const http::request_header<>& h) {
     if (te_count > 0) {
         if (cl_count > 0) return "Content-Length together with Transfer-Encoding";
         if (h.version() < 11) return "Transfer-Encoding in an HTTP/1.0 request";
-        auto te = joined_field(h, http::field::transfer_encoding).value_or("");
-        // Only exactly one "chunked" coding is accepted: anything else is a desync risk.
-        if (!iequals(trim(te), "chunked")) return "unsupported Transfer-Encoding";
+        // Only exactly one "chunked" coding in one field is accepted: anything else (an empty
+        // field next to "chunked" included) is a desync risk.
+        if (te_count > 1 || !iequals(trim(h[http::field::transfer_encoding]), "chunked"))
+            return "unsupported Transfer-Encoding";
     }
     if (cl_count > 1) return "several Content-Length fields";
     if (cl_count == 1) {
@@ -137,6 +146,9 @@ std::string check_request_framing(const http::request_header<>& h) {
     if (h.version() >= 11 && host_count != 1)
         return host_count == 0 ? "missing Host header" : "several Host headers";
     if (host_count > 1) return "several Host headers";
+    // RFC 9112 §3.2: a Host that is not uri-host [":" port] is a 400 (it is also matched
+    // against routes and forwarded in X-Forwarded-Host).
+    if (host_count == 1 && !is_authority(h[http::field::host])) return "malformed Host header";
     for (auto const& field : h) {
         auto name = field.name_string();
         if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) return "malformed header name";
@@ -154,8 +166,8 @@ std::string check_response_framing(const http::response_header<>& h) {
     if (cl_count > 1) return "origin sent several Content-Length fields";
     if (te_count > 0) {
         // We re-frame bodies ourselves, so a transfer-coding other than chunked would be lost.
-        auto te = joined_field(h, http::field::transfer_encoding).value_or("");
-        if (!iequals(trim(te), "chunked")) return "origin sent a Transfer-Encoding other than chunked";
+        if (te_count > 1 || !iequals(trim(h[http::field::transfer_encoding]), "chunked"))
+            return "origin sent a Transfer-Encoding other than chunked";
     }
     return {};
 }

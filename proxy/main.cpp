@@ -5,6 +5,12 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -19,9 +25,11 @@ constexpr const char* default_config = "/etc/ifmatch-proxy/config.yaml";
 
 void usage(std::FILE* out) {
     std::fprintf(out,
-                 "usage: ifmatch-proxy [--config PATH] [--check-config] [--version]\n"
+                 "usage: ifmatch-proxy [--config PATH] [--check-config | --healthcheck] [--version]\n"
                  "  --config PATH    configuration file (default %s)\n"
                  "  --check-config   validate the configuration, print every error, exit 0 or 1\n"
+                 "  --healthcheck    GET /healthz on the admin_listen of the configuration, exit 0 if\n"
+                 "                   it answers 200 within 3 s, else 1 (container health checks)\n"
                  "  --version        print the version and exit\n"
                  "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration\n",
                  default_config);
@@ -38,6 +46,49 @@ std::optional<ifm::config::config> load(const std::string& path, bool to_log) {
     return std::nullopt;
 }
 
+// --healthcheck: a probe for images that have no HTTP client. Unspecified admin addresses
+// (0.0.0.0, ::) are probed on loopback.
+int healthcheck(const ifm::config::config& cfg) {
+    namespace net = boost::asio;
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    if (!cfg.admin_listen) {
+        std::fprintf(stderr, "ifmatch-proxy: --healthcheck needs admin_listen in the configuration\n");
+        return 1;
+    }
+    boost::system::error_code ec;
+    auto addr = net::ip::make_address(cfg.admin_listen->host == "localhost" ? "127.0.0.1" : cfg.admin_listen->host, ec);
+    if (ec) {
+        std::fprintf(stderr, "ifmatch-proxy: admin_listen: %s\n", ec.message().c_str());
+        return 1;
+    }
+    if (addr.is_unspecified()) addr = addr.is_v4() ? net::ip::address(net::ip::address_v4::loopback())
+                                                   : net::ip::address(net::ip::address_v6::loopback());
+    net::io_context ioc;
+    beast::tcp_stream stream(ioc);
+    http::request<http::empty_body> req{http::verb::get, "/healthz", 11};
+    req.set(http::field::host, addr.to_string());
+    req.keep_alive(false);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    boost::system::error_code result = net::error::timed_out;
+    stream.expires_after(std::chrono::seconds(3));
+    stream.async_connect(net::ip::tcp::endpoint(addr, cfg.admin_listen->port), [&](boost::system::error_code e) {
+        if (e) return void(result = e);
+        http::async_write(stream, req, [&](boost::system::error_code e, std::size_t) {
+            if (e) return void(result = e);
+            http::async_read(stream, buffer, res, [&](boost::system::error_code e, std::size_t) { result = e; });
+        });
+    });
+    ioc.run();
+    if (result) {
+        std::fprintf(stderr, "ifmatch-proxy: healthcheck: %s\n", result.message().c_str());
+        return 1;
+    }
+    std::printf("%u %s", res.result_int(), res.body().c_str());
+    return res.result() == http::status::ok ? 0 : 1;
+}
+
 void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, const std::string& path) {
     signals.async_wait([&signals, &srv, path](const boost::system::error_code& ec, int sig) {
         if (ec) return;
@@ -47,6 +98,7 @@ void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, co
                 if (auto why = srv.reload(std::move(*cfg)); !why.empty())
                     spdlog::error("reload refused, keeping the running configuration: {}", why);
             } else {
+                srv.stats().count_reload(false);
                 spdlog::error("reload refused, keeping the running configuration");
             }
         } else {
@@ -61,6 +113,7 @@ void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, co
 int main(int argc, char** argv) {
     std::string path = default_config;
     bool check = false;
+    bool probe = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--config" && i + 1 < argc) {
@@ -69,6 +122,8 @@ int main(int argc, char** argv) {
             path = a.substr(9);
         } else if (a == "--check-config") {
             check = true;
+        } else if (a == "--healthcheck") {
+            probe = true;
         } else if (a == "--version") {
             std::printf("ifmatch-proxy %s\n", IFM_VERSION);
             return 0;
@@ -83,6 +138,7 @@ int main(int argc, char** argv) {
     }
     auto cfg = load(path, false);
     if (!cfg) return 1;
+    if (probe) return healthcheck(*cfg);
     if (check) {
         std::printf("%s: ok (%zu route(s), %zu upstream(s))\n", path.c_str(), cfg->routes.size(), cfg->upstreams.size());
         return 0;

@@ -114,8 +114,9 @@ struct server::impl {
 };
 
 server::server(config::config cfg) : impl_(std::make_unique<impl>()) {
-    impl_->stores = cache::make_store_factory(cfg.store);
+    impl_->stores = instrument(cache::make_store_factory(cfg.store), impl_->stats);
     impl_->rt = make_runtime(std::move(cfg));
+    impl_->stats.bind_routes(*impl_->rt);
 }
 
 server::~server() {
@@ -149,8 +150,11 @@ void server::start() {
         ep.port(d.acceptors.back()->local_endpoint().port());
     }
     d.port = ep.port();
+    d.stats.workers = n;
     if (cfg.admin_listen) {
-        d.admin = std::make_unique<admin_server>(to_endpoint(*cfg.admin_listen), d.rt, *d.stores, d.stats);
+        std::vector<worker*> ws;
+        for (auto& w : d.workers) ws.push_back(w.get());
+        d.admin = std::make_unique<admin_server>(to_endpoint(*cfg.admin_listen), d.rt, *d.stores, d.stats, std::move(ws));
     }
     for (unsigned i = 0; i < n; ++i) {
         auto& w = *d.workers[i];
@@ -204,16 +208,29 @@ void server::wait() {
 std::string server::reload(config::config cfg) {
     auto& d = *impl_;
     const auto& old = d.rt->cfg;
-    if (!(cfg.listen == old.listen) || cfg.workers != old.workers || cfg.store.kind != old.store.kind ||
-        cfg.store.url != old.store.url || cfg.store.key_prefix != old.store.key_prefix)
-        return "listen, workers and store need a restart";
+    std::string why;
+    if (!(cfg.listen == old.listen)) why = "listen";
+    else if (cfg.admin_listen != old.admin_listen) why = "admin_listen";
+    else if (cfg.workers != old.workers) why = "workers";
+    else if (cfg.store.kind != old.store.kind || cfg.store.url != old.store.url ||
+             cfg.store.password != old.store.password || cfg.store.key_prefix != old.store.key_prefix ||
+             cfg.store.timeout != old.store.timeout || cfg.store.connect_timeout != old.store.connect_timeout)
+        why = "store";
+    if (!why.empty()) {
+        d.stats.count_reload(false);
+        return why + " changed: listen, admin_listen, workers and store need a restart";
+    }
     std::shared_ptr<const runtime> rt;
     try {
         rt = make_runtime(std::move(cfg));
     } catch (const std::exception& e) {
+        d.stats.count_reload(false);
         return e.what();
     }
     setup_logging(rt->cfg.log);
+    // Counters first, so that the workers' first requests on the new runtime find their routes.
+    d.stats.bind_routes(*rt);
+    d.stats.count_reload(true);
     d.rt = rt;
     for (auto& w : d.workers) net::post(w->ioc, [wp = w.get(), rt] { wp->apply(rt); });
     if (d.admin) d.admin->apply(rt);

@@ -30,8 +30,9 @@ public:
     // Blocks until every worker has ended.
     void wait();
     // SIGHUP: applies a new configuration (routes, upstreams, limits, log level). The listen
-    // address, workers and store cannot change without a restart; a change there is refused.
-    // Returns an empty string on success, else why it was refused.
+    // and admin addresses, workers and store cannot change without a restart; a change there is
+    // refused. Returns an empty string on success, else why it was refused. Both outcomes are
+    // counted in metrics (config_reloads_total).
     std::string reload(config::config cfg);
 
     metrics& stats();

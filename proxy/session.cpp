@@ -320,43 +320,74 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
     auto& msg = req_->get();
     const auto& up = ctx.pool->config();
     http::request_serializer<http::buffer_body> sr{msg};
-    ctx.origin_sent = true;   // from here on the origin may act on the request
-    oc->stream.expires_at(ctx.deadline(up.request_timeout));
-    auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
-    if (ec) co_return ec;
-    if (ctx.expect_continue && !req_->is_done() && buffer_.size() == 0) {
-        static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-        client_.expires_at(ctx.deadline(ctx.rt->cfg.limits.body_timeout));
-        auto [cec, cn] = co_await net::async_write(client_, net::buffer(cont), use_tuple);
-        if (cec) co_return make_error_code(net::error::connection_aborted);
-    }
-    const auto& limits = ctx.rt->cfg.limits;
-    auto body_start = std::chrono::steady_clock::now();
-    std::uint64_t received = 0;
     auto& body = msg.body();
-    do {
-        if (!req_->is_done()) {
+    const auto& limits = ctx.rt->cfg.limits;
+    // The body is read by our own loop and parsed by parse_body_bytes (request_gate.hpp, the code
+    // the request fuzzer runs). What came with the header is parsed before anything is sent: a
+    // malformed body sent in one piece with its header (a smuggling probe) reaches nobody.
+    boost::system::error_code bec;
+    std::size_t early = 0;
+    if (!req_->is_done()) {
+        body.data = relay_buffer();
+        body.size = relay_buffer_size;
+        std::size_t used = 0;
+        bec = parse_body_bytes(*req_, {static_cast<const char*>(buffer_.data().data()), buffer_.size()}, used);
+        buffer_.consume(used);
+        if (bec == http::error::need_more || bec == http::error::need_buffer) bec = {};
+        early = relay_buffer_size - body.size;
+    }
+    if (bec) {
+        oc.keep();   // nothing was sent on it
+    } else {
+        ctx.origin_sent = true;   // from here on the origin may act on the request
+        oc->stream.expires_at(ctx.deadline(up.request_timeout));
+        auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
+        if (ec) co_return ec;
+        if (ctx.expect_continue && !req_->is_done() && buffer_.size() == 0 && early == 0) {
+            static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+            client_.expires_at(ctx.deadline(limits.body_timeout));
+            auto [cec, cn] = co_await net::async_write(client_, net::buffer(cont), use_tuple);
+            if (cec) co_return make_error_code(net::error::connection_aborted);
+        }
+    }
+    auto body_start = std::chrono::steady_clock::now();
+    std::uint64_t received = early;
+    while (!bec) {
+        if (early > 0) {
+            body.data = relay_buffer();
+            body.size = std::exchange(early, 0);
+            body.more = !req_->is_done();
+        } else if (!req_->is_done()) {
             body.data = relay_buffer();
             body.size = relay_buffer_size;
-            auto rate_deadline = body_read_deadline(body_start, received, limits, std::chrono::steady_clock::now());
-            client_.expires_at(std::min(ctx.deadline(limits.body_timeout), rate_deadline));
-            auto [rec, rn] = co_await http::async_read(client_, buffer_, *req_, use_tuple);
-            if (rec && rec != http::error::need_buffer) {
-                // The client failed mid-body: the origin saw an incomplete request, and its
-                // connection is dropped with `oc`. A client still there gets 400 / 408.
-                ctx.framing_error = true;
-                ctx.client_keep_alive = false;
-                if (rec == http::error::body_limit) co_return make_error_code(http::error::body_limit);
-                auto answer = body_error_problem(rec);
-                if (answer) {
-                    pending_ = std::move(*answer);
-                    co_await respond(ctx);
+            // One socket read at a time until the parser has body bytes: what arrived is
+            // relayed at once, and body_timeout is the longest gap between two reads.
+            for (;;) {
+                std::size_t used = 0;
+                bec = parse_body_bytes(*req_, {static_cast<const char*>(buffer_.data().data()), buffer_.size()}, used);
+                buffer_.consume(used);
+                if (bec != http::error::need_more || body.size < relay_buffer_size) break;
+                auto room = std::min(buffer_.max_size() - buffer_.size(), relay_buffer_size);
+                if (room == 0) {
+                    bec = http::error::buffer_overflow;   // a chunk line or trailer that never ends
+                    break;
                 }
-                co_return make_error_code(net::error::connection_aborted);
+                auto rate_deadline = body_read_deadline(body_start, received, limits, std::chrono::steady_clock::now());
+                client_.expires_at(std::min(ctx.deadline(limits.body_timeout), rate_deadline));
+                auto [rec, rn] = co_await client_.async_read_some(buffer_.prepare(room), use_tuple);
+                if (rec) {
+                    bec = rec;
+                    break;
+                }
+                buffer_.commit(rn);
             }
+            if (bec == http::error::need_more || bec == http::error::need_buffer) bec = {};
+            if (bec) break;
             body.size = relay_buffer_size - body.size;
             received += body.size;
-            body.data = relay_buffer();
+            // Never hand the serializer an empty buffer: it would write a zero-size chunk, the
+            // last-chunk marker, in the middle of a chunked body.
+            body.data = body.size > 0 ? relay_buffer() : nullptr;
             body.more = !req_->is_done();
         } else {
             body.data = nullptr;
@@ -366,7 +397,22 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
         oc->stream.expires_at(ctx.deadline(up.request_timeout));
         auto [wec, wn] = co_await http::async_write(oc->stream, sr, use_tuple);
         if (wec && wec != http::error::need_buffer) co_return wec;
-    } while (!req_->is_done() && !sr.is_done());
+        if (req_->is_done() || sr.is_done()) break;
+    }
+    if (bec) {
+        // The client failed in its body: the origin saw at most an incomplete request, and a
+        // connection that carried part of it is dropped with `oc`. A client still there gets
+        // 400 / 413 (a read that timed out has closed the socket).
+        ctx.framing_error = true;
+        ctx.client_keep_alive = false;
+        if (bec == http::error::body_limit) co_return make_error_code(http::error::body_limit);
+        auto answer = body_error_problem(bec);
+        if (answer) {
+            pending_ = std::move(*answer);
+            co_await respond(ctx);
+        }
+        co_return make_error_code(net::error::connection_aborted);
+    }
     ctx.body_read = true;
 
     for (int interim = 0;; ++interim) {
@@ -517,7 +563,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
                 break;
             }
             body.size = relay_buffer_size - body.size;
-            body.data = relay_buffer();
+            body.data = body.size > 0 ? relay_buffer() : nullptr;   // see exchange()
             body.more = !res_->is_done();
         } else {
             body.data = nullptr;

@@ -104,6 +104,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     auto client_inm = joined_field(msg, http::field::if_none_match);
 
     // The generation before the request reaches the origin (SPEC §5.5).
+    auto connections = w_.store->reconnects();
     auto snap = co_await w_.store->async_snapshot(ctx.key);
     bool may_record = snap && !snap->leased;
 
@@ -165,7 +166,9 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
         seen = resource_state::absent();
     }
 
-    if (seen && may_record && snap->state != *seen)
+    // A store reconnect meanwhile may be a Redis that lost its data, where a resource never
+    // written reads generation 0 as it did before: the generation check cannot tell.
+    if (seen && may_record && snap->state != *seen && w_.store->reconnects() == connections)
         co_await w_.store->async_observe(ctx.key, snap->generation, *seen);
 
     if (ours && client_inm && if_none_match_matches(*client_inm, seen->etag)) {
@@ -312,6 +315,14 @@ net::awaitable<resource_state> client_session::commit_after(request_context& ctx
         }
     } else if (ec && !ctx.origin_sent) {
         outcome = commit_outcome::keep;       // nothing reached the origin
+    } else if (ec == beast::error::timeout) {
+        // The origin may still be applying the write, and cannot check a fencing token: keep the
+        // lease until it expires (past the exchange deadline), so that no other write is
+        // forwarded meanwhile. A token that does not hold the lease makes the state unknown and
+        // leaves the lease alone (validator_store::async_commit).
+        const std::string not_the_holder;
+        co_await commit_as(ctx, not_the_holder, commit_outcome::unknown, state);
+        co_return state;
     }
     co_await commit_as(ctx, token, outcome, state);
     co_return state;

@@ -1,0 +1,276 @@
+// Resource exhaustion (issue 6): slowloris headers, slow bodies, idle keep-alive, slow origins,
+// client connection floods, requests per connection and the origin connection cap. Each test
+// runs bounded loops on loopback and checks that the proxy keeps serving other clients.
+#include "tests/support/fake_origin.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/proxy_fixture.hpp"
+
+#include <doctest/doctest.h>
+
+#include <future>
+#include <memory>
+#include <thread>
+
+using namespace ifm::test;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+// Polls `done` every 10 ms for at most `timeout`.
+template <class Pred>
+bool eventually(Pred done, std::chrono::milliseconds timeout = 3s) {
+    auto deadline = steady::now() + timeout;
+    while (!done()) {
+        if (steady::now() > deadline) return false;
+        std::this_thread::sleep_for(10ms);
+    }
+    return true;
+}
+
+std::int64_t open_clients(proxy_fixture& px) {
+    return px.server().stats().client_connections.load();
+}
+
+// Sends without throwing once the proxy has closed the connection.
+void try_send(raw_connection& c, std::string_view bytes) {
+    try {
+        c.send(bytes);
+    } catch (const std::exception&) {
+    }
+}
+
+unsigned ok_status(http_client& c) {
+    return c.request("GET", "/plain/ok", {{"x-fake-status", "200"}}).status;
+}
+
+// A request the origin answers after `delay_ms`, holding one origin connection meanwhile;
+// returns once the origin has it.
+std::future<unsigned> hold_origin_connection(proxy_fixture& px, std::string delay_ms) {
+    auto port = px.port();
+    auto busy = std::async(std::launch::async, [port, delay_ms] {
+        http_client c(port);
+        return c.request("GET", "/plain/busy", {{"x-fake-delay-ms", delay_ms}, {"x-fake-status", "200"}}).status;
+    });
+    REQUIRE(px.origin().wait_for_requests(1, 2s));
+    return busy;
+}
+
+}  // namespace
+
+TEST_CASE("slowloris: headers trickled byte by byte are cut at header_timeout; others are served") {
+    proxy_fixture px([](ifm::config::config& c) { c.limits.header_timeout = 300ms; });
+    std::vector<std::unique_ptr<raw_connection>> slow;
+    for (int i = 0; i < 20; ++i) {
+        slow.push_back(std::make_unique<raw_connection>(px.port()));
+        slow.back()->send("GET /plain/s HTTP/1.1\r\nHost: a\r\n");
+    }
+    http_client c(px.port());
+    std::vector<bool> closed(slow.size(), false);
+    auto start = steady::now();
+    std::size_t cut = 0;
+    for (int round = 0; round < 100 && cut < slow.size(); ++round) {
+        for (std::size_t i = 0; i < slow.size(); ++i) {
+            if (closed[i]) continue;
+            if (slow[i]->closed_by_peer(1ms)) {
+                closed[i] = true;
+                ++cut;
+            } else {
+                try_send(*slow[i], "X");   // one more header byte
+            }
+        }
+        CHECK(ok_status(c) == 200);   // a normal client is served meanwhile
+    }
+    auto elapsed = steady::now() - start;
+    CHECK(cut == slow.size());
+    CHECK(elapsed > 250ms);
+    CHECK(elapsed < 3s);   // cut at about header_timeout, not after the whole trickle
+    // The socket is closed when the deadline passes (like nginx): no response is owed.
+    for (auto& s : slow) CHECK(s->read_some(1ms).empty());
+    CHECK(eventually([&] { return open_clients(px) == 1; }));   // only `c` is left
+}
+
+TEST_CASE("a request body slower than min_body_rate is cut off although no gap exceeds body_timeout") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.body_timeout = 400ms;
+        c.limits.min_body_rate = 1000;   // bytes per second
+    });
+    raw_connection slow(px.port());
+    slow.send("PUT /plain/slow HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
+    auto start = steady::now();
+    std::string answer;
+    // 20 bytes every ~50 ms (about 400 B/s): every gap is far below body_timeout.
+    for (int i = 0; i < 100 && !slow.closed_by_peer(50ms); ++i) try_send(slow, std::string(20, 'x'));
+    auto elapsed = steady::now() - start;
+    answer = slow.read_some(1ms);
+    // Allowed: 0.4 s + received / 1000 B/s, i.e. cut after about 0.7 s; nothing is answered
+    // on a connection cut at its deadline.
+    CHECK(slow.closed_by_peer(3s));
+    CHECK(elapsed > 400ms);
+    CHECK(elapsed < 3s);
+    CHECK(answer.empty());
+
+    // A body at a decent rate passes.
+    http_client c(px.port());
+    auto r = c.request("PUT", "/plain/fast", {{"x-fake-echo", "1"}}, std::string(100000, 'f'));
+    CHECK(r.status == 200);
+    CHECK(r.body.size() == 100000);
+}
+
+TEST_CASE("a request body that stalls longer than body_timeout is cut off") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.body_timeout = 300ms;
+        c.limits.min_body_rate = 0;
+    });
+    raw_connection stalled(px.port());
+    auto start = steady::now();
+    stalled.send("PUT /plain/stall HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+    CHECK(stalled.closed_by_peer(3s));
+    auto elapsed = steady::now() - start;
+    CHECK(elapsed > 250ms);
+    CHECK(elapsed < 2s);
+    http_client c(px.port());
+    CHECK(ok_status(c) == 200);
+}
+
+TEST_CASE("idle keep-alive connections are closed after idle_timeout") {
+    proxy_fixture px([](ifm::config::config& c) { c.limits.idle_timeout = 200ms; });
+    raw_connection idle(px.port());
+    idle.send("GET /plain/i HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(idle.read_some(2s).starts_with("HTTP/1.1 200"));
+    auto start = steady::now();
+    CHECK(idle.closed_by_peer(3s));
+    CHECK(steady::now() - start < 2s);
+    // A connection that never sends anything is closed too.
+    raw_connection silent(px.port());
+    CHECK(silent.closed_by_peer(3s));
+    CHECK(silent.read_some(10ms).empty());
+    CHECK(eventually([&] { return open_clients(px) == 0; }));
+}
+
+TEST_CASE("an origin that does not answer within request_timeout gets 504; others are served") {
+    proxy_fixture px([](ifm::config::config& c) { c.upstreams[0].request_timeout = 300ms; });
+    auto port = px.port();
+    auto slow = std::async(std::launch::async, [port] {
+        http_client c(port);
+        auto start = steady::now();
+        auto status = c.request("GET", "/plain/slow", {{"x-fake-delay-ms", "3000"}}).status;
+        return std::pair(status, steady::now() - start);
+    });
+    http_client c(px.port());
+    for (int i = 0; i < 5; ++i) CHECK(ok_status(c) == 200);
+    auto [status, elapsed] = slow.get();
+    CHECK(status == 504);
+    CHECK(elapsed < 2s);
+}
+
+TEST_CASE("client connections over max_connections are refused cleanly; freed slots are reused") {
+    proxy_fixture px([](ifm::config::config& c) { c.limits.max_connections = 8; });
+    std::vector<std::unique_ptr<raw_connection>> held;
+    for (int i = 0; i < 8; ++i) held.push_back(std::make_unique<raw_connection>(px.port()));
+    REQUIRE(eventually([&] { return open_clients(px) == 8; }));
+    // The ninth is closed at once, without a byte and without a session.
+    for (int i = 0; i < 3; ++i) {
+        raw_connection extra(px.port());
+        CHECK(extra.closed_by_peer(2s));
+        CHECK(extra.read_some(10ms).empty());
+    }
+    CHECK(open_clients(px) == 8);
+    // Held connections still work.
+    held[0]->send("GET /plain/h HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(held[0]->read_some(2s).starts_with("HTTP/1.1 200"));
+    // Closing two frees two slots.
+    held.resize(6);
+    REQUIRE(eventually([&] { return open_clients(px) == 6; }));
+    http_client c(px.port());
+    CHECK(ok_status(c) == 200);
+}
+
+TEST_CASE("connection flood: the proxy keeps serving, and slots come back at header_timeout") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.max_connections = 64;
+        c.limits.header_timeout = 500ms;
+    });
+    // Below the cap: 50 connections that start a header and stall; a client is still served.
+    std::vector<std::unique_ptr<raw_connection>> flood;
+    for (int i = 0; i < 50; ++i) {
+        flood.push_back(std::make_unique<raw_connection>(px.port()));
+        flood.back()->send("GET /plain/f HTTP/1.1\r\n");
+    }
+    http_client c(px.port());
+    for (int i = 0; i < 20; ++i) CHECK(ok_status(c) == 200);
+    c.close();
+    // Over the cap: 100 more; the excess is refused, nothing hangs.
+    for (int i = 0; i < 100; ++i) flood.push_back(std::make_unique<raw_connection>(px.port()));
+    CHECK(open_clients(px) <= 64);
+    // Stalled headers time out, their slots are freed, and new clients get through again.
+    http_client late(px.port());
+    late.set_timeout(1s);
+    bool served = eventually(
+        [&] {
+            try {
+                return ok_status(late) == 200;
+            } catch (const std::exception&) {
+                late.close();
+                return false;
+            }
+        },
+        5s);
+    CHECK(served);
+}
+
+TEST_CASE("max_requests_per_connection closes a keep-alive connection after N requests") {
+    proxy_fixture px([](ifm::config::config& c) { c.limits.max_requests_per_connection = 3; });
+    http_client c(px.port());
+    for (int i = 0; i < 3; ++i) CHECK(ok_status(c) == 200);
+    CHECK(c.connects() == 1);
+    CHECK_FALSE(c.connected());   // the third response said close
+    CHECK(ok_status(c) == 200);
+    CHECK(c.connects() == 2);
+
+    raw_connection raw(px.port());
+    raw.send("GET /plain/1 HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n"
+             "GET /plain/2 HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n"
+             "GET /plain/3 HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n"
+             "GET /plain/4 HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(raw.closed_by_peer(3s));
+    auto all = raw.read_some(10ms);
+    std::size_t responses = 0;
+    for (auto pos = all.find("HTTP/1.1 200"); pos != std::string::npos; pos = all.find("HTTP/1.1 200", pos + 1))
+        ++responses;
+    CHECK(responses == 3);
+    CHECK(all.find("Connection: close") != std::string::npos);
+}
+
+TEST_CASE("origin connections per upstream are capped: waiters queue up to connect_timeout, then 503") {
+    SUBCASE("the wait ends in 503 with Retry-After") {
+        proxy_fixture px([](ifm::config::config& c) {
+            c.upstreams[0].max_connections = 1;
+            c.upstreams[0].connect_timeout = 300ms;
+            c.upstreams[0].request_timeout = 5s;
+        });
+        auto busy = hold_origin_connection(px, "1500");
+        http_client c(px.port());
+        auto start = steady::now();
+        auto r = c.request("GET", "/plain/queued", {{"x-fake-status", "200"}});
+        auto waited = steady::now() - start;
+        CHECK(r.status == 503);
+        CHECK(r.has_header("Retry-After"));
+        CHECK(waited >= 250ms);
+        CHECK(waited < 1400ms);
+        CHECK(busy.get() == 200);
+        CHECK(px.origin().connections_accepted() == 1);
+    }
+    SUBCASE("a waiter gets the connection when it is released in time") {
+        proxy_fixture px([](ifm::config::config& c) {
+            c.upstreams[0].max_connections = 1;
+            c.upstreams[0].connect_timeout = 2s;
+        });
+        auto busy = hold_origin_connection(px, "200");
+        http_client c(px.port());
+        CHECK(ok_status(c) == 200);
+        CHECK(busy.get() == 200);
+        CHECK(px.origin().connections_accepted() == 1);
+    }
+}
+

@@ -16,6 +16,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <future>

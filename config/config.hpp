@@ -37,6 +37,8 @@ struct store_config {
     // unset: 1 with redis-sentinel://, else 0.
     std::optional<unsigned> wait_replicas;
     duration wait_timeout = 100ms;    // how long WAIT may take; unconfirmed: 503
+
+    bool operator==(const store_config&) const = default;
 };
 
 struct upstream_config {

@@ -212,10 +212,7 @@ std::string server::reload(config::config cfg) {
     if (!(cfg.listen == old.listen)) why = "listen";
     else if (cfg.admin_listen != old.admin_listen) why = "admin_listen";
     else if (cfg.workers != old.workers) why = "workers";
-    else if (cfg.store.kind != old.store.kind || cfg.store.url != old.store.url ||
-             cfg.store.password != old.store.password || cfg.store.key_prefix != old.store.key_prefix ||
-             cfg.store.timeout != old.store.timeout || cfg.store.connect_timeout != old.store.connect_timeout)
-        why = "store";
+    else if (!(cfg.store == old.store)) why = "store";   // every field, including ones added later
     if (!why.empty()) {
         d.stats.count_reload(false);
         return why + " changed: listen, admin_listen, workers and store need a restart";

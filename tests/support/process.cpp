@@ -105,6 +105,9 @@ child_process::child_process(std::vector<std::string> argv, std::string log_file
         ::dup2(in, 0);
         ::dup2(out, 1);
         ::dup2(out, 2);
+        // Asio does not open sockets close-on-exec: without this the child would inherit the test
+        // process's listeners (an in-process origin's port would outlive the origin).
+        for (int fd = 3, max = static_cast<int>(::sysconf(_SC_OPEN_MAX)); fd < max && fd < 65536; ++fd) ::close(fd);
         ::execvp(args[0], args.data());
         ::_exit(127);
     }
@@ -228,6 +231,10 @@ std::string reply_text(const redisReply* r) {
 }  // namespace
 
 std::string redis_server::command(const std::vector<std::string>& args) {
+    return commands({args});
+}
+
+std::string redis_server::commands(const std::vector<std::vector<std::string>>& list) {
     timeval tv{2, 0};
     redisContext* c = redisConnectWithTimeout("127.0.0.1", port_, tv);
     if (!c || c->err) {
@@ -236,16 +243,20 @@ std::string redis_server::command(const std::vector<std::string>& args) {
         return "ERR:connect: " + err;
     }
     redisSetTimeout(c, tv);
-    std::vector<const char*> ptrs;
-    std::vector<std::size_t> lens;
-    for (const auto& a : args) {
-        ptrs.push_back(a.data());
-        lens.push_back(a.size());
+    std::string out;
+    for (const auto& args : list) {
+        std::vector<const char*> ptrs;
+        std::vector<std::size_t> lens;
+        for (const auto& a : args) {
+            ptrs.push_back(a.data());
+            lens.push_back(a.size());
+        }
+        auto* reply = static_cast<redisReply*>(
+            redisCommandArgv(c, static_cast<int>(args.size()), ptrs.data(), lens.data()));
+        out = reply ? reply_text(reply) : "ERR:io: " + std::string(c->errstr);
+        if (!reply) break;
+        freeReplyObject(reply);
     }
-    auto* reply = static_cast<redisReply*>(
-        redisCommandArgv(c, static_cast<int>(args.size()), ptrs.data(), lens.data()));
-    std::string out = reply ? reply_text(reply) : "ERR:io: " + std::string(c->errstr);
-    if (reply) freeReplyObject(reply);
     redisFree(c);
     return out;
 }

@@ -80,6 +80,9 @@ public:
     // Synchronous hiredis on a fresh connection. Reply as text: "" for nil, integers in decimal,
     // arrays joined with '\n', errors prefixed "ERR:" (also when the connection fails).
     std::string command(const std::vector<std::string>& args);
+    // Several commands on one connection (WAIT counts the writes of its own connection); the
+    // last reply.
+    std::string commands(const std::vector<std::vector<std::string>>& list);
 
 private:
     std::uint16_t port_;

@@ -36,6 +36,27 @@ int online_replicas(redis_server& server) {
     return n;
 }
 
+bool replicas_acking(redis_server& master, int n, std::chrono::milliseconds timeout) {
+    // A write, then wait until `n` replicas acknowledged its offset (INFO's slaveN:…,offset=).
+    // (WAIT on this connection would not do: Redis 7.0 answers it at once after a plain SET.)
+    if (!eventually([&] { return online_replicas(master) >= n; }, timeout)) return false;
+    master.command({"SET", "ifm-test:probe", "1"});
+    auto field = [](const std::string& text, const std::string& name, std::size_t from = 0) -> long long {
+        auto at = text.find(name, from);
+        if (at == std::string::npos) return -1;
+        return std::atoll(text.c_str() + at + name.size());
+    };
+    const long long written = field(master.command({"INFO", "replication"}), "master_repl_offset:");
+    if (written <= 0) return false;
+    return eventually([&] {
+        auto info = master.command({"INFO", "replication"});
+        int acked = 0;
+        for (auto at = info.find("state=online"); at != std::string::npos; at = info.find("state=online", at + 1))
+            if (field(info, "offset=", at) >= written) ++acked;
+        return acked >= n;
+    }, timeout);
+}
+
 std::vector<std::string> split_lines(const std::string& text) {
     std::vector<std::string> out;
     std::istringstream in(text);
@@ -80,9 +101,7 @@ redis_sentinel_group::redis_sentinel_group(int replicas, int sentinels, std::chr
         args.insert(args.end(), {"--replicaof", "127.0.0.1", master});
         nodes_.push_back(std::make_unique<redis_server>(0, std::move(args)));
     }
-    // The master counts a replica in WAIT once it is online (after its first ACK).
-    bool online = eventually([&] { return online_replicas(*nodes_[0]) == replicas; }, 10s);
-    if (!online) throw std::runtime_error("the replicas did not come online");
+    if (!replicas_acking(*nodes_[0], replicas, 10s)) throw std::runtime_error("the replicas did not come online");
     for (int i = 0; i < sentinels; ++i) {
         auto port = free_port();
         auto conf = dir_.path() + "/sentinel" + std::to_string(i) + ".conf";

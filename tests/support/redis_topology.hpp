@@ -26,6 +26,10 @@ std::string redis_cli(std::uint16_t port, const std::vector<std::string>& args);
 
 // Replicas a master counts in WAIT (online: after their first ACK); -1 if `server` is a replica.
 int online_replicas(redis_server& server);
+// True once `n` replicas confirm a write through WAIT. A replica is "online" in INFO as soon as
+// its full sync ends, but Redis 7 streams writes to it only after its first REPLCONF ACK (sent
+// once a second): until then WAIT counts it out.
+bool replicas_acking(redis_server& master, int n, std::chrono::milliseconds timeout);
 
 // Master (node 0) + replicas + sentinels monitoring it as `name`.
 class redis_sentinel_group {

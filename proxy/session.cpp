@@ -24,7 +24,6 @@ namespace ifm::proxy {
 namespace {
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-constexpr std::size_t relay_buffer_size = 16 * 1024;
 // Request bodies up to this size are read and dropped after a rejection so the connection can
 // be kept; larger ones close it.
 constexpr std::size_t max_discard_bytes = 64 * 1024;
@@ -94,7 +93,7 @@ client_session::~client_session() {
 }
 
 char* client_session::relay_buffer() {
-    if (!relay_buf_) relay_buf_ = std::make_unique<char[]>(relay_buffer_size);
+    if (!relay_buf_) relay_buf_ = std::make_unique_for_overwrite<char[]>(relay_buffer_size);
     return relay_buf_.get();
 }
 
@@ -111,8 +110,11 @@ net::awaitable<void> client_session::run() {
         if (!co_await wait_for_request()) break;
         if (!co_await serve_one()) break;
         // Between requests we hold no per-request memory: an idle connection costs only its
-        // socket, buffer and frame.
+        // socket and coroutine frame (and the buffer, if a pipelined request is in it).
         relay_buf_.reset();
+        req_.reset();
+        res_.reset();
+        if (buffer_.size() == 0) buffer_.shrink_to_fit();
     }
     boost::system::error_code ec;
     client_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -123,7 +125,7 @@ net::awaitable<bool> client_session::wait_for_request() {
     if (buffer_.size() > 0) co_return true;   // a pipelined request is already here
     idle_ = true;
     client_.expires_after(w_.rt->cfg.limits.idle_timeout);
-    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(4096), use_tuple);
+    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(2048), use_tuple);
     idle_ = false;
     if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
     buffer_.commit(n);
@@ -341,8 +343,12 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
     } else {
         ctx.origin_sent = true;   // from here on the origin may act on the request
         oc->stream.expires_at(ctx.deadline(up.request_timeout));
-        auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
-        if (ec) co_return ec;
+        // With no body, or body bytes at hand, the header goes out with them in one write below;
+        // alone only when the body is still to come (and 100 Continue may be due).
+        if (!req_->is_done() && early == 0) {
+            auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
+            if (ec) co_return ec;
+        }
         if (ctx.expect_continue && !req_->is_done() && buffer_.size() == 0 && early == 0) {
             static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
             client_.expires_at(ctx.deadline(limits.body_timeout));
@@ -537,10 +543,14 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     const auto& limits = ctx.rt->cfg.limits;
     http::response_serializer<http::buffer_body> sr{res};
     client_.expires_after(limits.body_timeout);
-    auto [ec, n] = co_await http::async_write_header(client_, sr, use_tuple);
-    if (ec) {
-        ctx.client_keep_alive = false;
-        co_return;
+    // The header goes out alone only when no body bytes are at hand yet: otherwise it shares
+    // the first write with them (one send instead of two).
+    if (prefix.empty() && early == 0 && !res_->is_done()) {
+        auto [ec, n] = co_await http::async_write_header(client_, sr, use_tuple);
+        if (ec) {
+            ctx.client_keep_alive = false;
+            co_return;
+        }
     }
     bool origin_failed = false;
     bool first = true;

@@ -106,7 +106,8 @@ private:
                                    cache::commit_outcome outcome, const cache::resource_state& state);
     net::awaitable<void> reject(request_context& ctx, cache::verdict v, cache::resource_state current);
 
-    char* relay_buffer();
+    static constexpr std::size_t relay_buffer_size = 16 * 1024;
+    char* relay_buffer();   // relay_buffer_size bytes, allocated for the request being served
 
     worker& w_;
     beast::tcp_stream client_;

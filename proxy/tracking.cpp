@@ -81,15 +81,15 @@ net::awaitable<client_session::buffered> client_session::buffer_response_body(re
                                                               std::string& out, std::size_t limit) {
     auto& body = res_->get().body();
     const auto& up = ctx.pool->config();
-    constexpr std::size_t chunk = 16 * 1024;
+    if (auto length = res_->content_length(); length && *length <= limit) out.reserve(out.size() + *length);
+    // Read into the relay buffer and append: growing `out` by resize() would zero each chunk.
+    char* chunk = relay_buffer();
     while (!res_->is_done() && out.size() <= limit) {
-        auto old = out.size();
-        out.resize(old + chunk);
-        body.data = out.data() + old;
-        body.size = chunk;
+        body.data = chunk;
+        body.size = relay_buffer_size;
         oc->stream.expires_after(up.request_timeout);
         auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
-        out.resize(old + (chunk - body.size));
+        out.append(chunk, relay_buffer_size - body.size);
         if (ec && ec != http::error::need_buffer) co_return buffered::failed;
     }
     co_return res_->is_done() && out.size() <= limit ? buffered::complete : buffered::too_large;

@@ -4,6 +4,7 @@
 #include "tests/support/http_client.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/proxy_fixture.hpp"
+#include "tests/support/redis_topology.hpp"
 
 #include <doctest/doctest.h>
 
@@ -16,16 +17,21 @@ using ifm::config::store_kind;
 
 namespace {
 
-// Runs `body` once with the memory store and once with Redis.
+// Runs `body` with the memory store, with Redis, and with a Redis Cluster of three masters
+// (keys spread over three nodes, routed by slot): the same decisions from all three.
 template <class F>
 void for_each_store(F body) {
-    for (auto kind : {store_kind::memory, store_kind::redis}) {
-        CAPTURE(kind);
+    enum class topology { memory, redis, cluster };
+    for (auto t : {topology::memory, topology::redis, topology::cluster}) {
+        CAPTURE(static_cast<int>(t));
         std::unique_ptr<redis_server> redis;
-        if (kind == store_kind::redis) redis = std::make_unique<redis_server>();
+        std::unique_ptr<redis_cluster> cluster;
+        if (t == topology::redis) redis = std::make_unique<redis_server>();
+        if (t == topology::cluster) cluster = std::make_unique<redis_cluster>(3);
         body([&](ifm::config::config& c) {
-            c.store.kind = kind;
+            c.store.kind = t == topology::memory ? store_kind::memory : store_kind::redis;
             if (redis) c.store.url = redis->url();
+            if (cluster) c.store.url = cluster->url();
             c.store.timeout = 500ms;
         });
     }

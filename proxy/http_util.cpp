@@ -182,4 +182,48 @@ bool is_idempotent(http::verb v) {
     }
 }
 
+namespace {
+
+void append_fields(const http::fields& f, std::string& out) {
+    for (const auto& field : f) {
+        out += field.name_string();
+        out += ": ";
+        out += field.value();
+        out += "\r\n";
+    }
+    out += "\r\n";
+}
+
+void append_version(unsigned version, std::string& out) {
+    out += "HTTP/";
+    out += static_cast<char>('0' + version / 10);
+    out += '.';
+    out += static_cast<char>('0' + version % 10);
+}
+
+}  // namespace
+
+void serialize_header(const http::request_header<>& h, std::string& out) {
+    out += h.method_string();
+    out += ' ';
+    out += h.target();
+    out += ' ';
+    append_version(h.version(), out);
+    out += "\r\n";
+    append_fields(h, out);
+}
+
+void serialize_header(const http::response_header<>& h, std::string& out) {
+    append_version(h.version(), out);
+    out += ' ';
+    auto status = h.result_int();
+    char digits[3] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
+                      static_cast<char>('0' + status % 10)};
+    out.append(digits, 3);
+    out += ' ';
+    out += h.reason();
+    out += "\r\n";
+    append_fields(h, out);
+}
+
 }  // namespace ifm::proxy

@@ -51,4 +51,10 @@ std::string check_response_framing(const http::response_header<>& h);
 // Is the method one whose request may not be retried (RFC 9110 §9.2.2)?
 bool is_idempotent(http::verb v);
 
+// The header block as it goes on the wire (start line, fields in order, blank line), appended
+// to `out`: one contiguous buffer, where Beast's serializer hands the socket one buffer per
+// field. Used when the whole message can go out in one write (no body still to stream).
+void serialize_header(const http::request_header<>& h, std::string& out);
+void serialize_header(const http::response_header<>& h, std::string& out);
+
 }  // namespace ifm::proxy

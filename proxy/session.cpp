@@ -19,6 +19,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+
 namespace ifm::proxy {
 
 namespace {
@@ -329,6 +331,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
     // malformed body sent in one piece with its header (a smuggling probe) reaches nobody.
     boost::system::error_code bec;
     std::size_t early = 0;
+    bool whole = false;   // sent in one piece: the loop below has nothing to do
     if (!req_->is_done()) {
         body.data = relay_buffer();
         body.size = relay_buffer_size;
@@ -343,9 +346,16 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
     } else {
         ctx.origin_sent = true;   // from here on the origin may act on the request
         oc->stream.expires_at(ctx.deadline(up.request_timeout));
-        // With no body, or body bytes at hand, the header goes out with them in one write below;
-        // alone only when the body is still to come (and 100 Continue may be due).
-        if (!req_->is_done() && early == 0) {
+        if (req_->is_done() && (early == 0 || !msg.chunked())) {
+            // The whole request is at hand: header and body in one write, our own serialization.
+            std::string head;
+            serialize_header(msg.base(), head);
+            std::array<net::const_buffer, 2> out{net::buffer(head), net::const_buffer(relay_buf_.get(), early)};
+            auto [ec, n] = co_await net::async_write(oc->stream, out, use_tuple);
+            if (ec) co_return ec;
+            whole = true;
+        } else if (early == 0) {
+            // The body is still to come: the header goes out alone (and 100 Continue may be due).
             auto [ec, n] = co_await http::async_write_header(oc->stream, sr, use_tuple);
             if (ec) co_return ec;
         }
@@ -358,7 +368,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
     }
     auto body_start = std::chrono::steady_clock::now();
     std::uint64_t received = early;
-    while (!bec) {
+    while (!bec && !whole) {
         if (early > 0) {
             body.data = relay_buffer();
             body.size = std::exchange(early, 0);
@@ -541,8 +551,24 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     ctx.status = res.result_int();
     const auto& up = ctx.pool->config();
     const auto& limits = ctx.rt->cfg.limits;
-    http::response_serializer<http::buffer_body> sr{res};
     client_.expires_after(limits.body_timeout);
+    if (res_->is_done() && !res.chunked()) {
+        // The whole response is at hand (the usual small one): header and body in one write,
+        // our own serialization.
+        std::string head;
+        serialize_header(res.base(), head);
+        net::const_buffer bytes = !prefix.empty() ? net::buffer(prefix) : net::const_buffer(relay_buf_.get(), early);
+        ctx.bytes_sent += bytes.size();
+        std::array<net::const_buffer, 2> out{net::buffer(head), bytes};
+        auto [wec, wn] = co_await net::async_write(client_, out, use_tuple);
+        if (wec) {
+            ctx.client_keep_alive = false;
+            co_return;
+        }
+        if (res_->keep_alive()) oc.keep();
+        co_return;
+    }
+    http::response_serializer<http::buffer_body> sr{res};
     // The header goes out alone only when no body bytes are at hand yet: otherwise it shares
     // the first write with them (one send instead of two).
     if (prefix.empty() && early == 0 && !res_->is_done()) {

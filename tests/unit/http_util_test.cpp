@@ -3,7 +3,10 @@
 #include "proxy/access_log.hpp"
 #include "proxy/hasher.hpp"
 
+#include <boost/beast/http/write.hpp>
 #include <doctest/doctest.h>
+
+#include <sstream>
 
 using namespace ifm::proxy;
 
@@ -123,4 +126,34 @@ TEST_CASE("hash validators are strong, stable and content-sensitive") {
     h.update("hel", 3);
     h.update("lo", 2);
     CHECK(h.finish() == a);
+}
+
+TEST_CASE("serialize_header writes what Beast's serializer writes, in one buffer") {
+    http::request<http::empty_body> req{http::verb::get, "/a?b=1", 11};
+    req.set(http::field::host, "example.test");
+    req.insert("X-Two", "1");
+    req.insert("X-Two", "2");
+    std::string out = "prefix:";
+    serialize_header(req.base(), out);
+    CHECK(out == "prefix:GET /a?b=1 HTTP/1.1\r\nHost: example.test\r\nX-Two: 1\r\nX-Two: 2\r\n\r\n");
+    std::ostringstream beast_out;
+    beast_out << req.base();
+    CHECK(out.substr(7) == beast_out.str());
+
+    http::response<http::empty_body> res{http::status::precondition_failed, 10};
+    res.set(http::field::content_length, "0");
+    std::string r;
+    serialize_header(res.base(), r);
+    CHECK(r == "HTTP/1.0 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n");
+    res.result(599);
+    res.reason("Odd");
+    r.clear();
+    serialize_header(res.base(), r);
+    CHECK(r == "HTTP/1.0 599 Odd\r\nContent-Length: 0\r\n\r\n");
+    http::request<http::empty_body> custom;
+    custom.method_string("PROPFIND");
+    custom.target("/");
+    std::string c;
+    serialize_header(custom.base(), c);
+    CHECK(c == "PROPFIND / HTTP/1.1\r\n\r\n");
 }

@@ -95,7 +95,14 @@ client_session::~client_session() {
 }
 
 char* client_session::relay_buffer() {
-    if (!relay_buf_) relay_buf_ = std::make_unique_for_overwrite<char[]>(relay_buffer_size);
+    if (!relay_buf_) {
+        if (!w_.spare_buffers.empty()) {
+            relay_buf_ = std::move(w_.spare_buffers.back());
+            w_.spare_buffers.pop_back();
+        } else {
+            relay_buf_ = std::make_unique_for_overwrite<char[]>(relay_buffer_size);
+        }
+    }
     return relay_buf_.get();
 }
 
@@ -113,6 +120,8 @@ net::awaitable<void> client_session::run() {
         if (!co_await serve_one()) break;
         // Between requests we hold no per-request memory: an idle connection costs only its
         // socket and coroutine frame (and the buffer, if a pipelined request is in it).
+        if (relay_buf_ && w_.spare_buffers.size() < worker::max_spare_buffers)
+            w_.spare_buffers.push_back(std::move(relay_buf_));
         relay_buf_.reset();
         req_.reset();
         res_.reset();

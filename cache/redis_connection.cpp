@@ -591,9 +591,13 @@ net::awaitable<error_code> redis_connection::async_handshake() {
         if (!info) co_return info.error();
         auto run_id = std::string(info_field(info->str, "run_id"));
         if (!run_id.empty()) {
-            if (!server_run_id_.empty() && run_id != server_run_id_) {
-                long long uptime = 0;
-                parse_int(info_field(info->str, "uptime_in_seconds"), uptime);
+            long long uptime = 0;
+            parse_int(info_field(info->str, "uptime_in_seconds"), uptime);
+            if (server_run_id_.empty() && opts_.young_server_wait) {
+                // First sight: a restarted-empty server looks like a new one. Its start counts
+                // as a replacement; the store refuses leases until it is a lease old.
+                replacement_started_at_ = clock::now() - std::chrono::seconds(uptime);
+            } else if (!server_run_id_.empty() && run_id != server_run_id_) {
                 replacement_started_at_ = clock::now() - std::chrono::seconds(uptime);
                 spdlog::warn("redis: {} is not the server we used before (restarted or replaced, up {} s): "
                              "writes whose leases it lost may still be in flight",

@@ -83,6 +83,9 @@ struct redis_options {
     std::string client_name = "ifmatch-proxy";
     std::shared_ptr<redis_locator> locator;             // asked before every connect attempt
     bool require_master = false;                        // ROLE after connecting: refuse a replica
+    // On the first connection too, a server younger than a lease counts as a replacement
+    // (store.young_server_wait): it may have restarted empty with writes in flight.
+    bool young_server_wait = false;
 };
 
 class redis_connection : public std::enable_shared_from_this<redis_connection> {

@@ -114,6 +114,7 @@ redis_store::redis_store(net::any_io_executor ex, const config::store_config& cf
     opts.command_timeout = cfg.timeout;
     opts.connect_timeout = cfg.connect_timeout;
     opts.scripts = store_scripts();
+    opts.young_server_wait = cfg.young_server_wait;
     router_ = make_redis_router(std::move(ex), target, std::move(opts));
     router_->start();
 }

@@ -465,6 +465,7 @@ fields reader::store_fields(store_config& s) {
         {"connect_timeout", [&](auto& v, auto& p) { dur(v, p, s.connect_timeout); }},
         {"wait_replicas", [&](auto& v, auto& p) { integer(v, p, s.wait_replicas, 0, 16); }},
         {"wait_timeout", [&](auto& v, auto& p) { dur(v, p, s.wait_timeout); }},
+        {"young_server_wait", [&](auto& v, auto& p) { boolean(v, p, s.young_server_wait); }},
     };
 }
 

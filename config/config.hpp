@@ -37,6 +37,9 @@ struct store_config {
     // unset: 1 with redis-sentinel://, else 0.
     std::optional<unsigned> wait_replicas;
     duration wait_timeout = 100ms;    // how long WAIT may take; unconfirmed: 503
+    // A Redis up for less than a write lease when this proxy first reaches it may have been
+    // restarted empty while writes were at the origin: judged writes wait until it is that old.
+    bool young_server_wait = true;
 
     bool operator==(const store_config&) const = default;
 };

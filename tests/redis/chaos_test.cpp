@@ -195,7 +195,8 @@ TEST_CASE("chaos: lost-update workload through two proxies while Redis, one prox
     auto p1 = free_port(), p2 = free_port();
     auto yaml = [&](std::uint16_t port) {
         return workload_proxy_yaml({.port = port, .origin_port = relay.port(), .redis_url = redis.url(),
-                                    .write_lease = "3s", .request_timeout = "1s", .store_timeout = "200ms"});
+                                    .write_lease = "3s", .request_timeout = "1s", .store_timeout = "200ms",
+                                    .young_server_wait = true});
     };
     proxy_process a(yaml(p1), p1);
     auto b = std::make_unique<proxy_process>(yaml(p2), p2);

@@ -152,7 +152,7 @@ std::string proxy_yaml(std::uint16_t port, std::uint16_t admin, std::uint16_t or
     return "listen: 127.0.0.1:" + std::to_string(port) + "\n"
            "admin_listen: 127.0.0.1:" + std::to_string(admin) + "\n"
            "workers: 2\n"
-           "store: { kind: redis, url: \"" + redis_url + "\", timeout: 500ms }\n"
+           "store: { kind: redis, url: \"" + redis_url + "\", timeout: 500ms, young_server_wait: false }\n"
            "upstreams:\n"
            "  legacy: { address: 127.0.0.1:" + std::to_string(origin) + ", request_timeout: 5s }\n"
            "routes:\n"

@@ -5,6 +5,7 @@
 #include "cache/redis_connection.hpp"
 #include "cache/redis_store.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/redis_topology.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -49,6 +50,7 @@ config::store_config redis_config(const std::string& url) {
     cfg.key_prefix = "t";
     cfg.timeout = command_timeout;
     cfg.connect_timeout = connect_timeout;
+    cfg.young_server_wait = false;   // brand-new servers (one test turns it on)
     return cfg;
 }
 
@@ -815,6 +817,40 @@ TEST_CASE("redis store: Redis killed -> fast failures; reconnects by itself afte
     auto c = env.run(env.store->async_commit("k", a->token, commit_outcome::set, resource_state::absent()));
     REQUIRE(c.has_value());
     CHECK(*c);
+}
+
+// A proxy that first reaches Redis just after it restarted empty cannot tell it from a new one:
+// writes of other proxies may still be at the origin under leases it lost. young_server_wait
+// treats any server younger than the lease as such a replacement.
+TEST_CASE("redis store: young_server_wait refuses leases until a newly seen server is a lease old") {
+    using test::eventually;
+    using test::redis_server;
+    using test::store_client;
+    redis_server server;   // just started: uptime 0 s
+    auto cfg = redis_config(server.url());
+    cfg.young_server_wait = true;
+    store_client wary(cfg);
+    REQUIRE(wary.wait_ready(5s));
+    auto early = wary.run(wary.store->async_acquire("y", unconditional(), 1s));
+    REQUIRE_FALSE(early.has_value());
+    CHECK(early.error() == store_errc::recovering);
+    // Off: the same young server is trusted at once (the control).
+    cfg.young_server_wait = false;
+    store_client trusting(cfg);
+    REQUIRE(trusting.wait_ready(5s));
+    auto at_once = trusting.run(trusting.store->async_acquire("z", unconditional(), 1s));
+    REQUIRE(at_once.has_value());
+    CHECK(at_once->status == acquire_status::unknown);
+    // Once the server has been up for the lease asked for (uptime counts whole seconds: up to
+    // two), leases are granted.
+    bool granted = eventually([&] {
+        auto a = wary.run(wary.store->async_acquire("y", unconditional(), 1s));
+        if (a) return true;
+        CHECK(a.error() == store_errc::recovering);
+        wary.idle(100ms);
+        return false;
+    }, 4s);
+    CHECK(granted);
 }
 
 TEST_CASE("redis store: a hung Redis (SIGSTOP) times out, is dropped, and recovers on SIGCONT") {

@@ -11,6 +11,7 @@ config::config make_test_config(std::uint16_t origin_port) {
     cfg.workers = 1;
     cfg.log.level = "warn";
     cfg.log.access_log = false;
+    cfg.store.young_server_wait = false;   // every test's Redis is brand new
     config::upstream_config up;
     up.name = "origin";
     up.host = "127.0.0.1";

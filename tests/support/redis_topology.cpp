@@ -294,6 +294,7 @@ config::store_config redis_store_config(const std::string& url) {
     cfg.timeout = 200ms;
     cfg.connect_timeout = 1s;
     cfg.wait_timeout = 500ms;   // a replica on a loaded CI machine may take its time to ACK
+    cfg.young_server_wait = false;   // the servers are brand new
     return cfg;
 }
 

@@ -37,7 +37,8 @@ std::optional<counter_doc> parse_counter_doc(const std::string& body) {
 std::string workload_proxy_yaml(const workload_proxy_config& c) {
   return "listen: 127.0.0.1:" + std::to_string(c.port) + "\n"
          "workers: 2\n"
-         "store: { kind: redis, url: \"" + c.redis_url + "\", timeout: " + c.store_timeout + " }\n"
+         "store: { kind: redis, url: \"" + c.redis_url + "\", timeout: " + c.store_timeout +
+         ", young_server_wait: " + (c.young_server_wait ? "true" : "false") + " }\n"
          "upstreams:\n"
          "  dav: { address: 127.0.0.1:" + std::to_string(c.origin_port) + ", connect_timeout: 500ms, "
          "request_timeout: " + c.request_timeout + " }\n"

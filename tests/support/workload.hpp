@@ -35,6 +35,9 @@ struct workload_proxy_config {
   std::string write_lease = "10s";
   std::string request_timeout = "5s";
   std::string store_timeout = "500ms";
+  // store.young_server_wait: off in tests, whose Redis is always brand new (the chaos test
+  // turns it on: it restarts Redis and a proxy together).
+  bool young_server_wait = false;
   std::string extra;  // appended verbatim (top-level YAML)
 };
 std::string workload_proxy_yaml(const workload_proxy_config& c);

@@ -40,6 +40,9 @@ public:
         std::string key, std::uint64_t generation, resource_state state) override;
     net::awaitable<result<void>> async_ping() override;
     void close() override;
+    void expect_leases_up_to(std::chrono::milliseconds lease) override {
+        longest_lease_ = std::max(longest_lease_, lease);   // never shorter: older leases may be in flight
+    }
     std::uint64_t reconnects() const override { return router_->reconnects(); }
     bool connected() const override { return router_->connected(); }
 
@@ -61,8 +64,8 @@ private:
     unsigned wait_replicas_ = 0;
     std::chrono::milliseconds wait_timeout_{};
     std::chrono::milliseconds command_timeout_{};
-    // The longest write lease asked for (at least the default): how long reads stay unrecorded
-    // after Redis was restarted (redis_connection::replacement_started_at).
+    // The longest write lease configured or asked for (at least the default): how long reads
+    // stay unrecorded after Redis was restarted (redis_connection::replacement_started_at).
     std::chrono::milliseconds longest_lease_{config::route_config{}.write_lease};
     std::mt19937_64 rng_;
 };

@@ -94,6 +94,11 @@ public:
     // Reachability check for /readyz.
     virtual net::awaitable<result<void>> async_ping() = 0;
 
+    // The longest write lease the running configuration's routes take, told at start and on every
+    // reload (on the store's executor). A store that waits out lost leases after a restart keeps
+    // reads from recording for at least that long, whether or not this worker ever wrote.
+    virtual void expect_leases_up_to(std::chrono::milliseconds) {}
+
     // Stops reconnecting and fails pending operations with `unavailable`. Called on the store's
     // own executor before shutdown; the destructor may then run after the io_context stopped.
     virtual void close() {}

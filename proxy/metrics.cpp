@@ -179,7 +179,7 @@ std::string metrics::render() const {
 
     family(out, "ifmatch_precondition_outcomes_total", "counter",
            "Judged writes by precondition outcome (passed, revalidated, rejected_stale, rejected_busy, "
-           "rejected_exists, missing, malformed, store_error).");
+           "rejected_exists, missing, malformed, store_error, aborted).");
     for (std::size_t i = 1; i < precondition_outcomes.size(); ++i)
         sample(out, "ifmatch_precondition_outcomes_total", label("outcome", to_string(static_cast<outcome>(i))),
                precondition_outcomes[i].load(std::memory_order_relaxed));
@@ -295,6 +295,7 @@ public:
     }
 
     void close() override { inner_->close(); }
+    void expect_leases_up_to(std::chrono::milliseconds lease) override { inner_->expect_leases_up_to(lease); }
     std::uint64_t reconnects() const override { return inner_->reconnects(); }
     bool connected() const override { return inner_->connected(); }
 

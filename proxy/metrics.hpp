@@ -93,7 +93,7 @@ public:
     // The Prometheus text exposition (format 0.0.4).
     std::string render() const;
 
-    std::array<std::atomic<std::uint64_t>, 9> precondition_outcomes{};  // by `outcome`
+    std::array<std::atomic<std::uint64_t>, outcome_count> precondition_outcomes{};  // by `outcome`
     std::atomic<std::int64_t> client_connections{0};
     std::atomic<std::uint64_t> client_connections_total{0};
     std::atomic<std::uint64_t> untracked_large_bodies{0};

@@ -396,6 +396,7 @@ std::string_view to_string(outcome o) {
     case outcome::missing: return "missing";
     case outcome::malformed: return "malformed";
     case outcome::store_error: return "store_error";
+    case outcome::aborted: return "aborted";
     }
     return "unknown";
 }

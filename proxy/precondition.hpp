@@ -6,6 +6,7 @@
 
 #include <boost/system/result.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -81,7 +82,10 @@ enum class outcome : std::uint8_t {
     missing,          // 428
     malformed,        // 400
     store_error,      // 503 (or forwarded unchecked under fail_open)
+    aborted,          // judged, then neither forwarded nor rejected: revalidation failed (502/504), or
+                      // the lease ran out before the write could be forwarded safely (503)
 };
+inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::aborted) + 1;
 std::string_view to_string(outcome o);
 
 }  // namespace ifm::proxy

@@ -102,9 +102,11 @@ private:
     net::awaitable<cache::resource_state> commit_after(request_context& ctx, std::string token,
                                                        const http::response_header<>* h,
                                                        boost::system::error_code ec);
-    net::awaitable<void> commit_as(request_context& ctx, const std::string& token,
+    net::awaitable<bool> commit_as(request_context& ctx, const std::string& token,
                                    cache::commit_outcome outcome, const cache::resource_state& state);
     net::awaitable<void> reject(request_context& ctx, cache::verdict v, cache::resource_state current);
+    net::awaitable<void> refuse_busy(request_context& ctx);
+    net::awaitable<void> refuse_store_unavailable(request_context& ctx, boost::system::error_code ec);
 
     static constexpr std::size_t relay_buffer_size = 16 * 1024;
     char* relay_buffer();   // relay_buffer_size bytes, allocated for the request being served

@@ -225,7 +225,12 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
             ec = rec;
         }
         if (ec == http::error::body_limit) {
-            f.status = p->get().result_int();
+            // The header is complete: what it says still counts. No body hash, so in `hash` mode
+            // (and `auto` without a strong origin tag) the state is "exists, tag unknown".
+            const auto& h = p->get();
+            f.status = h.result_int();
+            f.etag = field_value(h, http::field::etag);
+            f.last_modified = last_modified_of(h);
             f.too_large = true;
             co_return f;
         }
@@ -285,12 +290,30 @@ net::awaitable<void> client_session::reject(request_context& ctx, cache::verdict
     co_await respond(ctx);
 }
 
+net::awaitable<void> client_session::refuse_busy(request_context& ctx) {
+    ctx.precondition = outcome::rejected_busy;
+    pending_ = problem{ctx.route->reject_status, "write-in-progress", "Another write is in progress",
+                       "another write to this resource is in flight; retry", {}, {}, 1};
+    co_await respond(ctx);
+}
+
+// I4: fail closed. Nothing is forwarded unjudged.
+net::awaitable<void> client_session::refuse_store_unavailable(request_context& ctx, boost::system::error_code ec) {
+    ctx.precondition = outcome::store_error;
+    pending_ = problem{503, "store-unavailable", "Validator store unavailable",
+                       "conditional writes are refused while the validator store cannot be reached (" +
+                           ec.message() + ")", {}, {}, 1};
+    co_await respond(ctx);
+}
+
 // Commits with a token; a failed commit is logged (the lease expires, and the store's write
-// marker makes the resource unknown).
-net::awaitable<void> client_session::commit_as(request_context& ctx, const std::string& token,
+// marker makes the resource unknown). Returns whether `token` still held the lease: only then
+// was no other write forwarded since this one took it.
+net::awaitable<bool> client_session::commit_as(request_context& ctx, const std::string& token,
                                                cache::commit_outcome outcome, const resource_state& state) {
     auto r = co_await w_.store->async_commit(ctx.key, token, outcome, state);
     if (!r) spdlog::warn("commit of {} failed: {}", ctx.key, r.error().message());
+    co_return r && *r;
 }
 
 // Ends the write: the commit rule of SPEC §5.4. Returns the state committed.
@@ -370,11 +393,7 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
                 co_await forward(ctx);
                 co_return;
             }
-            ctx.precondition = outcome::store_error;
-            pending_ = problem{503, "store-unavailable", "Validator store unavailable",
-                                   "conditional writes are refused while the validator store cannot be reached (" +
-                                       acq.error().message() + ")", {}, {}, 1};
-            co_await respond(ctx);
+            co_await refuse_store_unavailable(ctx, acq.error());
             co_return;
         }
         if (acq->status == cache::acquire_status::busy) {
@@ -386,11 +405,7 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
                 backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
                 continue;
             }
-            ctx.precondition = outcome::rejected_busy;
-            problem p{route.reject_status, "write-in-progress", "Another write is in progress",
-                      "another write to this resource is in flight; retry", {}, {}, 1};
-            pending_ = std::move(p);
-            co_await respond(ctx);
+            co_await refuse_busy(ctx);
             co_return;
         }
         if (acq->status == cache::acquire_status::mismatch) {
@@ -400,10 +415,14 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
             }
             // Take the lease unconditionally, then check against what the origin says now.
             cache::condition unconditional;
+            lease_start = std::chrono::steady_clock::now();
             auto forced = co_await store.async_acquire(ctx.key, unconditional, route.write_lease);
-            if (!forced || forced->status == cache::acquire_status::busy ||
-                forced->status == cache::acquire_status::mismatch) {
-                co_await reject(ctx, cache::evaluate(cond, acq->current), acq->current);
+            if (!forced) {
+                co_await refuse_store_unavailable(ctx, forced.error());
+                co_return;
+            }
+            if (forced->status == cache::acquire_status::busy) {
+                co_await refuse_busy(ctx);
                 co_return;
             }
             token = forced->token;
@@ -420,38 +439,47 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
         auto f = co_await fetch(ctx, route.etag == etag_mode::origin);
         if (f.ec) {
             co_await commit_after(ctx, token, nullptr, make_error_code(net::error::operation_aborted));
+            ctx.precondition = outcome::aborted;
             co_await fail_origin(ctx, f.ec);
             co_return;
         }
+        // A representation too large to hash has no validator we can compute: it exists, and
+        // only `If-Match: *` or an `If-None-Match` list can pass (I1: never forwarded unjudged).
         if (f.too_large) {
-            // Too large to hash: the write goes through unjudged (still serialised by the lease).
             w_.stats.untracked_large_bodies.fetch_add(1, std::memory_order_relaxed);
-            spdlog::info("{}: representation exceeds max_hash_body; write forwarded unjudged", ctx.target);
-        } else {
-            auto state = state_from_fetch(ctx, f);
-            if (!state) {
-                co_await commit_after(ctx, token, nullptr, make_error_code(net::error::operation_aborted));
-                pending_ = problem{502, "revalidation-failed", "Bad gateway",
-                                       "the origin answered " + std::to_string(f.status) +
-                                           " to the revalidation request", {}, {}, 0};
-                co_await respond(ctx);
-                co_return;
-            }
-            auto stored = co_await store.async_store_under_lease(ctx.key, token, *state);
-            if (!stored || !*stored) {
-                pending_ = problem{503, "lease-lost", "Write lease lost",
-                                       "the write lease expired while revalidating; retry", {}, {}, 1};
-                co_await respond(ctx);
-                co_return;
-            }
-            auto v = cache::evaluate(cond, *state);
-            if (v != cache::verdict::pass) {
-                co_await commit_as(ctx, token, cache::commit_outcome::keep, *state);
-                co_await reject(ctx, v, *state);
-                co_return;
-            }
-            ctx.precondition = outcome::revalidated;
+            spdlog::info("{}: representation exceeds max_hash_body; judged as existing without a validator",
+                         ctx.target);
         }
+        auto state = state_from_fetch(ctx, f);
+        if (!state) {
+            co_await commit_after(ctx, token, nullptr, make_error_code(net::error::operation_aborted));
+            ctx.precondition = outcome::aborted;
+            pending_ = problem{502, "revalidation-failed", "Bad gateway",
+                                   "the origin answered " + std::to_string(f.status) +
+                                       " to the revalidation request", {}, {}, 0};
+            co_await respond(ctx);
+            co_return;
+        }
+        auto stored = co_await store.async_store_under_lease(ctx.key, token, *state);
+        if (!stored) {
+            // The lease (and its write marker) stay until they expire: then the state is unknown.
+            co_await refuse_store_unavailable(ctx, stored.error());
+            co_return;
+        }
+        if (!*stored) {
+            ctx.precondition = outcome::aborted;
+            pending_ = problem{503, "lease-lost", "Write lease lost",
+                                   "the write lease expired while revalidating; retry", {}, {}, 1};
+            co_await respond(ctx);
+            co_return;
+        }
+        auto v = cache::evaluate(cond, *state);
+        if (v != cache::verdict::pass) {
+            co_await commit_as(ctx, token, cache::commit_outcome::keep, *state);
+            co_await reject(ctx, v, *state);
+            co_return;
+        }
+        ctx.precondition = outcome::revalidated;
     }
 
     // The origin cannot check a fencing token: forward only while the lease outlives the
@@ -459,6 +487,7 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
     auto remaining = lease_start + route.write_lease - std::chrono::steady_clock::now();
     if (remaining < ctx.pool->config().request_timeout + lease_safety_margin) {
         co_await commit_as(ctx, token, cache::commit_outcome::keep, unknown_state);
+        ctx.precondition = outcome::aborted;
         pending_ = problem{503, "lease-too-short", "Write lease too short",
                                "not enough of the write lease remains to forward safely; retry", {}, {}, 1};
         co_await respond(ctx);
@@ -501,8 +530,10 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
     else f.ec = make_error_code(net::error::message_size);
     auto state = f.ec ? std::nullopt : state_from_fetch(ctx, f);
     if (state && state->state == resource_state::kind::present && !state->etag.empty()) {
-        co_await commit_as(ctx, token, cache::commit_outcome::set, *state);
-        res.set(http::field::etag, state->etag);
+        // A lease that ran out during the refresh may have let another write through, whose
+        // result the fetch could have seen: that tag is not this client's to chain on.
+        bool held = co_await commit_as(ctx, token, cache::commit_outcome::set, *state);
+        if (held) res.set(http::field::etag, state->etag);
     } else {
         co_await commit_as(ctx, token, cache::commit_outcome::set, unknown_state);
     }

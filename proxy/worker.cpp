@@ -5,6 +5,12 @@
 namespace ifm::proxy {
 
 namespace {
+std::chrono::milliseconds longest_lease(const runtime& rt) {
+    std::chrono::milliseconds longest{0};
+    for (const auto& route : rt.cfg.routes) longest = std::max(longest, route.write_lease);
+    return longest;
+}
+
 std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_io_executor ex, const runtime& rt) {
     auto pools = std::make_shared<std::vector<std::unique_ptr<origin_pool>>>();
     for (std::size_t i = 0; i < rt.cfg.upstreams.size(); ++i)
@@ -17,6 +23,7 @@ worker::worker(std::shared_ptr<const runtime> r, cache::store_factory& stores, m
     : rt(std::move(r)), stats(m), index(i) {
     pools = make_pools(ioc.get_executor(), *rt);
     store = stores.make(ioc.get_executor());
+    store->expect_leases_up_to(longest_lease(*rt));
 }
 
 worker::~worker() {
@@ -27,6 +34,7 @@ worker::~worker() {
 
 void worker::apply(std::shared_ptr<const runtime> r) {
     pools = make_pools(ioc.get_executor(), *r);
+    store->expect_leases_up_to(longest_lease(*r));
     rt = std::move(r);
 }
 

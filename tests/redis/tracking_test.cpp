@@ -2,13 +2,16 @@
 // conditional logic, a real redis-server (and the embedded memory store, the product default).
 #include "tests/support/fake_origin.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/nginx.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/proxy_fixture.hpp"
 #include "tests/support/redis_topology.hpp"
 
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <future>
+#include <optional>
 #include <thread>
 
 using namespace ifm::test;
@@ -37,82 +40,172 @@ void for_each_store(F body) {
     }
 }
 
+// The RFC 9110 script: one sequence of writes and reads with the decision the proxy must make
+// at each step, run against several origins. `script_origin` is what the script may ask of the
+// origin behind the proxy.
+struct script_origin {
+    std::uint16_t proxy_port = 0;
+    // What the origin holds now (nullopt: 404), read behind the proxy's back.
+    std::function<std::optional<std::string>(const std::string&)> body;
+    // PUTs that reached the origin; empty when the origin cannot tell (nginx): then the body
+    // checks, which every step has as well, are what shows that nothing was forwarded.
+    std::function<std::size_t()> puts;
+    // Whether the last request the origin saw carried If-Match; empty when it cannot tell.
+    std::function<bool()> last_had_if_match;
+    // The origin implements PATCH as append (nginx WebDAV answers 405: a PUT of the appended
+    // body stands in for it, with the same precondition).
+    bool patch = true;
+};
+
+void rfc9110_script(const script_origin& o) {
+    http_client c(o.proxy_port);
+    auto puts_at_origin = [&] { return o.puts ? o.puts() : std::size_t{0}; };
+
+    // Create-only write on a missing resource, then a duplicate create.
+    CHECK(c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "v1").status == 201);
+    auto dup = c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "dup");
+    CHECK(dup.status == 409);
+    CHECK(dup.body.find("already-exists") != std::string::npos);
+    CHECK(o.body("/doc") == "v1");
+
+    // The validator the client sees is the proxy's hash of the representation.
+    auto g1 = c.request("GET", "/doc");
+    CHECK(g1.status == 200);
+    auto e1 = g1.header("ETag");
+    REQUIRE(e1.size() == 24);
+
+    // Stale tag: 409 naming the current validator; nothing reaches the origin.
+    auto before = puts_at_origin();
+    auto stale = c.request("PUT", "/doc", {{"If-Match", "\"not-it\""}}, "x");
+    CHECK(stale.status == 409);
+    CHECK(stale.header("ETag") == e1);
+    CHECK(stale.header("Content-Type") == "application/problem+json");
+    CHECK(stale.body.find("\"current_etag\":\"\\\"" + e1.substr(1, 22) + "\\\"\"") != std::string::npos);
+    CHECK(puts_at_origin() == before);
+    CHECK(o.body("/doc") == "v1");
+
+    // Fresh tag: accepted (I2), and the origin does not see our tags.
+    CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v2").status == 204);
+    CHECK(o.body("/doc") == "v2");
+    if (o.last_had_if_match) {
+        CHECK_FALSE(o.last_had_if_match());
+    }
+
+    // Replayed tag: rejected.
+    CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v3").status == 409);
+    CHECK(o.body("/doc") == "v2");
+
+    // A list passes when one member matches strongly; a weak tag never does.
+    auto e2 = c.request("GET", "/doc").header("ETag");
+    CHECK(e2 != e1);
+    CHECK(c.request("PUT", "/doc", {{"If-Match", "W/" + e2}}, "weak").status == 409);
+    CHECK(o.body("/doc") == "v2");
+    CHECK(c.request("PUT", "/doc", {{"If-Match", "\"a\", " + e2}}, "v3").status == 204);
+    CHECK(o.body("/doc") == "v3");
+
+    // If-Match: * on a missing resource fails; on an existing one passes.
+    CHECK(c.request("PUT", "/missing", {{"If-Match", "*"}}, "m").status == 409);
+    CHECK_FALSE(o.body("/missing"));
+    if (o.patch) {
+        CHECK(c.request("PATCH", "/doc", {{"If-Match", "*"}}, "+p").status == 204);
+    } else {
+        CHECK(c.request("PUT", "/doc", {{"If-Match", "*"}}, "v3+p").status == 204);
+    }
+    CHECK(o.body("/doc") == "v3+p");
+
+    // DELETE stale, DELETE fresh, then a write with the old tag, then re-create.
+    auto e3 = c.request("GET", "/doc").header("ETag");
+    CHECK(c.request("DELETE", "/doc", {{"If-Match", e2}}).status == 409);
+    CHECK(o.body("/doc") == "v3+p");
+    CHECK(c.request("DELETE", "/doc", {{"If-Match", e3}}).status == 204);
+    CHECK_FALSE(o.body("/doc"));
+    CHECK(c.request("PUT", "/doc", {{"If-Match", e3}}, "ghost").status == 409);
+    CHECK_FALSE(o.body("/doc"));
+    CHECK(c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "again").status == 201);
+    CHECK(o.body("/doc") == "again");
+
+    // If-None-Match on a GET is answered by the proxy with 304 for our own tag.
+    auto e4 = c.request("GET", "/doc").header("ETag");
+    auto nm = c.request("GET", "/doc", {{"If-None-Match", e4}});
+    CHECK(nm.status == 304);
+    CHECK(nm.header("ETag") == e4);
+    CHECK(nm.body.empty());
+    CHECK(c.request("GET", "/doc", {{"If-None-Match", "\"other\""}}).status == 200);
+
+    // Malformed precondition: 400, never forwarded.
+    before = puts_at_origin();
+    auto bad = c.request("PUT", "/doc", {{"If-Match", "unquoted"}}, "bad");
+    CHECK(bad.status == 400);
+    CHECK(bad.body.find("If-Match") != std::string::npos);
+    CHECK(puts_at_origin() == before);
+    CHECK(o.body("/doc") == "again");
+}
+
+script_origin fake_script_origin(proxy_fixture& px) {
+    script_origin o;
+    o.proxy_port = px.port();
+    o.body = [&px](const std::string& t) { return px.origin().get(t); };
+    o.puts = [&px] { return px.origin().count("PUT"); };
+    o.last_had_if_match = [&px] {
+        auto r = px.origin().requests();
+        return !r.empty() && r.back().has_header("if-match");
+    };
+    return o;
+}
+
 }  // namespace
 
+// Proves the §3 decisions (create-only, stale, fresh, replay, lists, weak tags, *, DELETE,
+// 304, 400) and that a rejected write never reaches the origin, with every store.
 TEST_CASE("RFC 9110 script: accept/reject decisions through the proxy") {
     for_each_store([](auto use_store) {
         proxy_fixture px([&](ifm::config::config& c) { use_store(c); });
-        http_client c(px.port());
-        auto puts_at_origin = [&] { return px.origin().count("PUT"); };
-
-        // Create-only write on a missing resource, then a duplicate create.
-        CHECK(c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "v1").status == 201);
-        auto dup = c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "dup");
-        CHECK(dup.status == 409);
-        CHECK(dup.body.find("already-exists") != std::string::npos);
-        CHECK(px.origin().get("/doc") == "v1");
-
-        // The validator the client sees is the proxy's hash of the representation.
-        auto g1 = c.request("GET", "/doc");
-        CHECK(g1.status == 200);
-        auto e1 = g1.header("ETag");
-        REQUIRE(e1.size() == 24);
-
-        // Stale tag: 409 naming the current validator; nothing reaches the origin.
-        auto before = puts_at_origin();
-        auto stale = c.request("PUT", "/doc", {{"If-Match", "\"not-it\""}}, "x");
-        CHECK(stale.status == 409);
-        CHECK(stale.header("ETag") == e1);
-        CHECK(stale.header("Content-Type") == "application/problem+json");
-        CHECK(stale.body.find("\"current_etag\":\"\\\"" + e1.substr(1, 22) + "\\\"\"") != std::string::npos);
-        CHECK(puts_at_origin() == before);
-
-        // Fresh tag: accepted (I2), and the origin does not see our tags.
-        CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v2").status == 204);
-        CHECK(px.origin().get("/doc") == "v2");
-        CHECK_FALSE(px.origin().requests().back().has_header("if-match"));
-
-        // Replayed tag: rejected.
-        CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v3").status == 409);
-        CHECK(px.origin().get("/doc") == "v2");
-
-        // A list passes when one member matches strongly; a weak tag never does.
-        auto e2 = c.request("GET", "/doc").header("ETag");
-        CHECK(e2 != e1);
-        CHECK(c.request("PUT", "/doc", {{"If-Match", "W/" + e2}}, "weak").status == 409);
-        CHECK(c.request("PUT", "/doc", {{"If-Match", "\"a\", " + e2}}, "v3").status == 204);
-        CHECK(px.origin().get("/doc") == "v3");
-
-        // If-Match: * on a missing resource fails; on an existing one passes.
-        CHECK(c.request("PUT", "/missing", {{"If-Match", "*"}}, "m").status == 409);
-        CHECK_FALSE(px.origin().get("/missing"));
-        CHECK(c.request("PATCH", "/doc", {{"If-Match", "*"}}, "+p").status == 204);
-        CHECK(px.origin().get("/doc") == "v3+p");
-
-        // DELETE stale, DELETE fresh, then a write with the old tag, then re-create.
-        auto e3 = c.request("GET", "/doc").header("ETag");
-        CHECK(c.request("DELETE", "/doc", {{"If-Match", e2}}).status == 409);
-        CHECK(c.request("DELETE", "/doc", {{"If-Match", e3}}).status == 204);
-        CHECK_FALSE(px.origin().get("/doc"));
-        CHECK(c.request("PUT", "/doc", {{"If-Match", e3}}, "ghost").status == 409);
-        CHECK(c.request("PUT", "/doc", {{"If-None-Match", "*"}}, "again").status == 201);
-        CHECK(px.origin().get("/doc") == "again");
-
-        // If-None-Match on a GET is answered by the proxy with 304 for our own tag.
-        auto e4 = c.request("GET", "/doc").header("ETag");
-        auto nm = c.request("GET", "/doc", {{"If-None-Match", e4}});
-        CHECK(nm.status == 304);
-        CHECK(nm.header("ETag") == e4);
-        CHECK(nm.body.empty());
-        CHECK(c.request("GET", "/doc", {{"If-None-Match", "\"other\""}}).status == 200);
-
-        // Malformed precondition: 400, never forwarded.
-        before = puts_at_origin();
-        auto bad = c.request("PUT", "/doc", {{"If-Match", "unquoted"}}, "bad");
-        CHECK(bad.status == 400);
-        CHECK(bad.body.find("If-Match") != std::string::npos);
-        CHECK(puts_at_origin() == before);
+        rfc9110_script(fake_script_origin(px));
     });
+}
+
+// The same script in front of the real legacy backend (hash mode, real Redis): nginx's own
+// "mtime-size" ETag must never leak through or be relied on, and its 201/204/404 answers to
+// PUT/DELETE/GET must lead to the same decisions.
+TEST_CASE("RFC 9110 script against nginx WebDAV (hash mode, Redis)") {
+    nginx_webdav nginx;
+    redis_server redis;
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.store.kind = store_kind::redis;
+        c.store.url = redis.url();
+        c.store.timeout = 500ms;
+        c.upstreams[0].port = nginx.port();
+        c.routes[1].etag = ifm::config::etag_mode::hash;
+    });
+    http_client direct(nginx.port());
+    script_origin o;
+    o.proxy_port = px.port();
+    o.body = [&direct](const std::string& t) -> std::optional<std::string> {
+        auto g = direct.request("GET", t);
+        if (g.status == 404) return std::nullopt;
+        REQUIRE(g.status == 200);
+        return g.body;
+    };
+    o.patch = false;
+    rfc9110_script(o);
+    CHECK(px.origin().requests().empty());  // everything went to nginx
+}
+
+// The same script in front of an origin that sends only weak ETags (like Express), in `auto`
+// mode: weak tags cannot serve If-Match (strong comparison), so auto must fall back to hashing;
+// fails if the proxy hands out or trusts the origin's W/"n" tags.
+TEST_CASE("RFC 9110 script against a weak-ETag origin (auto mode falls back to hash, Redis)") {
+    redis_server redis;
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.store.kind = store_kind::redis;
+        c.store.url = redis.url();
+        c.store.timeout = 500ms;
+        c.routes[1].etag = ifm::config::etag_mode::auto_;
+    });
+    px.origin().set_etag_style(etag_style::weak);
+    rfc9110_script(fake_script_origin(px));
+    // The origin did label its representations weakly all along.
+    CHECK(px.origin().etag("/doc").starts_with("W/\""));
 }
 
 TEST_CASE("require_precondition answers 428; reject_status 412 is honoured") {

@@ -45,7 +45,7 @@ std::string workload_proxy_yaml(const workload_proxy_config& c) {
          "routes:\n"
          "  - match: { path_prefix: / }\n"
          "    upstream: dav\n"
-         "    etag: hash\n"
+         "    etag: " + c.etag + "\n"
          "    methods: [PUT, DELETE]\n"
          "    require_precondition: true\n"
          "    write_lease: " + c.write_lease + "\n"
@@ -101,7 +101,10 @@ void run_client(int index, const std::vector<std::uint16_t>& ports, const worklo
     if (!doc->history.empty()) t.r.observed.emplace(doc->history.size(), doc->history.back());
     auto id = "c" + std::to_string(index) + "." + std::to_string(attempt);
     ++doc->value;
-    doc->history.push_back(id);
+    if (opts.fixed_size)
+      doc->history.clear();
+    else
+      doc->history.push_back(id);
     try {
       auto w = c.request("PUT", opts.target, {{"If-Match", g.header("ETag")}}, format_counter_doc(*doc));
       ++t.r.write_statuses[w.status];
@@ -109,6 +112,7 @@ void run_client(int index, const std::vector<std::uint16_t>& ports, const worklo
         ++t.mine;
         ++t.r.accepted;
         t.r.accepted_ids.insert(id);
+        t.r.accepted_values.push_back(doc->value);
         continue;
       }
       // The proxy's own answers (problem+json) are given before anything is forwarded, except a
@@ -149,6 +153,7 @@ workload_result run_workload(const std::vector<std::uint16_t>& ports, const work
     r.hung += t.r.hung;
     r.accepted_ids.merge(t.r.accepted_ids);
     r.unknown_ids.merge(t.r.unknown_ids);
+    r.accepted_values.insert(r.accepted_values.end(), t.r.accepted_values.begin(), t.r.accepted_values.end());
     r.observed.merge(t.r.observed);
     for (auto [status, n] : t.r.write_statuses) r.write_statuses[status] += n;
     for (auto& e : t.r.errors)
@@ -195,6 +200,24 @@ long applied_unknown(const workload_result& r) {
   if (r.final_doc)
     for (const auto& id : r.final_doc->history) n += r.unknown_ids.count(id) ? 1 : 0;
   return n;
+}
+
+std::vector<std::string> fixed_size_violations(const workload_result& r) {
+  std::vector<std::string> out;
+  if (!r.final_doc) return {"the final document cannot be read or parsed"};
+  if (r.unknown != 0)
+    out.push_back(std::to_string(r.unknown) + " writes of unknown outcome: a fixed-size run cannot account for them");
+  std::map<long, int> written;
+  for (long v : r.accepted_values) ++written[v];
+  for (const auto& [v, n] : written)
+    if (n > 1) out.push_back(std::to_string(n) + " accepted writes all wrote " + std::to_string(v) + " (read the same state)");
+  for (long v = 1; v <= r.accepted; ++v)
+    if (!written.count(v)) out.push_back("no accepted write wrote " + std::to_string(v));
+  if (r.final_doc->value != r.accepted)
+    out.push_back("final counter " + std::to_string(r.final_doc->value) + " but " + std::to_string(r.accepted) +
+                  " accepted writes");
+  if (out.size() > 20) out.resize(20);
+  return out;
 }
 
 bool eventually(const std::function<bool()>& f, std::chrono::milliseconds timeout) {

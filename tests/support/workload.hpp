@@ -6,6 +6,11 @@
 // so the final document names exactly the writes whose effect survived. A lost update shows as an
 // accepted write missing from it; a write whose outcome the client could not learn (502/504, a
 // dropped connection) may or may not appear, and is accounted for separately.
+//
+// With workload_options::fixed_size the document is the counter alone: every write has the same
+// size, the case nginx's "mtime-size" ETag cannot tell apart within one second (what `hash`
+// mode exists for). The history is then gone; the values the accepted writes wrote stand in
+// for it (fixed_size_violations).
 #include <sys/types.h>
 
 #include <chrono>
@@ -26,7 +31,8 @@ struct counter_doc {
 std::string format_counter_doc(const counter_doc& doc);
 std::optional<counter_doc> parse_counter_doc(const std::string& body);
 
-// A proxy process config for the workload: one tracked hash-mode route over everything, writes
+// A proxy process config for the workload: one tracked route (hash mode unless `etag` says
+// otherwise) over everything, writes
 // (PUT, DELETE) require a precondition, Redis store.
 struct workload_proxy_config {
   std::uint16_t port = 0;
@@ -38,6 +44,7 @@ struct workload_proxy_config {
   // store.young_server_wait: off in tests, whose Redis is always brand new (the chaos test
   // turns it on: it restarts Redis and a proxy together).
   bool young_server_wait = false;
+  std::string etag = "hash";  // the route's etag mode: hash | origin | auto
   std::string extra;  // appended verbatim (top-level YAML)
 };
 std::string workload_proxy_yaml(const workload_proxy_config& c);
@@ -49,6 +56,8 @@ struct workload_options {
   std::chrono::milliseconds run_for{60'000};  // the budget (with writes_per_client) or the duration
   std::chrono::milliseconds request_timeout{10'000};  // a request taking longer counts as hung
   std::string target = "/counter.txt";
+  // Write the counter alone ("%010ld", always 10 bytes) instead of counter + history.
+  bool fixed_size = false;
 };
 
 struct workload_result {
@@ -58,6 +67,8 @@ struct workload_result {
   long read_failures = 0;
   long hung = 0;       // requests that exceeded request_timeout
   std::set<std::string> accepted_ids, unknown_ids;
+  // The counter value each accepted write wrote (read value + 1), in no particular order.
+  std::vector<long> accepted_values;
   // Every document state the clients read: (number of writes in it, the last one's id).
   std::set<std::pair<std::size_t, std::string>> observed;
   std::map<unsigned, long> write_statuses;
@@ -78,6 +89,11 @@ std::optional<counter_doc> read_counter_doc(std::uint16_t port, const std::strin
 std::vector<std::string> lost_update_violations(const workload_result& r);
 // Writes of unknown outcome that the origin applied (they are in the final document).
 long applied_unknown(const workload_result& r);
+// For a fixed_size run with no write of unknown outcome: every accepted write wrote a different
+// value (two writes based on the same read both accepted is a lost update), the values are
+// exactly 1..accepted, and the final counter equals the number of accepted writes. Empty when no
+// update was lost.
+std::vector<std::string> fixed_size_violations(const workload_result& r);
 
 // Fault-injection helpers shared by the fault and chaos tests.
 

@@ -194,10 +194,38 @@ TEST_CASE("idle keep-alive connections are closed after idle_timeout") {
     auto start = steady::now();
     CHECK(idle.closed_by_peer(3s));
     CHECK(steady::now() - start < 2s);
-    // A connection that never sends anything is closed too.
+    CHECK(eventually([&] { return open_clients(px) == 0; }));
+}
+
+TEST_CASE("a connection's first request is due within header_timeout of the accept; later ones may idle first") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.idle_timeout = 30s;
+        c.limits.header_timeout = 400ms;
+    });
+    // Never a byte: closed at header_timeout, not held for idle_timeout (a silent flood).
+    auto start = steady::now();
     raw_connection silent(px.port());
-    CHECK(silent.closed_by_peer(3s));
+    CHECK(silent.closed_by_peer(5s));
+    auto elapsed = steady::now() - start;
+    CHECK(elapsed > 300ms);
+    CHECK(elapsed < 3s);
     CHECK(silent.read_some(10ms).empty());
+
+    // After a response, a keep-alive connection may wait longer than header_timeout for its
+    // next request (idle_timeout) ...
+    raw_connection kept(px.port());
+    kept.send("GET /plain/k HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(kept.read_some(2s).starts_with("HTTP/1.1 200"));
+    CHECK_FALSE(kept.closed_by_peer(1200ms));
+    kept.send("GET /plain/k HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(kept.read_some(2s).starts_with("HTTP/1.1 200"));
+    // ... but once the next request has begun, its header is due within header_timeout.
+    kept.send("GET /plain/k HTTP/1.1\r\n");
+    start = steady::now();
+    CHECK(kept.closed_by_peer(5s));
+    elapsed = steady::now() - start;
+    CHECK(elapsed > 300ms);
+    CHECK(elapsed < 3s);
     CHECK(eventually([&] { return open_clients(px) == 0; }));
 }
 

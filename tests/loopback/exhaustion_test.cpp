@@ -268,9 +268,11 @@ TEST_CASE("client connections over max_connections are refused cleanly; freed sl
 }
 
 TEST_CASE("connection flood: the proxy keeps serving, and slots come back at header_timeout") {
-    proxy_fixture px([](ifm::config::config& c) {
+    // Long enough for the excess to be told apart: refused at once, not cut at the timeout.
+    constexpr auto header_timeout = 3s;
+    proxy_fixture px([=](ifm::config::config& c) {
         c.limits.max_connections = 64;
-        c.limits.header_timeout = 500ms;
+        c.limits.header_timeout = header_timeout;
     });
     // Below the cap: 50 connections that start a header and stall; a client is still served.
     std::vector<std::unique_ptr<raw_connection>> flood;
@@ -281,9 +283,30 @@ TEST_CASE("connection flood: the proxy keeps serving, and slots come back at hea
     http_client c(px.port());
     for (int i = 0; i < 20; ++i) CHECK(ok_status(c) == 200);
     c.close();
-    // Over the cap: 100 more; the excess is refused, nothing hangs.
-    for (int i = 0; i < 100; ++i) flood.push_back(std::make_unique<raw_connection>(px.port()));
+    REQUIRE(eventually([&] { return open_clients(px) == 50; }));
+    // Over the cap: 100 more; the excess is refused (closed at once, well before
+    // header_timeout), nothing hangs. Counted once the proxy has accepted or refused them all.
+    const auto extra_start = steady::now();
+    std::vector<std::unique_ptr<raw_connection>> extra;
+    for (int i = 0; i < 100; ++i) extra.push_back(std::make_unique<raw_connection>(px.port()));
+    std::vector<bool> refused(extra.size(), false);
+    auto count_refused = [&] {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < extra.size(); ++i) {
+            if (!refused[i]) refused[i] = extra[i]->closed_by_peer(1ms);
+            n += refused[i];
+        }
+        return n;
+    };
+    bool settled = eventually(
+        [&] { return static_cast<std::int64_t>(count_refused()) + open_clients(px) - 50 >= 100; }, 2s);
+    CHECK(settled);
+    // None of the extra connections can have been cut by header_timeout yet: every closed one
+    // was refused.
+    CHECK(steady::now() - extra_start < header_timeout);
     CHECK(open_clients(px) <= 64);
+    CHECK(count_refused() >= std::size_t{100 - (64 - 50)});   // all but the 14 free slots
+    for (auto& e : extra) flood.push_back(std::move(e));
     // Stalled headers time out, their slots are freed, and new clients get through again.
     http_client late(px.port());
     late.set_timeout(1s);

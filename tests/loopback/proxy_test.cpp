@@ -143,6 +143,73 @@ TEST_CASE("origin failures map to 502 and 504 with problem+json") {
     }
 }
 
+TEST_CASE("routes match on host and methods as well as path prefix; no match is 404") {
+    fake_origin second;
+    proxy_fixture px([&](ifm::config::config& c) {
+        auto up = c.upstreams[0];
+        up.name = "second";
+        up.port = second.port();
+        c.upstreams.push_back(up);
+        auto route = [](std::string name, std::string prefix, std::string host,
+                        std::vector<std::string> methods, std::string upstream) {
+            ifm::config::route_config r;
+            r.name = std::move(name);
+            r.match.path_prefix = std::move(prefix);
+            r.match.host = std::move(host);
+            r.match.methods = std::move(methods);
+            r.upstream = std::move(upstream);
+            r.track = false;
+            return r;
+        };
+        c.routes = {route("a", "/r/", "a.test", {}, "origin"),
+                    route("b", "/r/", "B.Test", {}, "second"),
+                    route("read", "/m/", "", {"GET", "HEAD"}, "second"),
+                    route("write", "/m/", "", {"PUT"}, "origin")};
+    });
+    http_client c(px.port());
+    auto served_by = [&](const std::string& method, const std::string& target, const std::string& host) {
+        px.origin().clear();
+        second.clear();
+        auto r = c.request(method, target, {{"Host", host}, {"x-fake-status", "200"}});
+        auto first_n = px.origin().requests().size(), second_n = second.requests().size();
+        if (r.status == 200 && first_n == 1 && second_n == 0) return std::string("origin");
+        if (r.status == 200 && first_n == 0 && second_n == 1) return std::string("second");
+        return std::to_string(r.status) + " " + std::to_string(first_n) + "/" + std::to_string(second_n);
+    };
+    SUBCASE("same prefix, told apart by host (case-insensitive, port ignored)") {
+        CHECK(served_by("GET", "/r/x", "a.test") == "origin");
+        CHECK(served_by("GET", "/r/x", "b.test") == "second");
+        CHECK(served_by("GET", "/r/x", "A.TEST:8080") == "origin");
+        CHECK(served_by("PUT", "/r/x", "b.test:80") == "second");
+    }
+    SUBCASE("same prefix, told apart by method") {
+        CHECK(served_by("GET", "/m/x", "any.test") == "second");
+        CHECK(served_by("HEAD", "/m/x", "any.test") == "second");
+        CHECK(served_by("PUT", "/m/x", "any.test") == "origin");
+    }
+    SUBCASE("no route: 404 problem+json, nothing forwarded") {
+        struct probe {
+            std::string method, target, host;
+        };
+        for (const auto& p : {probe{"GET", "/r/x", "c.test"}, probe{"DELETE", "/m/x", "a.test"},
+                              probe{"GET", "/elsewhere", "a.test"}}) {
+            CAPTURE(p.method);
+            CAPTURE(p.target);
+            CAPTURE(p.host);
+            px.origin().clear();
+            second.clear();
+            auto r = c.request(p.method, p.target, {{"Host", p.host}, {"x-fake-status", "200"}});
+            CHECK(r.status == 404);
+            CHECK(r.header("Content-Type") == "application/problem+json");
+            CHECK(r.body.find("\"status\":404") != std::string::npos);
+            CHECK(r.body.find("no-route") != std::string::npos);
+            CHECK(px.origin().requests().empty());
+            CHECK(second.requests().empty());
+        }
+        CHECK(c.connects() == 1);   // a 404 keeps the connection
+    }
+}
+
 TEST_CASE("limits: 413 body too large, 431 header too large, 404 no route") {
     proxy_fixture px([](ifm::config::config& c) {
         c.limits.max_body_bytes = 1000;

@@ -10,6 +10,13 @@
 #include <future>
 #include <thread>
 
+#include <cerrno>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 using namespace ifm::test;
 using namespace std::chrono_literals;
 
@@ -18,6 +25,52 @@ const recorded_request& last(const std::vector<recorded_request>& v) {
     REQUIRE(!v.empty());
     return v.back();
 }
+
+// A loopback listener that never accepts, with its accept queue full: further SYNs are dropped,
+// so a connect to it neither succeeds nor fails until the connector gives up.
+class black_hole {
+public:
+    black_hole() {
+        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+        REQUIRE(::listen(listener_, 0) == 0);
+        REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+        port_ = ntohs(addr.sin_port);
+        for (int i = 0; i < 3; ++i) {   // backlog 0 queues one; the others stay in SYN-SENT
+            int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            ::connect(fd, reinterpret_cast<sockaddr*>(&addr), len);
+            fillers_.push_back(fd);
+        }
+    }
+    ~black_hole() {
+        for (int fd : fillers_) ::close(fd);
+        ::close(listener_);
+    }
+    std::uint16_t port() const { return port_; }
+    // True when a connect with `timeout` times out (rather than succeeding or being refused).
+    bool swallows(std::chrono::milliseconds timeout) const {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        timeval tv{0, static_cast<suseconds_t>(std::chrono::microseconds(timeout).count())};
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(port_);
+        int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        int err = errno;
+        ::close(fd);
+        return rc != 0 && (err == EINPROGRESS || err == EAGAIN || err == ETIMEDOUT);
+    }
+
+private:
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::vector<int> fillers_;
+};
 }  // namespace
 
 TEST_CASE("GET passes status, headers and body through and adds the proxy headers") {
@@ -141,6 +194,28 @@ TEST_CASE("origin failures map to 502 and 504 with problem+json") {
         http_client c(px.port());
         CHECK_THROWS(c.request("GET", "/plain/x", {{"x-fake-close", "mid"}, {"x-fake-body-size", "100000"}}));
     }
+}
+
+TEST_CASE("an origin connect timeout maps to 504 with problem+json") {
+    black_hole hole;
+    if (!hole.swallows(200ms)) {
+        MESSAGE("this kernel does not drop SYNs to a full accept queue: connect timeout not testable");
+        return;
+    }
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.upstreams[0].port = hole.port();
+        c.upstreams[0].connect_timeout = 300ms;
+    });
+    http_client c(px.port());
+    auto start = std::chrono::steady_clock::now();
+    auto r = c.request("GET", "/plain/x");
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK(r.status == 504);
+    CHECK(r.header("Content-Type") == "application/problem+json");
+    CHECK(r.body.find("\"status\":504") != std::string::npos);
+    CHECK(r.body.find("origin-timeout") != std::string::npos);
+    CHECK(elapsed >= 250ms);
+    CHECK(elapsed < 2s);
 }
 
 TEST_CASE("routes match on host and methods as well as path prefix; no match is 404") {

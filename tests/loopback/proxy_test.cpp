@@ -218,6 +218,29 @@ TEST_CASE("an origin connect timeout maps to 504 with problem+json") {
     CHECK(elapsed < 2s);
 }
 
+TEST_CASE("hop-by-hop fields of a response do not reach the client; end-to-end ones do") {
+    proxy_fixture px;
+    http_client c(px.port());
+    auto r = c.request("GET", "/plain/hop",
+                       {{"x-fake-status", "200"}, {"x-fake-body-size", "10"},
+                        {"x-fake-header", "Connection: X-Foo"}, {"x-fake-header", "X-Foo: bar"},
+                        {"x-fake-header", "Keep-Alive: timeout=5"},
+                        {"x-fake-header", "Proxy-Connection: keep-alive"},
+                        {"x-fake-header", "X-End: kept"}, {"x-fake-header", "Cache-Control: max-age=7"}});
+    CHECK(r.status == 200);
+    CHECK(r.body == fake_body(10));
+    CHECK_FALSE(r.has_header("X-Foo"));
+    CHECK_FALSE(r.has_header("Keep-Alive"));
+    CHECK_FALSE(r.has_header("Proxy-Connection"));
+    CHECK_FALSE(r.has_header("Connection"));   // keep-alive is HTTP/1.1's default
+    CHECK(r.header("X-End") == "kept");
+    CHECK(r.header("Cache-Control") == "max-age=7");
+    CHECK(r.header("Content-Length") == "10");
+    // The connection stays usable: the origin's Connection tokens did not close it.
+    CHECK(c.request("GET", "/plain/hop", {{"x-fake-status", "200"}}).status == 200);
+    CHECK(c.connects() == 1);
+}
+
 TEST_CASE("routes match on host and methods as well as path prefix; no match is 404") {
     fake_origin second;
     proxy_fixture px([&](ifm::config::config& c) {

@@ -438,3 +438,30 @@ TEST_CASE("origin pool: a woken waiter beaten to the freed slot keeps waiting un
         }
     }
 }
+
+TEST_CASE("the origin pool keeps at most max_idle_connections idle; the rest are closed") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.upstreams[0].max_connections = 16;
+        c.upstreams[0].max_idle_connections = 2;
+    });
+    auto port = px.port();
+    // Five requests at once: five origin connections.
+    std::vector<std::future<unsigned>> burst;
+    for (int i = 0; i < 5; ++i) {
+        burst.push_back(std::async(std::launch::async, [port] {
+            http_client c(port);
+            return c.request("GET", "/plain/b", {{"x-fake-delay-ms", "300"}, {"x-fake-status", "200"}}).status;
+        }));
+    }
+    REQUIRE(px.origin().wait_for_requests(5, 3s));
+    CHECK(px.origin().open_connections() == 5);
+    for (auto& b : burst) CHECK(b.get() == 200);
+    // Two are pooled, three closed (the origin sees them go).
+    CHECK(eventually([&] { return px.origin().open_connections() == 2; }));
+    std::this_thread::sleep_for(100ms);
+    CHECK(px.origin().open_connections() == 2);
+    // The pooled two are reused.
+    http_client c(px.port());
+    CHECK(ok_status(c) == 200);
+    CHECK(px.origin().connections_accepted() == 5);
+}

@@ -9,7 +9,7 @@
 # (examples/sidecar.yaml, examples/kubernetes/pod.yaml). The Redis password may come from the environment (IFM_REDIS_PASSWORD). SIGTERM drains:
 # no new connections, in-flight requests get up to limits.drain_timeout (30 s by default), so give
 # the container a stop timeout above that. SIGHUP reloads the configuration.
-# tests/unit/dockerfile_test.cpp checks that the runtime stage installs every shared library the
+# tests/redis/dockerfile_test.cpp checks that the runtime stage installs every shared library the
 # binary needs and that the paths and flags below match the binary.
 
 # ---- build stage: Debian 12 with the toolchain and -dev packages -----------------------------

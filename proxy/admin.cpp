@@ -79,7 +79,6 @@ struct admin_server::impl {
         stats.store_connected = sample->connected.load();
     }
 
-    // Ready when the store answers and every upstream accepts a connection.
     // Ready when the store answers and every upstream accepts a connection. (GCC 12: awaitables
     // are made into named locals first, no temporaries inside co_await.)
     net::awaitable<std::string> not_ready_reason() {

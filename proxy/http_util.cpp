@@ -7,11 +7,14 @@ namespace ifm::proxy {
 
 namespace {
 
-constexpr std::array<http::field, 8> hop_by_hop_fields = {
+// Proxy-Connection is not standard, but RFC 9110 §7.6.1 names it among the fields an
+// intermediary removes: old clients and proxies send it in place of Connection.
+constexpr std::array<http::field, 9> hop_by_hop_fields = {
     http::field::connection,        http::field::keep_alive,
     http::field::proxy_authenticate, http::field::proxy_authorization,
-    http::field::te,                http::field::trailer,
-    http::field::transfer_encoding, http::field::upgrade,
+    http::field::proxy_connection,  http::field::te,
+    http::field::trailer,           http::field::transfer_encoding,
+    http::field::upgrade,
 };
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }

@@ -5,6 +5,8 @@
 
 #include <sys/socket.h>
 
+#include <optional>
+
 namespace ifm::proxy {
 
 namespace {
@@ -77,34 +79,44 @@ void origin_pool::release(std::unique_ptr<origin_connection> c, bool keep) {
     }
 }
 
-net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acquire(bool fresh) {
+std::unique_ptr<origin_connection> origin_pool::take_idle() {
     auto now = std::chrono::steady_clock::now();
-    while (!fresh && !idle_.empty()) {
+    while (!idle_.empty()) {
         auto c = std::move(idle_.back());  // most recently used: least likely to have timed out
         idle_.pop_back();
-        if (now - c->idle_since < cfg_.idle_timeout && alive(*c)) {
-            ++in_use_;
-            co_return pooled_connection(this, std::move(c), true);
-        }
+        if (now - c->idle_since < cfg_.idle_timeout && alive(*c)) return c;
     }
-    if (in_use_ + idle_.size() >= cfg_.max_connections && !idle_.empty()) idle_.pop_front();
-    if (in_use_ >= cfg_.max_connections) {
-        net::steady_timer timer(ex_);
-        timer.expires_after(cfg_.connect_timeout);
-        waiters_.push_back(&timer);
-        auto [ec] = co_await timer.async_wait(use_tuple);
-        if (!ec) {  // expired: still waiting
-            std::erase(waiters_, &timer);
-            co_return make_error_code(origin_errc::pool_exhausted);
-        }
-        if (in_use_ >= cfg_.max_connections) co_return make_error_code(origin_errc::pool_exhausted);
-        if (!fresh && !idle_.empty()) {
-            auto c = std::move(idle_.back());
-            idle_.pop_back();
-            if (alive(*c)) {
+    return nullptr;
+}
+
+net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acquire(bool fresh) {
+    // One deadline for the whole wait, however often the waiter is woken: release() wakes the
+    // first waiter, but a request that runs before it may take the slot, and then it waits on.
+    const auto deadline = std::chrono::steady_clock::now() + cfg_.connect_timeout;
+    std::optional<net::steady_timer> timer;
+    for (bool expired = false;;) {
+        if (!fresh) {
+            if (auto c = take_idle()) {
                 ++in_use_;
                 co_return pooled_connection(this, std::move(c), true);
             }
+        }
+        if (in_use_ + idle_.size() >= cfg_.max_connections && !idle_.empty()) idle_.pop_front();
+        if (in_use_ < cfg_.max_connections) break;
+        if (expired) co_return make_error_code(origin_errc::pool_exhausted);
+        if (!timer) {
+            timer.emplace(ex_);
+            timer->expires_at(deadline);
+            waiters_.push_back(&*timer);
+        } else {
+            waiters_.push_front(&*timer);  // woken but beaten to the slot: still first in line
+        }
+        auto [ec] = co_await timer->async_wait(use_tuple);
+        if (!ec) {
+            // Deadline. A release() that came too late to cancel the timer still left its slot:
+            // one last look before giving up.
+            std::erase(waiters_, &*timer);
+            expired = true;
         }
     }
     ++in_use_;

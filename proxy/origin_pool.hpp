@@ -85,6 +85,8 @@ private:
     friend class pooled_connection;
     void release(std::unique_ptr<origin_connection> c, bool keep);
     bool alive(origin_connection& c) const;
+    // An idle connection still fit for a request, or null; the unfit ones are dropped.
+    std::unique_ptr<origin_connection> take_idle();
 
     net::any_io_executor ex_;
     config::upstream_config cfg_;

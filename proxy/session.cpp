@@ -133,13 +133,24 @@ net::awaitable<void> client_session::run() {
 }
 
 net::awaitable<bool> client_session::wait_for_request() {
-    if (buffer_.size() > 0) co_return true;   // a pipelined request is already here
+    const auto& limits = w_.rt->cfg.limits;
+    // The first request's header is due within header_timeout of the accept (nginx's
+    // client_header_timeout): a connection that never sends a byte must not hold its slot for
+    // idle_timeout. A keep-alive connection may idle between requests, then the header is due
+    // within header_timeout of its first byte.
+    const auto first_deadline = std::chrono::steady_clock::now() + limits.header_timeout;
+    if (buffer_.size() > 0) {   // a pipelined request is already here
+        header_deadline_ = first_deadline;
+        co_return true;
+    }
     idle_ = true;
-    client_.expires_after(w_.rt->cfg.limits.idle_timeout);
+    if (served_ == 0) client_.expires_at(first_deadline);
+    else client_.expires_after(limits.idle_timeout);
     auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(2048), use_tuple);
     idle_ = false;
     if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
     buffer_.commit(n);
+    header_deadline_ = served_ == 0 ? first_deadline : std::chrono::steady_clock::now() + limits.header_timeout;
     co_return true;
 }
 
@@ -190,7 +201,7 @@ net::awaitable<bool> client_session::serve_one() {
 
     // The whole header block is buffered and screened before Beast parses it: once parsed,
     // obs-fold and whitespace around framing values are invisible (request_gate.hpp).
-    client_.expires_after(limits.header_timeout);
+    client_.expires_at(header_deadline_);
     boost::system::error_code ec;
     head_scanner scan;
     for (;;) {

@@ -122,6 +122,8 @@ private:
     problem pending_;
     std::string no_prefix_;
     std::uint64_t served_ = 0;
+    // When the header of the request being read is due (set by wait_for_request()).
+    std::chrono::steady_clock::time_point header_deadline_;
     bool idle_ = false;
 };
 

@@ -1,10 +1,18 @@
 // Resource exhaustion (issue 6): slowloris headers, slow bodies, idle keep-alive, slow origins,
 // client connection floods, requests per connection and the origin connection cap. Each test
 // runs bounded loops on loopback and checks that the proxy keeps serving other clients.
+#include "proxy/origin_pool.hpp"
 #include "tests/support/fake_origin.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/proxy_fixture.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <doctest/doctest.h>
 
 #include <future>
@@ -54,6 +62,51 @@ std::future<unsigned> hold_origin_connection(proxy_fixture& px, std::string dela
     });
     REQUIRE(px.origin().wait_for_requests(1, 2s));
     return busy;
+}
+
+namespace net = boost::asio;
+using ifm::proxy::origin_pool;
+
+net::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+    net::steady_timer t(co_await net::this_coro::executor);
+    t.expires_after(d);
+    co_await t.async_wait(net::as_tuple(net::use_awaitable));
+}
+
+struct waiter_outcome {
+    boost::system::error_code ec;   // empty: it got a connection
+    steady::duration waited{};
+    int turn = 0;                   // 1, 2, ...: order in which the waiters got the connection
+};
+
+// Waits for a connection, holds it for `hold`, then gives it back to the pool.
+net::awaitable<void> run_pool_waiter(origin_pool* pool, waiter_outcome* out, int* turns,
+                                     std::chrono::milliseconds hold) {
+    auto start = steady::now();
+    auto c = co_await pool->async_acquire();
+    out->waited = steady::now() - start;
+    if (!c) {
+        out->ec = c.error();
+        co_return;
+    }
+    out->turn = ++*turns;
+    co_await sleep_for(hold);
+    c->keep();
+}
+
+// Holds the pool's only slot, gives it back and takes it again at once, before the waiter that
+// release() woke has run (as a request of another client can); then holds it for `hold`.
+net::awaitable<void> run_pool_thief(origin_pool* pool, bool* stole, std::chrono::milliseconds hold) {
+    auto first = co_await pool->async_acquire();
+    if (!first) co_return;
+    co_await sleep_for(100ms);   // the waiters queue meanwhile
+    first->keep();
+    first->reset();   // wakes the first waiter
+    auto again = co_await pool->async_acquire();
+    if (!again) co_return;
+    *stole = again->reused();   // taken from the idle list without waiting
+    co_await sleep_for(hold);
+    again->keep();
 }
 
 }  // namespace
@@ -141,10 +194,38 @@ TEST_CASE("idle keep-alive connections are closed after idle_timeout") {
     auto start = steady::now();
     CHECK(idle.closed_by_peer(3s));
     CHECK(steady::now() - start < 2s);
-    // A connection that never sends anything is closed too.
+    CHECK(eventually([&] { return open_clients(px) == 0; }));
+}
+
+TEST_CASE("a connection's first request is due within header_timeout of the accept; later ones may idle first") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.idle_timeout = 30s;
+        c.limits.header_timeout = 400ms;
+    });
+    // Never a byte: closed at header_timeout, not held for idle_timeout (a silent flood).
+    auto start = steady::now();
     raw_connection silent(px.port());
-    CHECK(silent.closed_by_peer(3s));
+    CHECK(silent.closed_by_peer(5s));
+    auto elapsed = steady::now() - start;
+    CHECK(elapsed > 300ms);
+    CHECK(elapsed < 3s);
     CHECK(silent.read_some(10ms).empty());
+
+    // After a response, a keep-alive connection may wait longer than header_timeout for its
+    // next request (idle_timeout) ...
+    raw_connection kept(px.port());
+    kept.send("GET /plain/k HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(kept.read_some(2s).starts_with("HTTP/1.1 200"));
+    CHECK_FALSE(kept.closed_by_peer(1200ms));
+    kept.send("GET /plain/k HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(kept.read_some(2s).starts_with("HTTP/1.1 200"));
+    // ... but once the next request has begun, its header is due within header_timeout.
+    kept.send("GET /plain/k HTTP/1.1\r\n");
+    start = steady::now();
+    CHECK(kept.closed_by_peer(5s));
+    elapsed = steady::now() - start;
+    CHECK(elapsed > 300ms);
+    CHECK(elapsed < 3s);
     CHECK(eventually([&] { return open_clients(px) == 0; }));
 }
 
@@ -187,9 +268,11 @@ TEST_CASE("client connections over max_connections are refused cleanly; freed sl
 }
 
 TEST_CASE("connection flood: the proxy keeps serving, and slots come back at header_timeout") {
-    proxy_fixture px([](ifm::config::config& c) {
+    // Long enough for the excess to be told apart: refused at once, not cut at the timeout.
+    constexpr auto header_timeout = 3s;
+    proxy_fixture px([=](ifm::config::config& c) {
         c.limits.max_connections = 64;
-        c.limits.header_timeout = 500ms;
+        c.limits.header_timeout = header_timeout;
     });
     // Below the cap: 50 connections that start a header and stall; a client is still served.
     std::vector<std::unique_ptr<raw_connection>> flood;
@@ -200,9 +283,30 @@ TEST_CASE("connection flood: the proxy keeps serving, and slots come back at hea
     http_client c(px.port());
     for (int i = 0; i < 20; ++i) CHECK(ok_status(c) == 200);
     c.close();
-    // Over the cap: 100 more; the excess is refused, nothing hangs.
-    for (int i = 0; i < 100; ++i) flood.push_back(std::make_unique<raw_connection>(px.port()));
+    REQUIRE(eventually([&] { return open_clients(px) == 50; }));
+    // Over the cap: 100 more; the excess is refused (closed at once, well before
+    // header_timeout), nothing hangs. Counted once the proxy has accepted or refused them all.
+    const auto extra_start = steady::now();
+    std::vector<std::unique_ptr<raw_connection>> extra;
+    for (int i = 0; i < 100; ++i) extra.push_back(std::make_unique<raw_connection>(px.port()));
+    std::vector<bool> refused(extra.size(), false);
+    auto count_refused = [&] {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < extra.size(); ++i) {
+            if (!refused[i]) refused[i] = extra[i]->closed_by_peer(1ms);
+            n += refused[i];
+        }
+        return n;
+    };
+    bool settled = eventually(
+        [&] { return static_cast<std::int64_t>(count_refused()) + open_clients(px) - 50 >= 100; }, 2s);
+    CHECK(settled);
+    // None of the extra connections can have been cut by header_timeout yet: every closed one
+    // was refused.
+    CHECK(steady::now() - extra_start < header_timeout);
     CHECK(open_clients(px) <= 64);
+    CHECK(count_refused() >= std::size_t{100 - (64 - 50)});   // all but the 14 free slots
+    for (auto& e : extra) flood.push_back(std::move(e));
     // Stalled headers time out, their slots are freed, and new clients get through again.
     http_client late(px.port());
     late.set_timeout(1s);
@@ -261,6 +365,24 @@ TEST_CASE("origin connections per upstream are capped: waiters queue up to conne
         CHECK(busy.get() == 200);
         CHECK(px.origin().connections_accepted() == 1);
     }
+    SUBCASE("several waiters are served in turn while the wait lasts") {
+        proxy_fixture px([](ifm::config::config& c) {
+            c.upstreams[0].max_connections = 1;
+            c.upstreams[0].connect_timeout = 3s;
+        });
+        auto busy = hold_origin_connection(px, "300");
+        auto port = px.port();
+        std::vector<std::future<unsigned>> queued;
+        for (int i = 0; i < 4; ++i) {
+            queued.push_back(std::async(std::launch::async, [port] {
+                http_client c(port);
+                return c.request("GET", "/plain/q", {{"x-fake-delay-ms", "50"}, {"x-fake-status", "200"}}).status;
+            }));
+        }
+        for (auto& q : queued) CHECK(q.get() == 200);
+        CHECK(busy.get() == 200);
+        CHECK(px.origin().connections_accepted() == 1);
+    }
     SUBCASE("a waiter gets the connection when it is released in time") {
         proxy_fixture px([](ifm::config::config& c) {
             c.upstreams[0].max_connections = 1;
@@ -274,3 +396,72 @@ TEST_CASE("origin connections per upstream are capped: waiters queue up to conne
     }
 }
 
+
+TEST_CASE("origin pool: a woken waiter beaten to the freed slot keeps waiting until its deadline") {
+    fake_origin origin;
+    net::io_context ioc;
+    ifm::config::upstream_config cfg;
+    cfg.name = "origin";
+    cfg.max_connections = 1;
+    std::vector<net::ip::tcp::endpoint> eps{{net::ip::make_address("127.0.0.1"), origin.port()}};
+    std::vector<waiter_outcome> waiters(3);
+    int turns = 0;
+    bool stole = false;
+
+    SUBCASE("the slot comes back in time: every waiter is served, in queue order") {
+        cfg.connect_timeout = 2s;
+        origin_pool pool(ioc.get_executor(), cfg, eps);
+        net::co_spawn(ioc, run_pool_thief(&pool, &stole, 200ms), net::detached);
+        for (auto& w : waiters) net::co_spawn(ioc, run_pool_waiter(&pool, &w, &turns, 20ms), net::detached);
+        ioc.run();
+        REQUIRE(stole);   // the race really happened
+        for (std::size_t i = 0; i < waiters.size(); ++i) {
+            CAPTURE(i);
+            CHECK_FALSE(waiters[i].ec);
+            CHECK(waiters[i].turn == static_cast<int>(i) + 1);
+        }
+        CHECK(waiters[0].waited >= 250ms);   // it waited for the thief to finish
+        CHECK(origin.connections_accepted() == 1);
+    }
+    SUBCASE("the slot does not come back: 503 only at the deadline, not when beaten") {
+        cfg.connect_timeout = 600ms;
+        origin_pool pool(ioc.get_executor(), cfg, eps);
+        net::co_spawn(ioc, run_pool_thief(&pool, &stole, 1500ms), net::detached);
+        for (auto& w : waiters) net::co_spawn(ioc, run_pool_waiter(&pool, &w, &turns, 20ms), net::detached);
+        ioc.run();
+        REQUIRE(stole);
+        for (std::size_t i = 0; i < waiters.size(); ++i) {
+            CAPTURE(i);
+            CHECK(waiters[i].ec == make_error_code(ifm::proxy::origin_errc::pool_exhausted));
+            CHECK(waiters[i].waited >= 550ms);
+            CHECK(waiters[i].waited < 1400ms);
+        }
+    }
+}
+
+TEST_CASE("the origin pool keeps at most max_idle_connections idle; the rest are closed") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.upstreams[0].max_connections = 16;
+        c.upstreams[0].max_idle_connections = 2;
+    });
+    auto port = px.port();
+    // Five requests at once: five origin connections.
+    std::vector<std::future<unsigned>> burst;
+    for (int i = 0; i < 5; ++i) {
+        burst.push_back(std::async(std::launch::async, [port] {
+            http_client c(port);
+            return c.request("GET", "/plain/b", {{"x-fake-delay-ms", "300"}, {"x-fake-status", "200"}}).status;
+        }));
+    }
+    REQUIRE(px.origin().wait_for_requests(5, 3s));
+    CHECK(px.origin().open_connections() == 5);
+    for (auto& b : burst) CHECK(b.get() == 200);
+    // Two are pooled, three closed (the origin sees them go).
+    CHECK(eventually([&] { return px.origin().open_connections() == 2; }));
+    std::this_thread::sleep_for(100ms);
+    CHECK(px.origin().open_connections() == 2);
+    // The pooled two are reused.
+    http_client c(px.port());
+    CHECK(ok_status(c) == 200);
+    CHECK(px.origin().connections_accepted() == 5);
+}

@@ -10,6 +10,13 @@
 #include <future>
 #include <thread>
 
+#include <cerrno>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 using namespace ifm::test;
 using namespace std::chrono_literals;
 
@@ -18,6 +25,52 @@ const recorded_request& last(const std::vector<recorded_request>& v) {
     REQUIRE(!v.empty());
     return v.back();
 }
+
+// A loopback listener that never accepts, with its accept queue full: further SYNs are dropped,
+// so a connect to it neither succeeds nor fails until the connector gives up.
+class black_hole {
+public:
+    black_hole() {
+        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) == 0);
+        REQUIRE(::listen(listener_, 0) == 0);
+        REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+        port_ = ntohs(addr.sin_port);
+        for (int i = 0; i < 3; ++i) {   // backlog 0 queues one; the others stay in SYN-SENT
+            int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            ::connect(fd, reinterpret_cast<sockaddr*>(&addr), len);
+            fillers_.push_back(fd);
+        }
+    }
+    ~black_hole() {
+        for (int fd : fillers_) ::close(fd);
+        ::close(listener_);
+    }
+    std::uint16_t port() const { return port_; }
+    // True when a connect with `timeout` times out (rather than succeeding or being refused).
+    bool swallows(std::chrono::milliseconds timeout) const {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        timeval tv{0, static_cast<suseconds_t>(std::chrono::microseconds(timeout).count())};
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        addr.sin_port = htons(port_);
+        int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        int err = errno;
+        ::close(fd);
+        return rc != 0 && (err == EINPROGRESS || err == EAGAIN || err == ETIMEDOUT);
+    }
+
+private:
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::vector<int> fillers_;
+};
 }  // namespace
 
 TEST_CASE("GET passes status, headers and body through and adds the proxy headers") {
@@ -140,6 +193,118 @@ TEST_CASE("origin failures map to 502 and 504 with problem+json") {
         proxy_fixture px;
         http_client c(px.port());
         CHECK_THROWS(c.request("GET", "/plain/x", {{"x-fake-close", "mid"}, {"x-fake-body-size", "100000"}}));
+    }
+}
+
+TEST_CASE("an origin connect timeout maps to 504 with problem+json") {
+    black_hole hole;
+    if (!hole.swallows(200ms)) {
+        MESSAGE("this kernel does not drop SYNs to a full accept queue: connect timeout not testable");
+        return;
+    }
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.upstreams[0].port = hole.port();
+        c.upstreams[0].connect_timeout = 300ms;
+    });
+    http_client c(px.port());
+    auto start = std::chrono::steady_clock::now();
+    auto r = c.request("GET", "/plain/x");
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK(r.status == 504);
+    CHECK(r.header("Content-Type") == "application/problem+json");
+    CHECK(r.body.find("\"status\":504") != std::string::npos);
+    CHECK(r.body.find("origin-timeout") != std::string::npos);
+    CHECK(elapsed >= 250ms);
+    CHECK(elapsed < 2s);
+}
+
+TEST_CASE("hop-by-hop fields of a response do not reach the client; end-to-end ones do") {
+    proxy_fixture px;
+    http_client c(px.port());
+    auto r = c.request("GET", "/plain/hop",
+                       {{"x-fake-status", "200"}, {"x-fake-body-size", "10"},
+                        {"x-fake-header", "Connection: X-Foo"}, {"x-fake-header", "X-Foo: bar"},
+                        {"x-fake-header", "Keep-Alive: timeout=5"},
+                        {"x-fake-header", "Proxy-Connection: keep-alive"},
+                        {"x-fake-header", "X-End: kept"}, {"x-fake-header", "Cache-Control: max-age=7"}});
+    CHECK(r.status == 200);
+    CHECK(r.body == fake_body(10));
+    CHECK_FALSE(r.has_header("X-Foo"));
+    CHECK_FALSE(r.has_header("Keep-Alive"));
+    CHECK_FALSE(r.has_header("Proxy-Connection"));
+    CHECK_FALSE(r.has_header("Connection"));   // keep-alive is HTTP/1.1's default
+    CHECK(r.header("X-End") == "kept");
+    CHECK(r.header("Cache-Control") == "max-age=7");
+    CHECK(r.header("Content-Length") == "10");
+    // The connection stays usable: the origin's Connection tokens did not close it.
+    CHECK(c.request("GET", "/plain/hop", {{"x-fake-status", "200"}}).status == 200);
+    CHECK(c.connects() == 1);
+}
+
+TEST_CASE("routes match on host and methods as well as path prefix; no match is 404") {
+    fake_origin second;
+    proxy_fixture px([&](ifm::config::config& c) {
+        auto up = c.upstreams[0];
+        up.name = "second";
+        up.port = second.port();
+        c.upstreams.push_back(up);
+        auto route = [](std::string name, std::string prefix, std::string host,
+                        std::vector<std::string> methods, std::string upstream) {
+            ifm::config::route_config r;
+            r.name = std::move(name);
+            r.match.path_prefix = std::move(prefix);
+            r.match.host = std::move(host);
+            r.match.methods = std::move(methods);
+            r.upstream = std::move(upstream);
+            r.track = false;
+            return r;
+        };
+        c.routes = {route("a", "/r/", "a.test", {}, "origin"),
+                    route("b", "/r/", "B.Test", {}, "second"),
+                    route("read", "/m/", "", {"GET", "HEAD"}, "second"),
+                    route("write", "/m/", "", {"PUT"}, "origin")};
+    });
+    http_client c(px.port());
+    auto served_by = [&](const std::string& method, const std::string& target, const std::string& host) {
+        px.origin().clear();
+        second.clear();
+        auto r = c.request(method, target, {{"Host", host}, {"x-fake-status", "200"}});
+        auto first_n = px.origin().requests().size(), second_n = second.requests().size();
+        if (r.status == 200 && first_n == 1 && second_n == 0) return std::string("origin");
+        if (r.status == 200 && first_n == 0 && second_n == 1) return std::string("second");
+        return std::to_string(r.status) + " " + std::to_string(first_n) + "/" + std::to_string(second_n);
+    };
+    SUBCASE("same prefix, told apart by host (case-insensitive, port ignored)") {
+        CHECK(served_by("GET", "/r/x", "a.test") == "origin");
+        CHECK(served_by("GET", "/r/x", "b.test") == "second");
+        CHECK(served_by("GET", "/r/x", "A.TEST:8080") == "origin");
+        CHECK(served_by("PUT", "/r/x", "b.test:80") == "second");
+    }
+    SUBCASE("same prefix, told apart by method") {
+        CHECK(served_by("GET", "/m/x", "any.test") == "second");
+        CHECK(served_by("HEAD", "/m/x", "any.test") == "second");
+        CHECK(served_by("PUT", "/m/x", "any.test") == "origin");
+    }
+    SUBCASE("no route: 404 problem+json, nothing forwarded") {
+        struct probe {
+            std::string method, target, host;
+        };
+        for (const auto& p : {probe{"GET", "/r/x", "c.test"}, probe{"DELETE", "/m/x", "a.test"},
+                              probe{"GET", "/elsewhere", "a.test"}}) {
+            CAPTURE(p.method);
+            CAPTURE(p.target);
+            CAPTURE(p.host);
+            px.origin().clear();
+            second.clear();
+            auto r = c.request(p.method, p.target, {{"Host", p.host}, {"x-fake-status", "200"}});
+            CHECK(r.status == 404);
+            CHECK(r.header("Content-Type") == "application/problem+json");
+            CHECK(r.body.find("\"status\":404") != std::string::npos);
+            CHECK(r.body.find("no-route") != std::string::npos);
+            CHECK(px.origin().requests().empty());
+            CHECK(second.requests().empty());
+        }
+        CHECK(c.connects() == 1);   // a 404 keeps the connection
     }
 }
 

@@ -15,7 +15,10 @@
 
 namespace ifm::cache::lua {
 extern const std::string_view acquire;
+extern const std::string_view store_under_lease;
 extern const std::string_view commit;
+extern const std::string_view snapshot;
+extern const std::string_view observe;
 }  // namespace ifm::cache::lua
 
 using namespace ifm;
@@ -84,6 +87,24 @@ TEST_CASE("cluster: resources spread over three masters; scripts loaded on every
     store_client s(redis_store_config(cluster.url()));   // two seeds: the third master is learnt
     REQUIRE(s.wait_ready(5s));
     CHECK(s.store->connected());
+    // Loaded when each connection was made, before any script ran (wait_ready only pings): a
+    // NOSCRIPT reload later would hide a node that was never loaded. SHA1s as the store makes them.
+    {
+        const lua_script scripts[] = {{"acquire", lua::acquire}, {"store_under_lease", lua::store_under_lease},
+                                      {"commit", lua::commit},   {"snapshot", lua::snapshot},
+                                      {"observe", lua::observe}};
+        std::vector<std::string> exists{"SCRIPT", "EXISTS"};
+        std::string all_loaded;
+        for (const auto& script : scripts) {
+            exists.push_back(script.sha1);
+            all_loaded += all_loaded.empty() ? "1" : "\n1";
+        }
+        for (std::size_t n = 0; n < cluster.nodes(); ++n) {   // three masters, no replicas
+            CAPTURE(n);
+            CHECK(cluster.node(n).command({"ROLE"}).starts_with("master"));
+            CHECK(cluster.node(n).command(exists) == all_loaded);
+        }
+    }
 
     for (int i = 0; i < 60; ++i) s.put_state("doc" + std::to_string(i), resource_state::present(tag(i)));
     for (int i = 0; i < 60; ++i) {

@@ -28,6 +28,7 @@ TEST_CASE("hop-by-hop fields and fields named in Connection are removed") {
     f.set(http::field::upgrade, "h2c");
     f.set(http::field::proxy_authorization, "Basic x");
     f.set(http::field::trailer, "X");
+    f.set("Proxy-Connection", "keep-alive");
     f.set("X-Kept", "yes");
     strip_hop_by_hop(f);
     CHECK(f.count("X-Secret") == 0);
@@ -39,6 +40,7 @@ TEST_CASE("hop-by-hop fields and fields named in Connection are removed") {
     CHECK(f.count(http::field::upgrade) == 0);
     CHECK(f.count(http::field::proxy_authorization) == 0);
     CHECK(f.count(http::field::trailer) == 0);
+    CHECK(f.count("Proxy-Connection") == 0);
     CHECK(f["X-Kept"] == "yes");
 }
 

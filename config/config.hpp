@@ -55,6 +55,7 @@ struct upstream_config {
     duration idle_timeout = 30s;      // pooled connection lifetime while unused
     // Host header sent to the origin; empty keeps the client's Host.
     std::string host_header;
+    bool operator==(const upstream_config&) const = default;
 };
 
 enum class etag_mode { origin, hash, auto_ };
@@ -67,6 +68,7 @@ struct route_match {
     std::string path_prefix = "/";
     std::string host;                 // empty: any host (compared case-insensitively, port ignored)
     std::vector<std::string> methods; // empty: any method
+    bool operator==(const route_match&) const = default;
 };
 
 struct route_config {
@@ -87,6 +89,7 @@ struct route_config {
     bool refresh_after_write = false;
     std::vector<std::string> vary;    // request header names, lower-cased by the loader
     query_mode query = query_mode::keep;
+    bool operator==(const route_config&) const = default;
 };
 
 struct limits_config {
@@ -102,17 +105,20 @@ struct limits_config {
     std::size_t max_connections = 10000;            // client connections per process
     std::size_t max_requests_per_connection = 0;    // 0: unlimited
     duration drain_timeout = 30s;     // SIGTERM: time given to in-flight requests
+    bool operator==(const limits_config&) const = default;
 };
 
 struct headers_config {
     forwarded_style forwarded = forwarded_style::x_forwarded;
     bool via = true;
+    bool operator==(const headers_config&) const = default;
 };
 
 struct log_config {
     std::string level = "info";       // trace|debug|info|warn|error|critical|off
     bool json = false;
     bool access_log = true;
+    bool operator==(const log_config&) const = default;
 };
 
 struct config {
@@ -128,6 +134,7 @@ struct config {
     log_config log;
 
     const upstream_config* find_upstream(std::string_view name) const;
+    bool operator==(const config&) const = default;
 };
 
 // One problem found in a configuration file.

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <regex>
 #include <sstream>
 
 namespace cfg = ifm::config;
@@ -614,6 +615,7 @@ namespace {
 
 struct doc_row {
     std::string key;
+    std::string def;       // the Default cell as written
     std::string example;
 };
 
@@ -634,7 +636,7 @@ std::vector<doc_row> documented_keys() {
         std::stringstream ss(line.substr(1));
         for (std::string cell; std::getline(ss, cell, '|');) cells.push_back(cell);
         REQUIRE_MESSAGE(cells.size() >= 5, line);
-        rows.push_back({unquote(cells[0]), unquote(cells[3])});
+        rows.push_back({unquote(cells[0]), cells[2], unquote(cells[3])});
     }
     return rows;
 }
@@ -677,4 +679,25 @@ TEST_CASE("config: docs/configuration.md documents exactly the keys the loader a
         CHECK_MESSAGE(documented.contains(key), "not in docs/configuration.md: " << key);
     }
     for (auto& key : documented) CHECK_MESSAGE(known.contains(key), "documented but unknown to the loader: " << key);
+}
+
+TEST_CASE("config: every default in docs/configuration.md is the loader's default") {
+    env_guard env;
+    auto base = cfg::load_string(minimal);
+    REQUIRE(base.has_value());
+    int checked = 0;
+    for (auto& row : documented_keys()) {
+        // Only a Default cell that is one literal (`50ms`, `true`, `[PUT, DELETE]`) can be set;
+        // prose ("none", "`route<i>` (...)", "1 with ..., else 0") is left to the reader.
+        static const std::regex literal(R"(^\s*`([^`]+)`\s*$)");
+        std::smatch m;
+        if (!std::regex_match(row.def, m, literal)) continue;
+        auto yaml = with_key(row.key, m[1].str());
+        auto r = cfg::load_string(yaml);
+        INFO(row.key << ": documented default " << m[1].str() << "\n" << yaml << (r ? std::string() : dump(r.error())));
+        REQUIRE(r.has_value());
+        CHECK(*r == *base);
+        ++checked;
+    }
+    CHECK(checked > 30);
 }

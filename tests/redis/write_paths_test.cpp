@@ -46,14 +46,7 @@ std::size_t requests_to(const fake_origin& origin, std::string_view method, cons
     return n;
 }
 
-std::string http_date(std::time_t t) {
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char buf[64];
-    std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    return buf;
-}
-
+// Independent of the proxy's own date parser: this is the oracle for its If-Unmodified-Since rule.
 std::time_t parse_http_date(const std::string& s) {
     std::tm tm{};
     const char* end = strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);

@@ -44,14 +44,6 @@ std::uint64_t to_u64(std::string_view s, std::uint64_t fallback) {
   return ec == std::errc{} && p == s.data() + s.size() ? v : fallback;
 }
 
-std::string http_date(std::time_t t) {
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-  return buf;
-}
-
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
 // A response as bytes; head and body kept apart so x-fake-close: mid can cut the body.
@@ -104,6 +96,14 @@ struct version_info {  // survives DELETE, so tags never repeat after re-creatio
 };
 
 }  // namespace
+
+std::string http_date(std::time_t t) {
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
 
 std::string fake_body(std::size_t n) {
   std::string s(n, '\0');

@@ -3,6 +3,7 @@
 // headers, otherwise a legacy key-value backend with no conditional-request logic.
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,6 +33,9 @@ enum class etag_style {
 
 // The body sent for x-fake-body-size: N (deterministic, so tests can compare).
 std::string fake_body(std::size_t n);
+
+// IMF-fixdate (RFC 9110 §5.6.7), as the origin writes Last-Modified.
+std::string http_date(std::time_t t);
 
 // Steering headers (any x-fake-* header switches the request away from the store):
 //   x-fake-status: N        x-fake-delay-ms: N      x-fake-body-size: N     x-fake-chunked: 1

@@ -514,8 +514,10 @@ net::awaitable<boost::system::result<pooled_connection>> client_session::send_to
         if (ec) {
             if (attempt == 0 && oc->reused() && no_body && is_idempotent(ctx.method) &&
                 (ec == http::error::end_of_stream || ec == net::error::connection_reset ||
-                 ec == net::error::broken_pipe || ec == net::error::eof))
+                 ec == net::error::broken_pipe || ec == net::error::eof)) {
+                ctx.origin_retried = ctx.origin_sent;
                 continue;
+            }
             co_return ec;
         }
         if (auto why = check_response_framing(res_->get().base()); !why.empty())

@@ -38,6 +38,9 @@ struct request_context {
     bool body_read = false;        // the request body was consumed (forwarded or discarded)
     bool framing_error = false;
     bool origin_sent = false;      // some request bytes may have reached the origin
+    // The request went again on a fresh connection after its bytes had gone out on a reused one
+    // that then failed: the first attempt may have been applied, whatever the second one says.
+    bool origin_retried = false;
     unsigned status = 0;
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;

@@ -325,7 +325,9 @@ net::awaitable<resource_state> client_session::commit_after(request_context& ctx
     resource_state state;
     if (!ec && h) {
         unsigned s = h->result_int();
-        if (is_2xx(s)) {
+        if (s == 202) {
+            outcome = commit_outcome::unknown;   // accepted for processing, not applied yet
+        } else if (is_2xx(s)) {
             outcome = commit_outcome::set;
             if (ctx.method == http::verb::delete_) {
                 state = resource_state::absent();
@@ -333,7 +335,7 @@ net::awaitable<resource_state> client_session::commit_after(request_context& ctx
                 auto tag = strong_etag(field_value(*h, http::field::etag));
                 if (!tag.empty()) state = resource_state::present(tag, last_modified_of(*h));
             }
-        } else if (s >= 300 && s < 500) {
+        } else if (s >= 300 && s < 500 && !ctx.origin_retried) {
             outcome = commit_outcome::keep;   // definitively not applied
         }
     } else if (ec && !ctx.origin_sent) {

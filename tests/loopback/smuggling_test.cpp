@@ -171,6 +171,8 @@ std::vector<probe> request_probes() {
 
 // An origin that answers each request it receives with the next scripted response (then a
 // plain 200), on blocking sockets, one thread per connection; records connections and requests.
+// An empty scripted response closes the connection without answering (the request may have been
+// applied: the origin crashed or dropped the connection after acting on it).
 class scripted_origin {
 public:
     scripted_origin() {
@@ -233,6 +235,10 @@ private:
                         out = std::move(script_.front());
                         script_.pop_front();
                     }
+                }
+                if (out.empty()) {
+                    ::close(fd);
+                    return;
                 }
                 ::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
             }
@@ -481,4 +487,48 @@ TEST_CASE("access log lines escape control characters and quotes (no log injecti
     quiet.level = "warn";
     quiet.access_log = false;
     ifm::proxy::setup_logging(quiet);
+}
+
+// I3: a judged write whose outcome is unknown leaves the validator unknown. Two cases where the
+// origin's answer alone looks definitive but is not.
+TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leaves the validator unknown") {
+    const std::string ok_v1 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv1";
+    const std::string not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+
+    SUBCASE("retried after the pooled connection dropped: the first attempt may have been applied") {
+        scripted_origin origin;
+        proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
+        http_client c(px.port());
+        origin.script(ok_v1);
+        auto e1 = c.request("GET", "/doc").header("ETag");
+        REQUIRE_FALSE(e1.empty());
+        // The pooled connection takes the DELETE and closes without a word (it may have deleted
+        // /doc); the proxy retries on a fresh connection (RFC 9110 §9.2.2): 404, already gone.
+        origin.script("");
+        origin.script(not_found);
+        CHECK(c.request("DELETE", "/doc", {{"If-Match", e1}}).status == 404);
+        CHECK(origin.connections() == 2);
+        // Had the 404 kept v1's tag, this stale write would be forwarded (re-creating /doc from
+        // a version that was deleted). Unknown: revalidated (404), rejected.
+        origin.script(not_found);
+        auto stale = c.request("PUT", "/doc", {{"If-Match", e1}}, "v2");
+        CHECK(stale.status == 409);
+        CHECK(origin.requests() == 4);   // GET, DELETE twice, the revalidation GET: no PUT
+    }
+    SUBCASE("202 Accepted: not applied yet, so not recorded as deleted") {
+        scripted_origin origin;
+        proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
+        http_client c(px.port());
+        origin.script(ok_v1);
+        auto e1 = c.request("GET", "/doc").header("ETag");
+        REQUIRE_FALSE(e1.empty());
+        origin.script("HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+        CHECK(c.request("DELETE", "/doc", {{"If-Match", e1}}).status == 202);
+        // The origin has not deleted it yet: the client's tag is still current, and a write
+        // conditioned on it is revalidated and forwarded, not refused as if /doc were gone.
+        origin.script(ok_v1);
+        origin.script("HTTP/1.1 204 No Content\r\n\r\n");
+        CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v2").status == 204);
+        CHECK(origin.requests() == 4);   // GET, DELETE, the revalidation GET, PUT
+    }
 }

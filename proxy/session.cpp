@@ -133,24 +133,26 @@ net::awaitable<void> client_session::run() {
 }
 
 net::awaitable<bool> client_session::wait_for_request() {
-    const auto& limits = w_.rt->cfg.limits;
+    // The limits are read through w_.rt each time, never kept across the wait: a reload (SIGHUP)
+    // replaces the worker's runtime meanwhile, and nothing else holds the old one alive.
     // The first request's header is due within header_timeout of the accept (nginx's
     // client_header_timeout): a connection that never sends a byte must not hold its slot for
     // idle_timeout. A keep-alive connection may idle between requests, then the header is due
     // within header_timeout of its first byte.
-    const auto first_deadline = std::chrono::steady_clock::now() + limits.header_timeout;
+    const auto first_deadline = std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
     if (buffer_.size() > 0) {   // a pipelined request is already here
         header_deadline_ = first_deadline;
         co_return true;
     }
     idle_ = true;
     if (served_ == 0) client_.expires_at(first_deadline);
-    else client_.expires_after(limits.idle_timeout);
+    else client_.expires_after(w_.rt->cfg.limits.idle_timeout);
     auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(2048), use_tuple);
     idle_ = false;
     if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
     buffer_.commit(n);
-    header_deadline_ = served_ == 0 ? first_deadline : std::chrono::steady_clock::now() + limits.header_timeout;
+    header_deadline_ = served_ == 0 ? first_deadline
+                                    : std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
     co_return true;
 }
 

@@ -494,14 +494,15 @@ TEST_CASE("access log lines escape control characters and quotes (no log injecti
 TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leaves the validator unknown") {
     const std::string ok_v1 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv1";
     const std::string not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    // Each subcase runs this anew: a client holding the current tag of /doc.
+    scripted_origin origin;
+    proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
+    http_client c(px.port());
+    origin.script(ok_v1);
+    auto e1 = c.request("GET", "/doc").header("ETag");
+    REQUIRE_FALSE(e1.empty());
 
     SUBCASE("retried after the pooled connection dropped: the first attempt may have been applied") {
-        scripted_origin origin;
-        proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
-        http_client c(px.port());
-        origin.script(ok_v1);
-        auto e1 = c.request("GET", "/doc").header("ETag");
-        REQUIRE_FALSE(e1.empty());
         // The pooled connection takes the DELETE and closes without a word (it may have deleted
         // /doc); the proxy retries on a fresh connection (RFC 9110 §9.2.2): 404, already gone.
         origin.script("");
@@ -516,12 +517,6 @@ TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leave
         CHECK(origin.requests() == 4);   // GET, DELETE twice, the revalidation GET: no PUT
     }
     SUBCASE("202 Accepted: not applied yet, so not recorded as deleted") {
-        scripted_origin origin;
-        proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
-        http_client c(px.port());
-        origin.script(ok_v1);
-        auto e1 = c.request("GET", "/doc").header("ETag");
-        REQUIRE_FALSE(e1.empty());
         origin.script("HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
         CHECK(c.request("DELETE", "/doc", {{"If-Match", e1}}).status == 202);
         // The origin has not deleted it yet: the client's tag is still current, and a write

@@ -64,6 +64,13 @@ void strip_conditionals(http::fields& f) {
 
 bool is_2xx(unsigned s) { return s >= 200 && s < 300; }
 
+// What a revalidation response's header says of the resource.
+void read_header(fetch_result& f, const http::response_header<>& h) {
+    f.status = h.result_int();
+    f.etag = field_value(h, http::field::etag);
+    f.last_modified = last_modified_of(h);
+}
+
 }  // namespace
 
 net::awaitable<void> client_session::write_head_only(request_context& ctx, http::response_header<> h) {
@@ -227,10 +234,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
         if (ec == http::error::body_limit) {
             // The header is complete: what it says still counts. No body hash, so in `hash` mode
             // (and `auto` without a strong origin tag) the state is "exists, tag unknown".
-            const auto& h = p->get();
-            f.status = h.result_int();
-            f.etag = field_value(h, http::field::etag);
-            f.last_modified = last_modified_of(h);
+            read_header(f, p->get().base());
             f.too_large = true;
             co_return f;
         }
@@ -244,9 +248,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
             f.ec = make_error_code(http::error::bad_transfer_encoding);
             co_return f;
         }
-        f.status = res.result_int();
-        f.etag = field_value(res, http::field::etag);
-        f.last_modified = last_modified_of(res);
+        read_header(f, res.base());
         if (!use_head && is_2xx(f.status)) f.body_etag = hash_etag(res.body());
         if (p->keep_alive()) oc->keep();
         co_return f;

@@ -24,7 +24,6 @@
 
 using namespace ifm::test;
 using namespace std::chrono_literals;
-using ifm::config::store_kind;
 
 namespace {
 
@@ -34,9 +33,7 @@ constexpr auto origin_timeout = 500ms;
 
 // Redis store, a short lease and origin timeout, an admin listener for /readyz.
 void use_redis(ifm::config::config& c, const redis_server& redis) {
-    c.store.kind = store_kind::redis;
-    c.store.url = redis.url();
-    c.store.timeout = store_timeout;
+    use_redis_store(c, redis.url(), store_timeout);
     c.admin_listen = ifm::config::endpoint{"127.0.0.1", 0};
     c.routes[1].write_lease = lease;
     c.upstreams[0].request_timeout = origin_timeout;

@@ -171,9 +171,7 @@ TEST_CASE("RFC 9110 script against nginx WebDAV (hash mode, Redis)") {
     nginx_webdav nginx;
     redis_server redis;
     proxy_fixture px([&](ifm::config::config& c) {
-        c.store.kind = store_kind::redis;
-        c.store.url = redis.url();
-        c.store.timeout = 500ms;
+        use_redis_store(c, redis.url());
         c.upstreams[0].port = nginx.port();
         c.routes[1].etag = ifm::config::etag_mode::hash;
     });
@@ -197,9 +195,7 @@ TEST_CASE("RFC 9110 script against nginx WebDAV (hash mode, Redis)") {
 TEST_CASE("RFC 9110 script against a weak-ETag origin (auto mode falls back to hash, Redis)") {
     redis_server redis;
     proxy_fixture px([&](ifm::config::config& c) {
-        c.store.kind = store_kind::redis;
-        c.store.url = redis.url();
-        c.store.timeout = 500ms;
+        use_redis_store(c, redis.url());
         c.routes[1].etag = ifm::config::etag_mode::auto_;
     });
     px.origin().set_etag_style(etag_style::weak);
@@ -341,9 +337,7 @@ TEST_CASE("a write in flight makes the resource busy: 409 with Retry-After, or w
 TEST_CASE("I4: with the store down, conditional writes get 503 + Retry-After and reads flow") {
     redis_server redis;
     proxy_fixture px([&](ifm::config::config& c) {
-        c.store.kind = store_kind::redis;
-        c.store.url = redis.url();
-        c.store.timeout = 200ms;
+        use_redis_store(c, redis.url(), 200ms);
     });
     http_client c(px.port());
     CHECK(c.request("PUT", "/s", {{"If-None-Match", "*"}}, "1").status == 201);

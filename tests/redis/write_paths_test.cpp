@@ -20,15 +20,8 @@
 
 using namespace ifm::test;
 using namespace std::chrono_literals;
-using ifm::config::store_kind;
 
 namespace {
-
-void use_redis(ifm::config::config& c, const redis_server& redis) {
-    c.store.kind = store_kind::redis;
-    c.store.url = redis.url();
-    c.store.timeout = 500ms;
-}
 
 // The problem's `type` member ("" when there is none).
 std::string problem_type(const response& r) {
@@ -107,7 +100,7 @@ TEST_CASE("lease-too-short: a slow revalidation eats the lease, the write is ref
 // not refused as busy although the lease would still run for 5 s).
 TEST_CASE("revalidation-failed: the origin answers the revalidation with 500 -> 502, not forwarded, lease released") {
     redis_server redis;
-    proxy_fixture px([&](ifm::config::config& c) { use_redis(c, redis); });
+    proxy_fixture px([&](ifm::config::config& c) { use_redis_store(c, redis.url()); });
     px.origin().put("/rv", "v1");
     http_client c(px.port());
 
@@ -139,7 +132,7 @@ TEST_CASE("revalidate_on_mismatch: a client's tag that is current at the origin 
             CAPTURE(revalidate);
             redis_server redis;
             proxy_fixture px([&](ifm::config::config& c) {
-                use_redis(c, redis);
+                use_redis_store(c, redis.url());
                 c.routes[1].etag = mode;
                 c.routes[1].revalidate_on_mismatch = revalidate;
             });
@@ -195,7 +188,7 @@ TEST_CASE("revalidate_on_mismatch: a client's tag that is current at the origin 
 // date is ignored (§13.2.2).
 TEST_CASE("If-Unmodified-Since end to end: older -> 409, equal or newer -> forwarded") {
     redis_server redis;
-    proxy_fixture px([&](ifm::config::config& c) { use_redis(c, redis); });
+    proxy_fixture px([&](ifm::config::config& c) { use_redis_store(c, redis.url()); });
     auto& origin = px.origin();
     origin.set_last_modified(true);
     origin.put("/ius", "v1");
@@ -239,7 +232,7 @@ TEST_CASE("If-Unmodified-Since end to end: older -> 409, equal or newer -> forwa
 // revalidation; a list with no matching member is forwarded (without our tags).
 TEST_CASE("If-None-Match list on a write: a weakly matching tag -> 409, none matching -> forwarded") {
     redis_server redis;
-    proxy_fixture px([&](ifm::config::config& c) { use_redis(c, redis); });
+    proxy_fixture px([&](ifm::config::config& c) { use_redis_store(c, redis.url()); });
     auto& origin = px.origin();
     origin.put("/n", "v1");
     http_client c(px.port());

@@ -20,9 +20,7 @@ TEST_CASE("I1: a representation larger than max_hash_body is judged as existing 
         std::unique_ptr<redis_server> redis;
         if (kind == store_kind::redis) redis = std::make_unique<redis_server>();
         proxy_fixture px([&](ifm::config::config& c) {
-            c.store.kind = kind;
-            if (redis) c.store.url = redis->url();
-            c.store.timeout = 500ms;
+            if (redis) use_redis_store(c, redis->url());
             c.limits.max_hash_body = 64;
         });
         http_client c(px.port());
@@ -66,9 +64,7 @@ TEST_CASE("refresh_after_write hands out the new validator only if the write sti
     // during the refresh (2 × D > 4 s), while the write itself ended well within it (D < 3 s).
     constexpr auto D = 2200ms;
     proxy_fixture px([&](ifm::config::config& c) {
-        c.store.kind = store_kind::redis;
-        c.store.url = redis.url();
-        c.store.timeout = 500ms;
+        use_redis_store(c, redis.url());
         c.upstreams[0].request_timeout = 2600ms;   // > D, and + 1 s margin < the lease
         c.routes[1].refresh_after_write = true;
         c.routes[1].write_lease = 4s;
@@ -108,9 +104,7 @@ TEST_CASE("I3: after a young (restarted) Redis, reads stay unrecorded for the lo
     redis_server redis;
     const auto started = std::chrono::steady_clock::now();
     proxy_fixture px([&](ifm::config::config& c) {
-        c.store.kind = store_kind::redis;
-        c.store.url = redis.url();
-        c.store.timeout = 500ms;
+        use_redis_store(c, redis.url());
         c.store.young_server_wait = true;   // a server younger than a lease counts as restarted
         c.routes[1].write_lease = 25s;
     });

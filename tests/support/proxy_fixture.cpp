@@ -34,6 +34,12 @@ config::config make_test_config(std::uint16_t origin_port) {
     return cfg;
 }
 
+void use_redis_store(config::config& c, const std::string& url, std::chrono::milliseconds timeout) {
+    c.store.kind = config::store_kind::redis;
+    c.store.url = url;
+    c.store.timeout = timeout;
+}
+
 proxy_fixture::proxy_fixture(std::function<void(config::config&)> tweak) {
     auto cfg = make_test_config(origin_.port());
     if (tweak) tweak(cfg);

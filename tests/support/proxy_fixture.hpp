@@ -5,6 +5,7 @@
 #include "proxy/server.hpp"
 #include "tests/support/fake_origin.hpp"
 
+#include <chrono>
 #include <functional>
 #include <memory>
 
@@ -13,6 +14,10 @@ namespace ifm::test {
 // A config with one upstream "origin" at `origin_port` and two routes: "/plain/" untracked, and
 // "/" tracked in hash mode. Memory store, one worker, short timeouts suited to tests.
 config::config make_test_config(std::uint16_t origin_port);
+
+// Switches a test config from the memory store to the Redis at `url`, `timeout` per command.
+void use_redis_store(config::config& c, const std::string& url,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(500));
 
 class proxy_fixture {
 public:

@@ -2,9 +2,6 @@
 // a real redis-server: the lease-too-short refusal, a failed revalidation, revalidate_on_mismatch,
 // If-Unmodified-Since, and If-None-Match lists on writes. The origin is the in-process fake
 // origin (its request log shows what was forwarded).
-//
-// Refusals whose metric outcome label is about to change (lease-too-short, revalidation-failed)
-// are asserted by HTTP status and problem `type` only.
 #include "proxy/hasher.hpp"
 #include "tests/support/fake_origin.hpp"
 #include "tests/support/http_client.hpp"
@@ -117,6 +114,10 @@ TEST_CASE("revalidation-failed: the origin answers the revalidation with 500 -> 
     CHECK(next.status == 204);
     CHECK(next.body.find("write-in-progress") == std::string::npos);
     CHECK(px.origin().get("/rv") == "v3");
+    // Counted as judged and refused for want of an answer, not as passed (the first request's
+    // counters are final once the session has read the second one).
+    const auto& outcomes = px.server().stats().precondition_outcomes;
+    CHECK(outcomes[static_cast<std::size_t>(ifm::proxy::outcome::aborted)].load() == 1);
 }
 
 // (iii) A write straight to the origin (behind the proxy's back) leaves the tracked validator

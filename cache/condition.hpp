@@ -60,6 +60,13 @@ enum class verdict : std::uint8_t {
 // state first; an unknown state here is treated like absent.)
 verdict evaluate(const condition& c, const resource_state& s);
 
+// The same against a resource whose current representations (variants: SPEC §4, one per content
+// coding or `vary` value) have the strong validators `tags`: a tag is current if it is current for
+// some variant, since all of them were recorded at the same generation. `tags` empty with `kind`
+// present: exists, no validator known (matches no list).
+verdict evaluate(const condition& c, resource_state::kind kind, std::optional<std::int64_t> last_modified,
+                 const std::vector<std::string>& tags);
+
 // The opaque part of an entity-tag: `W/"x"` -> `"x"`, `"x"` -> `"x"`.
 std::string_view opaque_tag(std::string_view tag);
 

@@ -590,6 +590,15 @@ net::awaitable<error_code> redis_connection::async_handshake() {
         auto info = co_await async_send(std::move(argv), timeout);
         if (!info) co_return info.error();
         auto run_id = std::string(info_field(info->str, "run_id"));
+        if (run_id.empty() && !warned_no_info_) {
+            // Restart detection by run_id is off; the epoch key (cache/lua/prelude.lua) still
+            // detects a server that lost its data, but not one that restarted from a stale dump.
+            warned_no_info_ = true;
+            spdlog::warn("redis: {} did not answer INFO server with a run_id ({}): restarts from a "
+                         "persisted dump that lost recent leases cannot be detected; grant +info to the "
+                         "proxy's ACL user (README, \"Redis ACL\")",
+                         opts_.endpoint.describe(), info->is_error() ? info->str : "no run_id field");
+        }
         if (!run_id.empty()) {
             long long uptime = 0;
             parse_int(info_field(info->str, "uptime_in_seconds"), uptime);

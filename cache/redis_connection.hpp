@@ -166,6 +166,7 @@ private:
     std::size_t in_flight_ = 0;              // commands hiredis has not answered yet
     std::chrono::steady_clock::time_point last_progress_{};  // last reply, or first send after idle
     std::uint64_t session_ = 0;
+    bool warned_no_info_ = false;
     std::string server_run_id_;              // INFO server's run_id of the last server
     std::chrono::steady_clock::time_point replacement_started_at_ = std::chrono::steady_clock::time_point::min();
     std::vector<net::steady_timer*> ready_waiters_;  // async_wait_ready timers, cancelled when ready

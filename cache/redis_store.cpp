@@ -4,12 +4,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cache/crc16.hpp"
+
 #include <charconv>
 
 namespace ifm::cache {
 
 // Embedded from cache/lua/*.lua at build time (cmake/embed_lua.cmake).
 namespace lua {
+extern const std::string_view prelude;
 extern const std::string_view acquire;
 extern const std::string_view store_under_lease;
 extern const std::string_view commit;
@@ -24,13 +27,38 @@ using boost::system::error_code;
 // Indexes into redis_options::scripts.
 enum script : std::size_t { acquire_script, store_script, commit_script, snapshot_script, observe_script };
 
+// Every script is the prelude (key layout, epoch, shared helpers) followed by its own body.
 const std::vector<lua_script>& store_scripts() {
+    static const auto with_prelude = [](std::string_view body) {
+        std::string text(lua::prelude);
+        text += body;
+        return text;
+    };
     static const std::vector<lua_script> scripts{
-        {"acquire", lua::acquire},   {"store_under_lease", lua::store_under_lease},
-        {"commit", lua::commit},     {"snapshot", lua::snapshot},
-        {"observe", lua::observe},
+        {"acquire", with_prelude(lua::acquire)},   {"store_under_lease", with_prelude(lua::store_under_lease)},
+        {"commit", with_prelude(lua::commit)},     {"snapshot", with_prelude(lua::snapshot)},
+        {"observe", with_prelude(lua::observe)},
     };
     return scripts;
+}
+
+// For Redis Cluster: a short string whose hash slot is `slot`, so that the epoch key of a
+// resource's slot can share the script's slot ("<prefix>:epoch:{<tag>}").
+const std::string& slot_tag(std::uint16_t slot) {
+    static const std::vector<std::string> tags = [] {
+        std::vector<std::string> t(cluster_slots);
+        std::size_t filled = 0;
+        for (std::uint64_t i = 0; filled < cluster_slots; ++i) {
+            auto s = std::to_string(i);
+            auto& slot_entry = t[crc16(s) % cluster_slots];
+            if (slot_entry.empty()) {
+                slot_entry = std::move(s);
+                ++filled;
+            }
+        }
+        return t;
+    }();
+    return tags[slot];
 }
 
 error_code errc(store_errc e) { return make_error_code(e); }
@@ -108,7 +136,8 @@ result<bool> decode_flag(std::string_view op, const redis_reply& r) {
 
 redis_store::redis_store(net::any_io_executor ex, const config::store_config& cfg,
                          const redis_target& target, unsigned wait_replicas)
-    : prefix_(cfg.key_prefix), wait_replicas_(wait_replicas), wait_timeout_(cfg.wait_timeout),
+    : prefix_(cfg.key_prefix), cluster_(target.mode == redis_mode::cluster), validator_ttl_(cfg.validator_ttl),
+      wait_replicas_(wait_replicas), wait_timeout_(cfg.wait_timeout),
       command_timeout_(cfg.timeout), rng_(detail::make_token_rng()) {
     redis_options opts;
     opts.command_timeout = cfg.timeout;
@@ -149,7 +178,22 @@ std::string redis_store::resource_key(std::string_view prefix, std::string_view 
 std::vector<std::string> redis_store::keys(std::string_view key) const {
     auto hash = resource_key(prefix_, key);
     auto lease = hash + ":l";
-    return {std::move(hash), std::move(lease)};
+    std::string epoch = prefix_ + ":epoch";
+    if (cluster_) {
+        epoch += ":{";
+        epoch += slot_tag(hash_slot(hash));
+        epoch += '}';
+    }
+    return {std::move(hash), std::move(lease), std::move(epoch)};
+}
+
+std::vector<std::string> redis_store::args(const resource_ref& ref) const {
+    std::vector<std::string> a;
+    a.reserve(12);
+    a.push_back(std::to_string(longest_lease_.count()));
+    a.push_back(std::to_string(validator_ttl_.count()));
+    a.push_back(ref.variant);
+    return a;
 }
 
 std::string redis_store::new_token() {
@@ -161,36 +205,35 @@ std::string redis_store::new_token() {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 net::awaitable<result<acquire_result>> redis_store::async_acquire(
-    std::string key, condition cond, std::chrono::milliseconds lease) {
+    resource_ref ref, condition cond, std::chrono::milliseconds lease) {
     longest_lease_ = std::max(longest_lease_, lease);
     auto token = new_token();
-    std::vector<std::string> args;
-    args.reserve(5 + cond.if_match_tags.size() + cond.if_none_match_tags.size());
-    args.push_back(token);
-    args.push_back(std::to_string(std::max<std::int64_t>(lease.count(), 1)));  // PX 0 is an error
-    args.push_back(std::string(1, match_code(cond.if_match)) + match_code(cond.if_none_match));
-    args.push_back(cond.if_unmodified_since ? std::to_string(*cond.if_unmodified_since)
-                                            : std::string());
+    auto a = args(ref);
+    a.push_back(token);
+    a.push_back(std::to_string(std::max<std::int64_t>(lease.count(), 1)));  // PX 0 is an error
+    a.push_back(std::string(1, match_code(cond.if_match)) + match_code(cond.if_none_match));
+    a.push_back(cond.if_unmodified_since ? std::to_string(*cond.if_unmodified_since) : std::string());
     const bool im_list = cond.if_match == condition::match::list;
-    args.push_back(std::to_string(im_list ? cond.if_match_tags.size() : 0));
+    a.push_back(std::to_string(im_list ? cond.if_match_tags.size() : 0));
     if (im_list)
-        for (auto& t : cond.if_match_tags) args.push_back(std::move(t));
+        for (auto& t : cond.if_match_tags) a.push_back(std::move(t));
     if (cond.if_none_match == condition::match::list)
-        for (auto& t : cond.if_none_match_tags) args.push_back(std::move(t));
+        for (auto& t : cond.if_none_match_tags) a.push_back(std::move(t));
 
-    auto r = co_await router_->async_eval(acquire_script, keys(key), std::move(args));
+    auto r = co_await router_->async_eval(acquire_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
     const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 4) co_return detail::failure{reply_error("acquire", v)};
     const std::string* f[4];
     for (int i = 0; i < 4; ++i)
         if (!(f[i] = as_string(v.elements[i]))) co_return detail::failure{reply_error("acquire", v)};
+    const auto& status = *f[0];
+    if (status == "recovering") co_return detail::fail(store_errc::recovering);
     auto state = decode_state(*f[1], *f[2], *f[3]);
     if (!state) co_return detail::failure{reply_error("acquire", v)};
 
     acquire_result out;
     out.current = std::move(*state);
-    const auto& status = *f[0];
     if (status == "ok") {
         out.status = acquire_status::ok;
     } else if (status == "unknown") {
@@ -204,18 +247,18 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     }
     if (out.status == acquire_status::ok || out.status == acquire_status::unknown) {
         out.token = std::move(token);
-        if (r->node && r->node->replacement_started_at() + lease > std::chrono::steady_clock::now()) {
-            // This Redis replaced (restarted empty) the one we used, losing the leases of writes
-            // that may still be at the origin; theirs began before it started, so they have ended
-            // once it has been up for a lease. Until then nothing is forwarded.
+        if (r->node && r->node->replacement_started_at() + longest_lease_ > std::chrono::steady_clock::now()) {
+            // This Redis replaced (restarted from a dump) the one we used, and may have lost the
+            // leases of writes still at the origin; theirs began before it started, so they have
+            // ended once it has been up for the fleet's longest lease. Until then nothing is forwarded.
             resource_state unchanged;
-            auto release = async_commit(key, out.token, commit_outcome::keep, unchanged);
+            auto release = async_commit(ref, out.token, commit_outcome::keep, unchanged);
             auto released = co_await std::move(release);
-            if (!released) spdlog::warn("redis: releasing a lease on {} failed: {}", key, released.error().message());
+            if (!released) spdlog::warn("redis: releasing a lease on {} failed: {}", ref.key, released.error().message());
             co_return detail::failure{errc(store_errc::recovering)};
         }
         if (wait_replicas_ > 0) {
-            bool confirmed = co_await async_confirm_lease(key, out.token, std::move(*r));
+            bool confirmed = co_await async_confirm_lease(ref, out.token, std::move(*r));
             if (!confirmed) co_return detail::failure{errc(store_errc::unavailable)};
         }
     }
@@ -223,7 +266,7 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
 }
 #pragma GCC diagnostic pop
 
-net::awaitable<bool> redis_store::async_confirm_lease(std::string key, std::string token,
+net::awaitable<bool> redis_store::async_confirm_lease(resource_ref ref, std::string token,
                                                       routed_reply via) {
     auto wait = detail::argv_of("WAIT", std::to_string(wait_replicas_), std::to_string(wait_timeout_.count()));
     auto w = co_await via.node->async_exec_in_session(via.session, std::move(wait),
@@ -231,44 +274,47 @@ net::awaitable<bool> redis_store::async_confirm_lease(std::string key, std::stri
     if (w && w->kind == redis_reply::type::integer && w->integer >= wait_replicas_) co_return true;
     spdlog::warn("redis: a write lease on {} was not confirmed by {} replica(s) of {} within {} ms ({}); "
                  "releasing it",
-                 key, wait_replicas_, via.node->options().endpoint.describe(), wait_timeout_.count(),
+                 ref.key, wait_replicas_, via.node->options().endpoint.describe(), wait_timeout_.count(),
                  !w ? w.error().message()
                     : w->kind == redis_reply::type::integer ? std::to_string(w->integer) + " confirmed"
                                                             : w->str);
     // Not forwarded, so nothing changed: keep the state. If the release fails too, the lease
     // expires and the write marker makes the resource unknown.
     resource_state unchanged;
-    auto released = co_await async_commit(std::move(key), std::move(token), commit_outcome::keep, unchanged);
+    auto released = co_await async_commit(std::move(ref), std::move(token), commit_outcome::keep, unchanged);
     if (!released) spdlog::warn("redis: releasing the unconfirmed lease failed: {}", released.error().message());
     co_return false;
 }
 
 net::awaitable<result<bool>> redis_store::async_store_under_lease(
-    std::string key, std::string token, resource_state state) {
-    auto args = detail::argv_of(std::move(token));
-    encode_state(args, state);
-    auto r = co_await router_->async_eval(store_script, keys(key), std::move(args));
+    resource_ref ref, std::string token, resource_state state) {
+    auto a = args(ref);
+    a.push_back(std::move(token));
+    encode_state(a, state);
+    auto r = co_await router_->async_eval(store_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
     co_return decode_flag("store_under_lease", r->reply);
 }
 
 net::awaitable<result<bool>> redis_store::async_commit(
-    std::string key, std::string token, commit_outcome outcome, resource_state state) {
-    auto args = detail::argv_of(std::move(token));
+    resource_ref ref, std::string token, commit_outcome outcome, resource_state state,
+    std::chrono::milliseconds hold) {
+    auto a = args(ref);
+    a.push_back(std::move(token));
     switch (outcome) {
-    case commit_outcome::set: args.emplace_back("set"); break;
-    case commit_outcome::keep: args.emplace_back("keep"); break;
-    case commit_outcome::unknown: args.emplace_back("unknown"); break;
+    case commit_outcome::set: a.emplace_back("set"); break;
+    case commit_outcome::keep: a.emplace_back("keep"); break;
+    case commit_outcome::unknown: a.emplace_back("unknown"); break;
     }
-    encode_state(args, state);
-    auto r = co_await router_->async_eval(commit_script, keys(key), std::move(args));
+    encode_state(a, state);
+    a.push_back(std::to_string(std::max<std::int64_t>(hold.count(), 0)));
+    auto r = co_await router_->async_eval(commit_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
     co_return decode_flag("commit", r->reply);
 }
 
-net::awaitable<result<snapshot>> redis_store::async_snapshot(std::string key) {
-    std::vector<std::string> no_args;
-    auto r = co_await router_->async_eval(snapshot_script, keys(key), std::move(no_args));
+net::awaitable<result<snapshot>> redis_store::async_snapshot(resource_ref ref) {
+    auto r = co_await router_->async_eval(snapshot_script, keys(ref.key), args(ref));
     if (!r) co_return detail::failure{r.error()};
     const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 5 ||
@@ -289,10 +335,11 @@ net::awaitable<result<snapshot>> redis_store::async_snapshot(std::string key) {
 }
 
 net::awaitable<result<bool>> redis_store::async_observe(
-    std::string key, std::uint64_t generation, resource_state state) {
-    auto args = detail::argv_of(std::to_string(generation));
-    encode_state(args, state);
-    auto r = co_await router_->async_eval(observe_script, keys(key), std::move(args));
+    resource_ref ref, std::uint64_t generation, resource_state state) {
+    auto a = args(ref);
+    a.push_back(std::to_string(generation));
+    encode_state(a, state);
+    auto r = co_await router_->async_eval(observe_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
     co_return decode_flag("observe", r->reply);
 }

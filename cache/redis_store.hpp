@@ -7,8 +7,10 @@
 // write as in flight (busy, then unknown) instead of the pre-write validator. Unconfirmed: the
 // lease is released and the acquire fails with `unavailable` (503).
 //
-// Keys: `<prefix>:{<key>}` (hash: s state, e etag, m last-modified, g generation) and
-// `<prefix>:{<key>}:l` (the lease token, PX TTL). The hash tag keeps both in one cluster slot.
+// Keys: `<prefix>:{<key>}` (hash: s state, m last-modified, g generation, w writer, v:<variant>
+// etags: cache/lua/prelude.lua), `<prefix>:{<key>}:l` (the lease token, PX TTL) and the epoch
+// `<prefix>:epoch` (in Redis Cluster one per slot, `<prefix>:epoch:{<tag of the slot>}`). The
+// hash tag keeps all three in one cluster slot.
 // '{', '}' and '%' in the key are percent-encoded, so that no key can end the hash tag early
 // and name another resource's lease key (`k}:l` would otherwise address the lease of `k`).
 #pragma once
@@ -30,14 +32,15 @@ public:
     ~redis_store() override;
 
     net::awaitable<result<acquire_result>> async_acquire(
-        std::string key, condition cond, std::chrono::milliseconds lease) override;
+        resource_ref ref, condition cond, std::chrono::milliseconds lease) override;
     net::awaitable<result<bool>> async_store_under_lease(
-        std::string key, std::string token, resource_state state) override;
+        resource_ref ref, std::string token, resource_state state) override;
     net::awaitable<result<bool>> async_commit(
-        std::string key, std::string token, commit_outcome outcome, resource_state state) override;
-    net::awaitable<result<snapshot>> async_snapshot(std::string key) override;
+        resource_ref ref, std::string token, commit_outcome outcome, resource_state state,
+        std::chrono::milliseconds hold = std::chrono::milliseconds(0)) override;
+    net::awaitable<result<snapshot>> async_snapshot(resource_ref ref) override;
     net::awaitable<result<bool>> async_observe(
-        std::string key, std::uint64_t generation, resource_state state) override;
+        resource_ref ref, std::uint64_t generation, resource_state state) override;
     net::awaitable<result<void>> async_ping() override;
     void close() override;
     void expect_leases_up_to(std::chrono::milliseconds lease) override {
@@ -53,14 +56,19 @@ public:
     static std::string resource_key(std::string_view prefix, std::string_view key);
 
 private:
+    // KEYS: the resource hash, its lease, and the epoch of its slot (cache/lua/prelude.lua).
     std::vector<std::string> keys(std::string_view key) const;
+    // The prelude's ARGV[1..3]: the fleet's longest lease, the validator TTL, the variant.
+    std::vector<std::string> args(const resource_ref& ref) const;
     std::string new_token();
 
     // Confirms a lease just taken (see above); false: it was released again.
-    net::awaitable<bool> async_confirm_lease(std::string key, std::string token, routed_reply via);
+    net::awaitable<bool> async_confirm_lease(resource_ref ref, std::string token, routed_reply via);
 
     std::shared_ptr<redis_router> router_;
     std::string prefix_;
+    bool cluster_ = false;
+    std::chrono::milliseconds validator_ttl_{};
     unsigned wait_replicas_ = 0;
     std::chrono::milliseconds wait_timeout_{};
     std::chrono::milliseconds command_timeout_{};

@@ -29,8 +29,6 @@ constexpr std::size_t GiB = 1024 * MiB;
 constexpr std::uint64_t max_count = 1'000'000;
 // Longer timers are always a typo, and keeping them small keeps `now() + d` far from overflow.
 constexpr duration max_duration = 24h;
-// The origin cannot check a fencing token, so a forwarded write must finish well inside its lease.
-constexpr duration lease_margin = 1s;
 
 // Unsigned decimal digits only: no sign, no blanks, no base prefix.
 std::optional<std::uint64_t> parse_digits(std::string_view s) {
@@ -270,6 +268,11 @@ private:
               bool (*valid)(std::string_view) = nullptr, const char* expected = "expected a string");
     void integer(const node& n, const std::string& path, auto& out, std::uint64_t min, std::uint64_t max);
     void dur(const node& n, const std::string& path, duration& out, duration min = 1ms);
+    void dur(const node& n, const std::string& path, std::optional<duration>& out, duration min = 1ms) {
+        duration d{-1};
+        dur(n, path, d, min);
+        if (d.count() >= 0) out = d;
+    }
     void size(const node& n, const std::string& path, std::size_t& out, std::size_t min = 0,
               std::size_t max = std::numeric_limits<std::size_t>::max());
     std::optional<endpoint> endp(const node& n, const std::string& path, bool allow_port_zero);
@@ -466,6 +469,7 @@ fields reader::store_fields(store_config& s) {
         {"wait_replicas", [&](auto& v, auto& p) { integer(v, p, s.wait_replicas, 0, 16); }},
         {"wait_timeout", [&](auto& v, auto& p) { dur(v, p, s.wait_timeout); }},
         {"young_server_wait", [&](auto& v, auto& p) { boolean(v, p, s.young_server_wait); }},
+        {"validator_ttl", [&](auto& v, auto& p) { dur(v, p, s.validator_ttl); }},
     };
 }
 
@@ -501,6 +505,11 @@ fields reader::route_fields(route_config& r) {
         {"require_precondition", [&](auto& v, auto& p) { boolean(v, p, r.require_precondition); }},
         {"reject_status", [&](auto& v, auto& p) { choice(v, p, r.reject_status, {{"409", 409u}, {"412", 412u}}); }},
         {"write_lease", [&](auto& v, auto& p) { dur(v, p, r.write_lease); }},
+        {"lease_margin", [&](auto& v, auto& p) { dur(v, p, r.lease_margin, 0ms); }},
+        {"settle_time", [&](auto& v, auto& p) { dur(v, p, r.settle_time, 0ms); }},
+        {"unjudged_writes", [&](auto& v, auto& p) {
+             choice(v, p, r.unjudged_writes, {{"lease", unjudged_policy::lease}, {"refuse", unjudged_policy::refuse}});
+         }},
         {"on_busy", [&](auto& v, auto& p) { choice(v, p, r.on_busy, {{"reject", busy_policy::reject}, {"wait", busy_policy::wait}}); }},
         {"busy_wait", [&](auto& v, auto& p) { dur(v, p, r.busy_wait, 0ms); }},
         {"revalidate_on_mismatch", [&](auto& v, auto& p) { boolean(v, p, r.revalidate_on_mismatch); }},
@@ -669,12 +678,20 @@ void reader::check(config& c) {
             continue;
         }
         if (!r.track || failed_under(p) || failed_under("upstreams." + up->name)) continue;
-        if (r.write_lease <= up->request_timeout + lease_margin) {
+        if (r.write_lease <= up->request_timeout + r.lease_margin) {
             fail(line_at(p + ".write_lease"), p + ".write_lease",
                  "must exceed upstreams." + up->name + ".request_timeout (" + format_duration(up->request_timeout) +
-                     ") plus a " + format_duration(lease_margin) +
-                     " safety margin, because the origin cannot check a fencing token");
+                     ") plus lease_margin (" + format_duration(r.lease_margin) +
+                     "), because the origin cannot check a fencing token");
         }
+        if (r.settle_time && *r.settle_time > r.write_lease)
+            fail(line_at(p + ".settle_time"), p + ".settle_time",
+                 "must not exceed write_lease (" + format_duration(r.write_lease) + ")");
+        if (c.store.validator_ttl < 2 * r.write_lease && !failed_under("store"))
+            fail(line_at(present("store.validator_ttl") ? "store.validator_ttl" : p + ".write_lease"),
+                 present("store.validator_ttl") ? "store.validator_ttl" : p + ".write_lease",
+                 "store.validator_ttl (" + format_duration(c.store.validator_ttl) +
+                     ") must be at least twice every route's write_lease");
         if (r.busy_wait >= r.write_lease)
             fail(line_at(p + ".busy_wait"), p + ".busy_wait",
                  "must be shorter than write_lease (" + format_duration(r.write_lease) + ")");

@@ -40,6 +40,9 @@ struct store_config {
     // A Redis up for less than a write lease when this proxy first reaches it may have been
     // restarted empty while writes were at the origin: judged writes wait until it is that old.
     bool young_server_wait = true;
+    // How long a resource's validators are kept after their last change (SPEC §4: bounded memory,
+    // bounded staleness); at least twice the longest write_lease.
+    duration validator_ttl = 1h;
 
     bool operator==(const store_config&) const = default;
 };
@@ -63,6 +66,8 @@ enum class query_mode { keep, sorted, ignore };
 enum class busy_policy { reject, wait };
 enum class forwarded_style { x_forwarded, forwarded, none };
 enum class store_error_policy { fail_closed, fail_open };
+// Unsafe methods a tracked route does not judge (outside `methods`: WebDAV COPY/MOVE, extensions).
+enum class unjudged_policy { lease, refuse };
 
 struct route_match {
     std::string path_prefix = "/";
@@ -83,6 +88,15 @@ struct route_config {
     bool require_precondition = false;
     unsigned reject_status = 409;     // 409 or 412
     duration write_lease = 15s;
+    // Forward only while more than the origin's request_timeout plus this margin of the lease
+    // remains: what a clock step between the proxy and Redis may eat (README, "Clocks").
+    duration lease_margin = 1s;
+    // How long a write whose outcome is unknown (5xx, 202, timeout, reset) keeps the lease;
+    // unset: the rest of the lease (SPEC §5.4).
+    std::optional<duration> settle_time;
+    // lease: forwarded under the lease of its target and of its Destination, whose validators
+    // it makes unknown; refuse: 405 (SPEC §5.5).
+    unjudged_policy unjudged_writes = unjudged_policy::lease;
     busy_policy on_busy = busy_policy::reject;
     duration busy_wait = 200ms;
     bool revalidate_on_mismatch = false;

@@ -237,7 +237,7 @@ class instrumented_store final : public cache::validator_store {
 public:
     instrumented_store(std::unique_ptr<cache::validator_store> inner, metrics& m) : inner_(std::move(inner)), m_(m) {}
 
-    net::awaitable<result<cache::acquire_result>> async_acquire(std::string key, cache::condition cond,
+    net::awaitable<result<cache::acquire_result>> async_acquire(cache::resource_ref key, cache::condition cond,
                                                                 std::chrono::milliseconds lease) override {
         auto t0 = clock::now();
         auto op = inner_->async_acquire(std::move(key), std::move(cond), lease);
@@ -248,7 +248,7 @@ public:
         co_return r;
     }
 
-    net::awaitable<result<bool>> async_store_under_lease(std::string key, std::string token,
+    net::awaitable<result<bool>> async_store_under_lease(cache::resource_ref key, std::string token,
                                                          cache::resource_state state) override {
         auto t0 = clock::now();
         auto op = inner_->async_store_under_lease(std::move(key), std::move(token), std::move(state));
@@ -259,17 +259,18 @@ public:
         co_return r;
     }
 
-    net::awaitable<result<bool>> async_commit(std::string key, std::string token, cache::commit_outcome outcome,
-                                              cache::resource_state state) override {
+    net::awaitable<result<bool>> async_commit(cache::resource_ref key, std::string token, cache::commit_outcome outcome,
+                                              cache::resource_state state,
+                                              std::chrono::milliseconds hold = std::chrono::milliseconds(0)) override {
         auto t0 = clock::now();
-        auto op = inner_->async_commit(std::move(key), std::move(token), outcome, std::move(state));
+        auto op = inner_->async_commit(std::move(key), std::move(token), outcome, std::move(state), hold);
         auto r = co_await std::move(op);
         m_.observe_store(store_op::commit, clock::now() - t0, r.has_value());
         m_.leases_held.fetch_sub(1, std::memory_order_relaxed);
         co_return r;
     }
 
-    net::awaitable<result<cache::snapshot>> async_snapshot(std::string key) override {
+    net::awaitable<result<cache::snapshot>> async_snapshot(cache::resource_ref key) override {
         auto t0 = clock::now();
         auto op = inner_->async_snapshot(std::move(key));
         auto r = co_await std::move(op);
@@ -277,7 +278,7 @@ public:
         co_return r;
     }
 
-    net::awaitable<result<bool>> async_observe(std::string key, std::uint64_t generation,
+    net::awaitable<result<bool>> async_observe(cache::resource_ref key, std::uint64_t generation,
                                                cache::resource_state state) override {
         auto t0 = clock::now();
         auto op = inner_->async_observe(std::move(key), generation, std::move(state));

@@ -54,9 +54,16 @@ bool is_query_char(unsigned char c) { return is_path_char(c) || c == '?'; }
 // CTLs, DEL and space can never be part of a request target: the request is refused, not repaired.
 bool is_forbidden(unsigned char c) { return c <= 0x20 || c == 0x7F; }
 
+// A path's reserved characters other than "/" name the same file once decoded for every origin
+// we front (nginx, Apache and most frameworks decode the path before mapping it): "/x%21" and
+// "/x!" are one resource. "/" stays encoded: "%2F" is ambiguous, and refused on writes.
+bool decoded_in_path(unsigned char c) {
+    return is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@';
+}
+
 // RFC 3986 §6.2.2.1/§6.2.2.2 on one component whose %-escapes were already validated.
-template <typename Allowed>
-std::string normalize_percent(std::string_view s, Allowed allowed) {
+template <typename Decoded, typename Allowed>
+std::string normalize_percent(std::string_view s, Decoded decoded, Allowed allowed) {
     std::string out;
     out.reserve(s.size());
     for (std::size_t i = 0; i < s.size(); ++i) {
@@ -64,7 +71,7 @@ std::string normalize_percent(std::string_view s, Allowed allowed) {
         if (c == '%') {
             const auto v = static_cast<unsigned char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
             i += 2;
-            if (is_unreserved(v))
+            if (decoded(v))
                 out += static_cast<char>(v);
             else
                 append_escape(out, v);
@@ -200,10 +207,10 @@ std::optional<std::string> normalize_target(std::string_view target, config::que
     target = target.substr(0, target.find('#'));
 
     const auto qmark = target.find('?');
-    std::string out = remove_dot_segments(normalize_percent(target.substr(0, qmark), is_path_char));
+    std::string out = remove_dot_segments(normalize_percent(target.substr(0, qmark), decoded_in_path, is_path_char));
     if (qmark == std::string_view::npos || q == config::query_mode::ignore) return out;
 
-    std::string query = normalize_percent(target.substr(qmark + 1), is_query_char);
+    std::string query = normalize_percent(target.substr(qmark + 1), is_unreserved, is_query_char);
     if (q == config::query_mode::sorted) query = sort_query(query);
     // An empty query ("/a?") names the same resource as none at all for any origin we front.
     if (!query.empty()) {
@@ -211,6 +218,68 @@ std::optional<std::string> normalize_target(std::string_view target, config::que
         out += query;
     }
     return out;
+}
+
+std::string_view ambiguous_path(std::string_view target) {
+    auto path = target.substr(0, target.find_first_of("?#"));
+    std::string decoded;   // unreserved escapes decoded: "%2E%2E" is ".."
+    decoded.reserve(path.size());
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        const auto c = static_cast<unsigned char>(path[i]);
+        if (c == '\\') return "a backslash in the path";
+        if (c == '%' && i + 2 < path.size() + 0 && hex_value(path[i + 1]) >= 0 && hex_value(path[i + 2]) >= 0) {
+            const auto v = static_cast<unsigned char>(hex_value(path[i + 1]) * 16 + hex_value(path[i + 2]));
+            if (v == '/' || v == '\\') return "an encoded slash or backslash (%2F, %5C) in the path";
+            if (v == 0) return "an encoded NUL in the path";
+            if (v == '.') {
+                decoded += '.';
+                i += 2;
+                continue;
+            }
+        }
+        decoded += static_cast<char>(c);
+    }
+    if (decoded.find("//") != std::string::npos) return "an empty path segment (//)";
+    std::string_view rest = decoded;
+    while (!rest.empty()) {
+        rest.remove_prefix(1);   // the "/"
+        auto seg = rest.substr(0, rest.find('/'));
+        if (seg == "." || seg == "..") return "a dot-segment (. or ..) in the path";
+        rest.remove_prefix(seg.size());
+    }
+    return {};
+}
+
+std::string resource_scope(std::string_view origin, std::string_view host) {
+    std::string out(origin);
+    out += '@';
+    // Host names are case-insensitive; a trailing dot and the default port name the same host.
+    std::string h;
+    for (char c : host) h += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    if (h.ends_with(":80")) h.resize(h.size() - 3);
+    if (h.ends_with('.')) h.pop_back();
+    out += h;
+    return out;
+}
+
+std::string variant_id(const std::vector<std::pair<std::string, std::string>>& vary_values,
+                       std::string_view content_coding) {
+    std::string all;
+    for (const auto& [name, value] : vary_values) {
+        if (value.empty()) continue;
+        append_key_escaped(all, name);
+        all += '=';
+        append_key_escaped(all, value);
+        all += '|';
+    }
+    std::string coding;
+    for (char c : content_coding) coding += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    if (!coding.empty() && coding != "identity") {
+        all += "content-encoding=";
+        append_key_escaped(all, coding);
+    }
+    if (all.empty()) return {};
+    return sha256_hex(all).substr(0, 16);
 }
 
 std::string resource_key(std::string_view route_name, std::string_view normalized_target,

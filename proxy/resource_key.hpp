@@ -29,6 +29,24 @@ std::optional<std::string> normalize_target(std::string_view target, config::que
 std::string resource_key(std::string_view route_name, std::string_view normalized_target,
                          const std::vector<std::pair<std::string, std::string>>& vary_values);
 
+// SPEC §4: the key of a resource is the origin, the Host the origin sees and the normalized target
+// (`resource_key(resource_scope(origin, host), target, {})`), nothing that a configuration change
+// could alter (route names, `vary`): two routes, two config versions or a rolled-back reload all
+// address one resource with one key, one lease and one generation. `origin` is the upstream's
+// address; `host` is lower-cased, without a trailing dot or the default port.
+std::string resource_scope(std::string_view origin, std::string_view host);
+
+// Which representation of a resource a validator belongs to (SPEC §4): the route's `vary` header
+// values and the response's content coding. "" for the default one (no vary value, identity).
+std::string variant_id(const std::vector<std::pair<std::string, std::string>>& vary_values,
+                       std::string_view content_coding);
+
+// Why a request target's path is spelled ambiguously (an encoded "/" or "\", an empty segment,
+// a dot-segment, raw or encoded), or empty. Origins resolve such paths differently from the
+// proxy (nginx merges slashes, some decode %2F), so a write could reach a resource the proxy did
+// not judge: unsafe methods with such targets are refused (400).
+std::string_view ambiguous_path(std::string_view target);
+
 // Longest key resource_key returns.
 inline constexpr std::size_t max_resource_key_bytes = 200;
 

@@ -45,6 +45,25 @@ bool is_timeout(const boost::system::error_code& ec) {
     return ec == beast::error::timeout || ec == make_error_code(origin_errc::connect_timeout);
 }
 
+// A Destination header (RFC 4918 §10.3): absolute URI or absolute path -> (normalized path, host);
+// nullopt when malformed or ambiguously spelled.
+std::optional<std::pair<std::string, std::string>> destination_of(std::string_view value, std::string_view host) {
+    std::string_view target = value;
+    std::string_view dest_host = host;
+    if (auto scheme = value.find("://"); scheme != std::string_view::npos) {
+        auto rest = value.substr(scheme + 3);
+        auto slash = rest.find('/');
+        if (slash == std::string_view::npos || slash == 0) return std::nullopt;
+        dest_host = rest.substr(0, slash);
+        if (dest_host.find('@') != std::string_view::npos) return std::nullopt;
+        target = rest.substr(slash);
+    }
+    if (!target.starts_with('/') || !ambiguous_path(target).empty()) return std::nullopt;
+    auto normalized = normalize_target(target, config::query_mode::keep);
+    if (!normalized) return std::nullopt;
+    return std::pair{std::move(*normalized), std::string(dest_host)};
+}
+
 problem origin_problem(boost::system::error_code ec) {
     if (ec == make_error_code(origin_errc::pool_exhausted))
         return {503, "origin-busy", "Origin connection limit reached", ec.message(), {}, {}, 1};
@@ -302,19 +321,53 @@ net::awaitable<bool> client_session::serve_one() {
     }
 
     const auto& route = *ctx.route;
+    const bool safe = ctx.method == http::verb::get || ctx.method == http::verb::head ||
+                      ctx.method == http::verb::options || ctx.method == http::verb::trace;
+    if (!safe) {
+        // Judge what the origin will act on: a spelling the origin may resolve to another path
+        // than the one the route and key were chosen by could reach a resource unjudged.
+        if (auto why = ambiguous_path(ctx.target); !why.empty()) {
+            pending_ = problem{400, "ambiguous-target", "Ambiguous request target",
+                               "writes are refused on targets with " + std::string(why), {}, {}, 0};
+            co_await respond(ctx);
+            finish();
+            co_return ctx.client_keep_alive;
+        }
+    }
     bool judged = route.track &&
         std::find(route.methods.begin(), route.methods.end(), ctx.method_name) != route.methods.end();
     bool read = route.track && (ctx.method == http::verb::get || ctx.method == http::verb::head);
-    if (judged || read) {
-        auto rn = normalize_target(ctx.target, route.query);
-        std::vector<std::pair<std::string, std::string>> vary;
-        for (const auto& name : route.vary) vary.emplace_back(name, joined_field(msg, name).value_or(""));
-        ctx.key = resource_key(route.name, rn.value_or(*normalized), vary);
+    bool unjudged_write = route.track && !safe && !judged;
+    if (judged || read || unjudged_write) {
+        ctx.key = key_for(ctx, ctx.target, ctx.host);
+        for (const auto& name : route.vary) ctx.vary_values.emplace_back(name, joined_field(msg, name).value_or(""));
     }
     if (judged) {
         co_await serve_write(ctx);
     } else if (read) {
         co_await serve_read(ctx);
+    } else if (unjudged_write) {
+        // WebDAV COPY/MOVE also change their Destination (RFC 4918 §10.3).
+        std::optional<cache::resource_ref> destination;
+        if (auto d = joined_field(msg, "destination")) {
+            auto dest = destination_of(*d, ctx.host);
+            if (!dest) {
+                pending_ = problem{400, "bad-destination", "Bad Destination header",
+                                   "Destination must be an absolute URI or an absolute path without ambiguous segments", {}, {}, 0};
+                co_await respond(ctx);
+                finish();
+                co_return ctx.client_keep_alive;
+            }
+            int di = ctx.rt->match(dest->second, dest->first.substr(0, dest->first.find('?')), ctx.method_name);
+            if (di >= 0 && ctx.rt->cfg.routes[di].track) {
+                request_context dctx;
+                dctx.route = &ctx.rt->cfg.routes[di];
+                dctx.pool = (*ctx.pools)[ctx.rt->route_upstream[di]].get();
+                auto dkey = key_for(dctx, dest->first, dest->second);
+                if (dkey != ctx.key) destination.emplace(std::move(dkey));
+            }
+        }
+        co_await serve_unjudged_write(ctx, std::move(destination));
     } else {
         prepare_origin_request(ctx);
         co_await forward(ctx);

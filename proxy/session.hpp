@@ -7,6 +7,7 @@
 #include "proxy/precondition.hpp"
 #include "proxy/problem.hpp"
 #include "proxy/worker.hpp"
+#include "proxy/write_protocol.hpp"
 
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -29,7 +30,9 @@ struct request_context {
     origin_pool* pool = nullptr;
     std::string target;            // as received (origin-form after absolute-form conversion)
     std::string host;
-    std::string key;               // store key; empty when untracked
+    std::string key;               // store key of the resource; empty when untracked
+    // The values of the route's `vary` headers (with the content coding: the variant, SPEC §4).
+    std::vector<std::pair<std::string, std::string>> vary_values;
     http::verb method = http::verb::unknown;
     std::string method_name;
     bool head = false;
@@ -62,6 +65,7 @@ struct fetch_result {
     std::string etag;              // the origin's ETag header, if any
     std::optional<std::int64_t> last_modified;
     std::string body_etag;         // hash of the body (GET, 200, not too large)
+    std::string content_encoding;  // of the answer: which variant it describes
     bool too_large = false;
 };
 
@@ -100,13 +104,15 @@ private:
     // Tracking (SPEC §4, §5).
     net::awaitable<void> serve_read(request_context& ctx);
     net::awaitable<void> serve_write(request_context& ctx);
+    net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
+    net::awaitable<void> run_write(request_context& ctx, write_params params,
+                                   std::optional<cache::resource_ref> companion);
+    write_params write_params_for(const request_context& ctx, cache::condition cond) const;
+    // The store key of `target` on `ctx`'s route and origin (SPEC §4).
+    std::string key_for(const request_context& ctx, std::string_view target, std::string_view host) const;
+    static std::string variant_of(const request_context& ctx, std::string_view content_encoding);
     net::awaitable<fetch_result> fetch(request_context& ctx, bool use_head);
     std::optional<cache::resource_state> state_from_fetch(const request_context& ctx, const fetch_result& f) const;
-    net::awaitable<cache::resource_state> commit_after(request_context& ctx, std::string token,
-                                                       const http::response_header<>* h,
-                                                       boost::system::error_code ec);
-    net::awaitable<bool> commit_as(request_context& ctx, const std::string& token,
-                                   cache::commit_outcome outcome, const cache::resource_state& state);
     net::awaitable<void> reject(request_context& ctx, cache::verdict v, cache::resource_state current);
     net::awaitable<void> refuse_busy(request_context& ctx);
     net::awaitable<void> refuse_store_unavailable(request_context& ctx, boost::system::error_code ec);

@@ -4,6 +4,8 @@
 
 #include "proxy/hasher.hpp"
 #include "proxy/http_util.hpp"
+#include "proxy/resource_key.hpp"
+#include "proxy/write_protocol.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -20,7 +22,6 @@ namespace ifm::proxy {
 namespace {
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
-constexpr auto lease_safety_margin = std::chrono::seconds(1);
 
 using cache::resource_state;
 using config::etag_mode;
@@ -69,6 +70,7 @@ void read_header(fetch_result& f, const http::response_header<>& h) {
     f.status = h.result_int();
     f.etag = field_value(h, http::field::etag);
     f.last_modified = last_modified_of(h);
+    f.content_encoding = field_value(h, http::field::content_encoding);
 }
 
 }  // namespace
@@ -110,11 +112,12 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     auto& msg = req_->get();
     auto client_inm = joined_field(msg, http::field::if_none_match);
 
-    // The generation before the request reaches the origin (SPEC §5.5).
+    // The generation before the request reaches the origin (SPEC §5.6). The variant is the one
+    // of an identity response: if the origin answers with another coding, the state read here is
+    // not that variant's and the validator is recorded without comparing.
     auto connections = w_.store->reconnects();
-    auto snap = co_await w_.store->async_snapshot(ctx.key);
-    bool may_record = snap && !snap->leased;
-
+    cache::resource_ref ref{ctx.key, variant_of(ctx, "")};
+    auto snap = co_await w_.store->async_snapshot(ref);
     bool may_hash = route.etag != etag_mode::origin;
     if (may_hash) {
         // The origin does not know our tags; a HEAD becomes a GET so that the body can be hashed.
@@ -175,8 +178,15 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
 
     // A store reconnect meanwhile may be a Redis that lost its data, where a resource never
     // written reads generation 0 as it did before: the generation check cannot tell.
-    if (seen && may_record && snap->state != *seen && w_.store->reconnects() == connections)
-        co_await w_.store->async_observe(ctx.key, snap->generation, *seen);
+    if (seen && snap) {
+        auto variant = variant_of(ctx, field_value(res, http::field::content_encoding));
+        auto before = *snap;
+        if (variant != ref.variant) before.state = resource_state::unknown();   // not comparable
+        if (read_may_record(before, *seen, w_.store->reconnects() != connections)) {
+            ref.variant = std::move(variant);
+            co_await w_.store->async_observe(ref, snap->generation, *seen);
+        }
+    }
 
     if (ours && client_inm && if_none_match_matches(*client_inm, seen->etag)) {
         // RFC 9110 §15.4.5: a 304 carries the validator and the caching headers of the 200.
@@ -256,6 +266,22 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
     co_return f;
 }
 
+std::string client_session::key_for(const request_context& ctx, std::string_view target, std::string_view host) const {
+    const auto& route = *ctx.route;
+    const auto& up = ctx.pool->config();
+    // `keep` and `sorted` share one key (the sorted query): switching between them never gives
+    // one resource two leases; two spellings an origin tells apart merely share a lease.
+    auto mode = route.query == config::query_mode::ignore ? config::query_mode::ignore : config::query_mode::sorted;
+    auto normalized = normalize_target(target, mode);
+    auto origin = up.host + ":" + std::to_string(up.port);
+    return resource_key(resource_scope(origin, up.host_header.empty() ? host : up.host_header),
+                        normalized.value_or(std::string(target)), {});
+}
+
+std::string client_session::variant_of(const request_context& ctx, std::string_view content_encoding) {
+    return variant_id(ctx.vary_values, content_encoding);
+}
+
 std::optional<resource_state> client_session::state_from_fetch(const request_context& ctx, const fetch_result& f) const {
     if (f.status == 404 || f.status == 410) return resource_state::absent();
     if (!is_2xx(f.status)) return std::nullopt;
@@ -303,61 +329,32 @@ net::awaitable<void> client_session::refuse_busy(request_context& ctx) {
 net::awaitable<void> client_session::refuse_store_unavailable(request_context& ctx, boost::system::error_code ec) {
     ctx.precondition = outcome::store_error;
     pending_ = problem{503, "store-unavailable", "Validator store unavailable",
-                       "conditional writes are refused while the validator store cannot be reached (" +
+                       "writes are refused while the validator store cannot be reached or is recovering (" +
                            ec.message() + ")", {}, {}, 1};
     co_await respond(ctx);
 }
 
-// Commits with a token; a failed commit is logged (the lease expires, and the store's write
-// marker makes the resource unknown). Returns whether `token` still held the lease: only then
-// was no other write forwarded since this one took it.
-net::awaitable<bool> client_session::commit_as(request_context& ctx, const std::string& token,
-                                               cache::commit_outcome outcome, const resource_state& state) {
-    auto r = co_await w_.store->async_commit(ctx.key, token, outcome, state);
-    if (!r) spdlog::warn("commit of {} failed: {}", ctx.key, r.error().message());
-    co_return r && *r;
+write_params client_session::write_params_for(const request_context& ctx, cache::condition cond) const {
+    const auto& route = *ctx.route;
+    write_params p;
+    p.cond = std::move(cond);
+    p.etag = route.etag;
+    p.is_delete = ctx.method == http::verb::delete_;
+    p.revalidate_on_mismatch = route.revalidate_on_mismatch;
+    p.refresh_after_write = route.refresh_after_write;
+    p.wait_on_busy = route.on_busy == config::busy_policy::wait;
+    p.busy_wait = route.busy_wait;
+    p.fail_open = ctx.rt->cfg.on_store_error == config::store_error_policy::fail_open;
+    p.lease = route.write_lease;
+    p.origin_deadline = ctx.pool->config().request_timeout;
+    p.safety_margin = route.lease_margin;
+    p.settle = route.settle_time;
+    return p;
 }
 
-// Ends the write: the commit rule of SPEC §5.4. Returns the state committed.
-net::awaitable<resource_state> client_session::commit_after(request_context& ctx, std::string token,
-                                                           const http::response_header<>* h,
-                                                           boost::system::error_code ec) {
-    using cache::commit_outcome;
-    commit_outcome outcome = commit_outcome::unknown;
-    resource_state state;
-    if (!ec && h) {
-        unsigned s = h->result_int();
-        if (s == 202) {
-            outcome = commit_outcome::unknown;   // accepted for processing, not applied yet
-        } else if (is_2xx(s)) {
-            outcome = commit_outcome::set;
-            if (ctx.method == http::verb::delete_) {
-                state = resource_state::absent();
-            } else if (ctx.route->etag != etag_mode::hash) {
-                auto tag = strong_etag(field_value(*h, http::field::etag));
-                if (!tag.empty()) state = resource_state::present(tag, last_modified_of(*h));
-            }
-        } else if (s >= 300 && s < 500 && !ctx.origin_retried) {
-            outcome = commit_outcome::keep;   // definitively not applied
-        }
-    } else if (ec && !ctx.origin_sent) {
-        outcome = commit_outcome::keep;       // nothing reached the origin
-    } else if (ec == beast::error::timeout) {
-        // The origin may still be applying the write, and cannot check a fencing token: keep the
-        // lease until it expires (past the exchange deadline), so that no other write is
-        // forwarded meanwhile. A token that does not hold the lease makes the state unknown and
-        // leaves the lease alone (validator_store::async_commit).
-        const std::string not_the_holder;
-        co_await commit_as(ctx, not_the_holder, commit_outcome::unknown, state);
-        co_return state;
-    }
-    co_await commit_as(ctx, token, outcome, state);
-    co_return state;
-}
-
+// A judged write (SPEC §3): its preconditions, then the write protocol.
 net::awaitable<void> client_session::serve_write(request_context& ctx) {
     const auto& route = *ctx.route;
-    const auto& cfg = ctx.rt->cfg;
     auto& msg = req_->get();
     conditional_headers ch{joined_field(msg, http::field::if_match), joined_field(msg, http::field::if_none_match),
                            joined_field(msg, http::field::if_unmodified_since),
@@ -377,172 +374,206 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
         co_return;
     }
     cache::condition cond = pre.type == write_precondition::kind::condition ? pre.cond : cache::condition{};
-    auto& store = *w_.store;
-    const resource_state unknown_state;
+    co_await run_write(ctx, write_params_for(ctx, std::move(cond)), {});
+}
 
-    auto started = std::chrono::steady_clock::now();
-    auto lease_start = started;
-    std::string token;
-    bool revalidate = false;
-    for (auto backoff = std::chrono::milliseconds(2);;) {
-        lease_start = std::chrono::steady_clock::now();
-        auto acq = co_await store.async_acquire(ctx.key, cond, route.write_lease);
-        if (!acq) {
-            if (cfg.on_store_error == config::store_error_policy::fail_open) {
-                ctx.precondition = outcome::store_error;
-                spdlog::warn("store unavailable ({}); on_store_error: fail_open forwards {} {} UNCHECKED",
-                             acq.error().message(), ctx.method_name, ctx.target);
-                if (route.etag != etag_mode::origin) strip_conditionals(msg.base());
-                prepare_origin_request(ctx);
-                co_await forward(ctx);
-                co_return;
-            }
-            co_await refuse_store_unavailable(ctx, acq.error());
-            co_return;
-        }
-        if (acq->status == cache::acquire_status::busy) {
-            auto waited = std::chrono::steady_clock::now() - started;
-            if (route.on_busy == config::busy_policy::wait && waited + backoff < route.busy_wait) {
-                net::steady_timer t(w_.ioc);
-                t.expires_after(backoff);
-                co_await t.async_wait(use_tuple);
-                backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
-                continue;
-            }
-            co_await refuse_busy(ctx);
-            co_return;
-        }
-        if (acq->status == cache::acquire_status::mismatch) {
-            if (!route.revalidate_on_mismatch || revalidate) {
-                co_await reject(ctx, cache::evaluate(cond, acq->current), acq->current);
-                co_return;
-            }
-            // Take the lease unconditionally, then check against what the origin says now.
-            cache::condition unconditional;
-            lease_start = std::chrono::steady_clock::now();
-            auto forced = co_await store.async_acquire(ctx.key, unconditional, route.write_lease);
-            if (!forced) {
-                co_await refuse_store_unavailable(ctx, forced.error());
-                co_return;
-            }
-            if (forced->status == cache::acquire_status::busy) {
-                co_await refuse_busy(ctx);
-                co_return;
-            }
-            token = forced->token;
-            revalidate = true;
+// SPEC §5.5: an unsafe method the route does not judge still changes its target (and, for WebDAV
+// COPY/MOVE, its Destination): refused, or forwarded under both leases and made unknown.
+net::awaitable<void> client_session::serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination) {
+    if (ctx.route->unjudged_writes == config::unjudged_policy::refuse) {
+        pending_ = problem{405, "method-not-allowed", "Method not allowed",
+                           ctx.method_name + " is not allowed on this route (routes[].unjudged_writes: refuse)", {}, {}, 0};
+        co_await respond(ctx);
+        co_return;
+    }
+    auto p = write_params_for(ctx, {});
+    p.invalidate_only = true;
+    p.revalidate_on_mismatch = false;
+    p.refresh_after_write = false;
+    co_await run_write(ctx, std::move(p), std::move(destination));
+}
+
+// Executes the write machine's actions (proxy/write_protocol.hpp) against the store and origin.
+// `companion`: a second resource the write changes (WebDAV Destination), leased after the target
+// and committed with it.
+net::awaitable<void> client_session::run_write(request_context& ctx, write_params params,
+                                               std::optional<cache::resource_ref> companion) {
+    using kind = write_action::kind;
+    using reply_kind = write_action::reply_kind;
+    auto& store = *w_.store;
+    auto& msg = req_->get();
+    auto now = [] { return protocol_clock::now(); };
+    cache::resource_ref ref{ctx.key, variant_of(ctx, "")};
+    std::string companion_token;
+    std::optional<pooled_connection> oc;
+    boost::system::error_code origin_error;
+    unsigned fetch_status = 0;
+    std::string body;           // the write's response body, buffered for a refresh
+    bool body_buffered = false;
+    const auto cond = params.cond;
+    write_machine m(params);
+
+    auto a = m.start(now());
+    for (;;) {
+        switch (a.what) {
+        case kind::acquire: {
+            auto r = co_await store.async_acquire(ref, a.unconditional ? cache::condition{} : cond, params.lease);
+            a = m.on_acquired(r, now());
             break;
         }
-        token = acq->token;
-        revalidate = acq->status == cache::acquire_status::unknown && !cond.unconditional();
-        break;
-    }
-
-    ctx.precondition = outcome::passed;
-    if (revalidate) {
-        auto f = co_await fetch(ctx, route.etag == etag_mode::origin);
-        if (f.ec) {
-            co_await commit_after(ctx, token, nullptr, make_error_code(net::error::operation_aborted));
-            ctx.precondition = outcome::aborted;
-            co_await fail_origin(ctx, f.ec);
-            co_return;
+        case kind::sleep: {
+            net::steady_timer t(w_.ioc);
+            t.expires_after(a.delay);
+            co_await t.async_wait(use_tuple);
+            a = m.on_slept(now());
+            break;
         }
-        // A representation too large to hash has no validator we can compute: it exists, and
-        // only `If-Match: *` or an `If-None-Match` list can pass (I1: never forwarded unjudged).
-        if (f.too_large) {
-            w_.stats.untracked_large_bodies.fetch_add(1, std::memory_order_relaxed);
-            spdlog::info("{}: representation exceeds max_hash_body; judged as existing without a validator",
-                         ctx.target);
+        case kind::fetch: {
+            auto f = co_await fetch(ctx, a.head);
+            fetch_outcome fo;
+            fo.failed = bool(f.ec);
+            fo.status = fetch_status = f.status;
+            if (f.ec) origin_error = f.ec;
+            else fo.state = state_from_fetch(ctx, f);
+            if (f.too_large) {
+                // No validator can be computed: it exists, and only `If-Match: *` or an
+                // `If-None-Match` list can pass (I1: never forwarded unjudged).
+                w_.stats.untracked_large_bodies.fetch_add(1, std::memory_order_relaxed);
+                spdlog::info("{}: representation exceeds max_hash_body; judged as existing without a validator",
+                             ctx.target);
+            }
+            ref.variant = variant_of(ctx, f.content_encoding);
+            a = m.on_fetched(fo, now());
+            break;
         }
-        auto state = state_from_fetch(ctx, f);
-        if (!state) {
-            co_await commit_after(ctx, token, nullptr, make_error_code(net::error::operation_aborted));
-            ctx.precondition = outcome::aborted;
-            pending_ = problem{502, "revalidation-failed", "Bad gateway",
-                                   "the origin answered " + std::to_string(f.status) +
-                                       " to the revalidation request", {}, {}, 0};
-            co_await respond(ctx);
-            co_return;
+        case kind::store: {
+            auto r = co_await store.async_store_under_lease(ref, m.token(), a.state);
+            a = m.on_stored(r, now());
+            break;
         }
-        auto stored = co_await store.async_store_under_lease(ctx.key, token, *state);
-        if (!stored) {
-            // The lease (and its write marker) stay until they expire: then the state is unknown.
-            co_await refuse_store_unavailable(ctx, stored.error());
-            co_return;
+        case kind::forward: {
+            if (companion && m.forwarded()) {
+                // The Destination's lease, taken after the target's: never waited for, so two
+                // COPYs in opposite directions cannot deadlock (the second gets busy).
+                auto r = co_await store.async_acquire(*companion, cache::condition{}, params.lease);
+                if (!r || r->status == cache::acquire_status::busy) {
+                    auto released = co_await store.async_commit(ref, m.token(), cache::commit_outcome::keep, {});
+                    if (!released) spdlog::warn("releasing the lease on {} failed: {}", ctx.key, released.error().message());
+                    if (!r) co_await refuse_store_unavailable(ctx, r.error());
+                    else co_await refuse_busy(ctx);
+                    co_return;
+                }
+                companion_token = r->token;
+            }
+            if (a.strip_conditionals) strip_conditionals(msg.base());
+            ctx.write_deadline = m.write_deadline();
+            prepare_origin_request(ctx);
+            auto sent = co_await send_to_origin(ctx);
+            ctx.write_deadline = protocol_clock::time_point::max();
+            origin_answer ans;
+            if (!sent) {
+                origin_error = sent.error();
+                ans.k = ctx.origin_sent ? origin_answer::kind::lost : origin_answer::kind::not_sent;
+            } else {
+                oc.emplace(std::move(*sent));
+                const auto& h = res_->get();
+                ans.k = origin_answer::kind::response;
+                ans.status = h.result_int();
+                ans.retried = ctx.origin_retried;
+                if (auto tag = strong_etag(field_value(h, http::field::etag)); !tag.empty())
+                    ans.validator = resource_state::present(tag, last_modified_of(h));
+            }
+            a = m.on_forwarded(ans, now());
+            break;
         }
-        if (!*stored) {
-            ctx.precondition = outcome::aborted;
-            pending_ = problem{503, "lease-lost", "Write lease lost",
+        case kind::refresh: {
+            fetch_outcome fo;
+            auto b = co_await buffer_response_body(ctx, *oc, body, ctx.rt->cfg.limits.max_body_bytes);
+            if (b == buffered::failed) {
+                fo.write_response_failed = true;
+                origin_error = make_error_code(http::error::partial_message);
+            } else {
+                body_buffered = b == buffered::complete;
+                if (body_buffered && res_->keep_alive()) (*oc).keep();
+                if (body_buffered) {
+                    auto f = co_await fetch(ctx, false);
+                    fo.failed = bool(f.ec);
+                    if (!f.ec) fo.state = state_from_fetch(ctx, f);
+                    ref.variant = variant_of(ctx, f.content_encoding);
+                } else {
+                    fo.failed = true;   // too large to hold: the new validator stays unknown
+                }
+            }
+            a = m.on_refreshed(fo, now());
+            break;
+        }
+        case kind::commit: {
+            auto r = co_await store.async_commit(ref, m.token(), a.outcome, a.state, a.hold);
+            if (!r) spdlog::warn("commit of {} failed: {}", ctx.key, r.error().message());
+            if (!companion_token.empty()) {
+                // Whatever the write did to its Destination is unknown, unless it was not applied.
+                auto o = a.outcome == cache::commit_outcome::keep ? a.outcome : cache::commit_outcome::unknown;
+                auto c = co_await store.async_commit(*companion, companion_token, o, {}, a.hold);
+                if (!c) spdlog::warn("commit of {} failed: {}", companion->key, c.error().message());
+            }
+            a = m.on_committed(r, now());
+            break;
+        }
+        case kind::respond:
+            ctx.precondition = m.precondition();
+            switch (a.reply) {
+            case reply_kind::relay:
+            case reply_kind::relay_unchecked: {
+                auto& res = res_->get();
+                // Clients of a hash route only ever see the proxy's validators (SPEC §5.4).
+                bool origin_tag_is_ours = ctx.route->etag == etag_mode::origin ||
+                    (ctx.route->etag == etag_mode::auto_ && !strong_etag(field_value(res, http::field::etag)).empty());
+                if (!origin_tag_is_ours) res.erase(http::field::etag);
+                if (!a.etag.empty()) res.set(http::field::etag, a.etag);
+                if (body_buffered) res.content_length(body.size());
+                if (!body_buffered) body.clear();
+                co_await relay_response(ctx, *oc, body_buffered ? body : no_prefix_);
+                break;
+            }
+            case reply_kind::reject:
+                co_await reject(ctx, a.verdict, a.current);
+                break;
+            case reply_kind::busy:
+                co_await refuse_busy(ctx);
+                break;
+            case reply_kind::store_unavailable:
+                co_await refuse_store_unavailable(ctx, a.store_error);
+                break;
+            case reply_kind::lease_lost:
+                pending_ = problem{503, "lease-lost", "Write lease lost",
                                    "the write lease expired while revalidating; retry", {}, {}, 1};
-            co_await respond(ctx);
+                co_await respond(ctx);
+                break;
+            case reply_kind::lease_too_short:
+                pending_ = problem{503, "lease-too-short", "Write lease too short",
+                                   "not enough of the write lease remains to forward safely; retry", {}, {}, 1};
+                co_await respond(ctx);
+                break;
+            case reply_kind::revalidation_failed:
+                pending_ = problem{502, "revalidation-failed", "Bad gateway",
+                                   "the origin answered " + std::to_string(fetch_status) +
+                                       " to the revalidation request", {}, {}, 0};
+                co_await respond(ctx);
+                break;
+            case reply_kind::origin_failed:
+                if (origin_error == http::error::partial_message) {
+                    pending_ = problem{502, "bad-origin-response", "Bad gateway",
+                                       "the origin's response ended early", {}, {}, 0};
+                    co_await respond(ctx);
+                } else {
+                    co_await fail_origin(ctx, origin_error);
+                }
+                break;
+            }
+            ctx.precondition = m.precondition();
             co_return;
         }
-        auto v = cache::evaluate(cond, *state);
-        if (v != cache::verdict::pass) {
-            co_await commit_as(ctx, token, cache::commit_outcome::keep, *state);
-            co_await reject(ctx, v, *state);
-            co_return;
-        }
-        ctx.precondition = outcome::revalidated;
     }
-
-    // The origin cannot check a fencing token: forward only while the lease outlives the
-    // origin's deadline by a margin (HARDENING.md, "Redis leases").
-    auto remaining = lease_start + route.write_lease - std::chrono::steady_clock::now();
-    if (remaining < ctx.pool->config().request_timeout + lease_safety_margin) {
-        co_await commit_as(ctx, token, cache::commit_outcome::keep, unknown_state);
-        ctx.precondition = outcome::aborted;
-        pending_ = problem{503, "lease-too-short", "Write lease too short",
-                               "not enough of the write lease remains to forward safely; retry", {}, {}, 1};
-        co_await respond(ctx);
-        co_return;
-    }
-
-    ctx.write_deadline = lease_start + route.write_lease - lease_safety_margin;
-    if (route.etag != etag_mode::origin) strip_conditionals(msg.base());
-    prepare_origin_request(ctx);
-    auto oc = co_await send_to_origin(ctx);
-    ctx.write_deadline = std::chrono::steady_clock::time_point::max();
-    if (!oc) {
-        co_await commit_after(ctx, token, nullptr, oc.error());
-        co_await fail_origin(ctx, oc.error());
-        co_return;
-    }
-    auto& res = res_->get();
-    bool refresh = route.refresh_after_write && route.etag != etag_mode::origin &&
-                   is_2xx(res.result_int()) && ctx.method != http::verb::delete_;
-    if (!refresh) {
-        co_await commit_after(ctx, token, &res.base(), {});
-        co_await relay_response(ctx, *oc, no_prefix_);
-        co_return;
-    }
-    // Fetch the new validator while still holding the lease and hand it to the client, so it
-    // can chain writes without re-reading.
-    std::string body;
-    auto b = co_await buffer_response_body(ctx, *oc, body, cfg.limits.max_body_bytes);
-    if (b == buffered::failed) {
-        co_await commit_after(ctx, token, nullptr, make_error_code(net::error::connection_reset));
-        pending_ = problem{502, "bad-origin-response", "Bad gateway",
-                               "the origin's response ended early", {}, {}, 0};
-        co_await respond(ctx);
-        co_return;
-    }
-    bool complete = b == buffered::complete;
-    if (complete && res_->keep_alive()) oc->keep();
-    fetch_result f;
-    if (complete) f = co_await fetch(ctx, false);
-    else f.ec = make_error_code(net::error::message_size);
-    auto state = f.ec ? std::nullopt : state_from_fetch(ctx, f);
-    if (state && state->state == resource_state::kind::present && !state->etag.empty()) {
-        // A lease that ran out during the refresh may have let another write through, whose
-        // result the fetch could have seen: that tag is not this client's to chain on.
-        bool held = co_await commit_as(ctx, token, cache::commit_outcome::set, *state);
-        if (held) res.set(http::field::etag, state->etag);
-    } else {
-        co_await commit_as(ctx, token, cache::commit_outcome::set, unknown_state);
-    }
-    if (complete) res.content_length(body.size());
-    co_await relay_response(ctx, *oc, body);
 }
 
 }  // namespace ifm::proxy

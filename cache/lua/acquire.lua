@@ -1,12 +1,12 @@
--- acquire: start a conditional write (SPEC §5.1). One round trip, O(1) apart from the tag lists.
--- KEYS[1] resource hash (s: a|p, missing = unknown; e: etag; m: last-modified; g: generation)
--- KEYS[2] lease (string token, PX TTL)
--- ARGV[1] lease token, ARGV[2] lease TTL in ms
--- ARGV[3] two characters: If-Match kind, If-None-Match kind; each n (none) | a (*) | l (list)
--- ARGV[4] If-Unmodified-Since (decimal epoch seconds) or '' when absent
--- ARGV[5] number N of If-Match tags; ARGV[6 .. 5+N] If-Match tags; ARGV[6+N ..] If-None-Match tags
--- Returns {status, s, e, m}: status busy | unknown | ok | mismatch, and the state it was decided on.
--- Mirrors ifm::cache::evaluate (cache/condition.hpp); tests/redis/store_test.cpp checks both agree.
+-- acquire: start a conditional write (SPEC §5.1). One round trip, O(1) apart from the tag lists
+-- and the bounded variants.
+-- ARGV[4] lease token, ARGV[5] lease TTL in ms
+-- ARGV[6] two characters: If-Match kind, If-None-Match kind; each n (none) | a (*) | l (list)
+-- ARGV[7] If-Unmodified-Since (decimal epoch seconds) or '' when absent
+-- ARGV[8] number N of If-Match tags; ARGV[9 .. 8+N] If-Match tags; ARGV[9+N ..] If-None-Match tags
+-- Returns {status, s, e, m}: status recovering | busy | unknown | ok | mismatch, the state it was
+-- decided on and the variant's tag (or another variant's, for the 409 body).
+-- Mirrors ifm::cache::evaluate (cache/condition.hpp) over all variants' tags.
 
 -- a <= b for canonical decimal integers (as std::to_string writes them), exact beyond 2^53
 -- where Lua's doubles would round.
@@ -24,66 +24,74 @@ local function opaque(t)
   return t
 end
 
-local st = redis.call('HMGET', KEYS[1], 's', 'e', 'm', 'w')
-local s, e, m = st[1] or '', st[2] or '', st[3] or ''
-if s ~= 'a' and s ~= 'p' then s, e, m = '', '', '' end
+if recovering(ARGV[5]) then return {'recovering', '', '', ''} end
+
+local h = redis.call('HGETALL', KEYS[1])
+local f, tags = {}, {}
+for i = 1, #h, 2 do
+  f[h[i]] = h[i + 1]
+  if h[i]:sub(1, 2) == 'v:' then tags[#tags + 1] = h[i + 1] end
+end
+local s, m = f['s'] or '', f['m'] or ''
+if s ~= 'a' and s ~= 'p' then s, m = '', '' end
+local e = f['v:' .. ARGV[3]] or tags[1] or ''
+
+local function take(status)
+  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+  redis.call('HSET', KEYS[1], 'w', ARGV[4])
+  touch(2 * tonumber(ARGV[5]))
+  return {status, s, e, m}
+end
 
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'busy', s, e, m}
 end
 -- w: a write took the lease and never committed (its proxy crashed or lost the store): its
--- outcome is unknown, so the pre-write state must not be trusted (I3).
--- Moving the generation also stops a read that started before that write from recording.
-if st[4] then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local g = tonumber(redis.call('HGET', KEYS[1], 'g') or '0') or 0
-  redis.call('HDEL', KEYS[1], 's', 'e', 'm', 'w')
-  redis.call('HSET', KEYS[1], 'g', string.format('%.0f', math.max(g + 1, now)))
-  s, e, m = '', '', ''
+-- outcome is unknown, so the pre-write state must not be trusted (I3). Moving the generation
+-- also stops a read that started before that write from recording.
+if f['w'] then
+  wipe()
+  redis.call('HDEL', KEYS[1], 'w')
+  redis.call('HSET', KEYS[1], 'g', next_generation())
+  s, e, m, tags = '', '', '', {}
 end
-if s == '' then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  redis.call('HSET', KEYS[1], 'w', ARGV[1])
-  return {'unknown', s, e, m}
-end
+if s == '' then return take('unknown') end
 
 local present = s == 'p'
-local has_tag = present and e ~= ''  -- an empty etag: exists, tag unknown; matches no list
-local im, inm = ARGV[3]:sub(1, 1), ARGV[3]:sub(2, 2)
-local n = tonumber(ARGV[5])
+local im, inm = ARGV[6]:sub(1, 1), ARGV[6]:sub(2, 2)
+local n = tonumber(ARGV[8])
 local pass = true
 
 if im == 'a' then
   pass = present
 elseif im == 'l' then
-  -- strong comparison: a weak stored tag never matches
+  -- strong comparison against every variant's tag (stored tags are never weak)
   pass = false
-  if has_tag and e:sub(1, 2) ~= 'W/' then
-    for i = 6, 5 + n do
-      if ARGV[i] == e then pass = true break end
+  if present then
+    for _, t in ipairs(tags) do
+      for i = 9, 8 + n do
+        if ARGV[i] == t and t:sub(1, 2) ~= 'W/' then pass = true end
+      end
     end
   end
-elseif ARGV[4] ~= '' and present and m ~= '' then
-  pass = int_le(m, ARGV[4])  -- no Last-Modified known: the header is ignored (RFC 9110 §13.1.4)
+elseif ARGV[7] ~= '' and present and m ~= '' then
+  pass = int_le(m, ARGV[7])  -- no Last-Modified known: the header is ignored (RFC 9110 §13.1.4)
 end
 
 if pass then
   if inm == 'a' then
     pass = not present
-  elseif inm == 'l' and has_tag then
+  elseif inm == 'l' and present then
     -- weak comparison: opaque parts only
-    local current = opaque(e)
-    for i = 6 + n, #ARGV do
-      if opaque(ARGV[i]) == current then pass = false break end
+    for _, t in ipairs(tags) do
+      for i = 9 + n, #ARGV do
+        if opaque(ARGV[i]) == opaque(t) then pass = false end
+      end
     end
   end
 end
 
-if not pass then
-  return {'mismatch', s, e, m}
-end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('HSET', KEYS[1], 'w', ARGV[1])
-return {'ok', s, e, m}
+if pass then return take('ok') end
+-- A variant's validator went unrecorded: the tag may be current there. Ask the origin.
+if f['o'] and present and (im == 'l' or inm == 'l') then return take('unknown') end
+return {'mismatch', s, e, m}

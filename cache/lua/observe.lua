@@ -1,17 +1,17 @@
 -- observe: record a validator seen on a GET/HEAD response, only if no write is in flight and none
 -- committed since the snapshot (else a slow read could record a pre-write validator).
--- KEYS[1] resource hash, KEYS[2] lease; ARGV[1] generation from the snapshot (decimal),
--- ARGV[2] s ('' | a | p), ARGV[3] etag, ARGV[4] last-modified ('' none). Returns 1 if recorded.
+-- ARGV[4] generation from the snapshot (decimal), ARGV[5] s ('' | a | p), ARGV[6] etag,
+-- ARGV[7] last-modified ('' none). Returns 1 if recorded.
+if recovering(0) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[1], 'w') == 1 then
   return 0
 end
-if (redis.call('HGET', KEYS[1], 'g') or '0') ~= ARGV[1] then
+if (redis.call('HGET', KEYS[1], 'g') or '0') ~= ARGV[4] then
   return 0
 end
-if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[1], 's', 'e', 'm')
-else
-  redis.call('HSET', KEYS[1], 's', ARGV[2], 'e', ARGV[3])
-  if ARGV[4] == '' then redis.call('HDEL', KEYS[1], 'm') else redis.call('HSET', KEYS[1], 'm', ARGV[4]) end
-end
-return 1
+-- A 404 of a resource nobody tracks is not recorded: strangers could fill the store.
+if ARGV[5] == 'a' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local recorded = record(ARGV[5], ARGV[6], ARGV[7])
+touch(0)
+if recorded then return 1 end
+return 0

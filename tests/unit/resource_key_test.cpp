@@ -26,6 +26,9 @@ using ifm::config::query_mode;
 using ifm::proxy::max_resource_key_bytes;
 using ifm::proxy::normalize_target;
 using ifm::proxy::resource_key;
+using ifm::proxy::ambiguous_path;
+using ifm::proxy::resource_scope;
+using ifm::proxy::variant_id;
 using vary_list = std::vector<std::pair<std::string, std::string>>;
 
 namespace {
@@ -84,13 +87,18 @@ TEST_CASE("normalize: unreserved escapes are decoded, in either hex case") {
     CHECK(keep("/%61%2D%2e%5F%30%39%7A") == "/a-._09z");
 }
 
-TEST_CASE("normalize: reserved escapes stay encoded, with upper-case hex") {
+// Issue 11 item 9: "/x%21" and "/x!" are one file to nginx and Apache (they decode the path
+// before mapping it), so they must be one resource: the old rule gave them two keys.
+TEST_CASE("normalize: a path's sub-delims, ':' and '@' are decoded; '/' and '%' stay encoded, upper-case hex") {
     CHECK(keep("/a%2fb") == "/a%2Fb");
     CHECK(keep("/a%2Fb") == "/a%2Fb");
-    CHECK(keep("/a%2fb") != keep("/a/b"));  // an encoded slash is data, not a separator
-    CHECK(keep("/a%3a") == "/a%3A");
-    CHECK(keep("/%21") == "/%21");        // sub-delims are not equivalent to their escapes
-    CHECK(keep("/%21") != keep("/!"));
+    CHECK(keep("/a%2fb") != keep("/a/b"));  // an encoded slash is data (and refused on writes)
+    CHECK(keep("/a%3a") == "/a:");
+    CHECK(keep("/%21") == "/!");
+    CHECK(keep("/%21") == keep("/!"));
+    CHECK(keep("/x%40y%3Bz%3D1") == "/x@y;z=1");
+    CHECK(keep("/a?x=%21") == "/a?x=%21");   // in the query, reserved escapes are data
+    CHECK(keep("/a?x=%26") != keep("/a?x=&"));
     CHECK(keep("/%25") == "/%25");        // an encoded '%' is not decoded (no double decoding)
     CHECK(keep("/%252F") == "/%252F");
     CHECK(keep("/a%c3%a9") == "/a%C3%A9");
@@ -429,4 +437,45 @@ TEST_CASE("key: end to end from request targets") {
     const auto k = key("/" + std::string(8000, 'q'));
     CHECK(valid_key(k));
     CHECK(k.starts_with("api#"));
+}
+
+TEST_CASE("ambiguous paths: encoded slashes, empty segments and dot-segments are named") {
+    CHECK(ambiguous_path("/api/doc.txt").empty());
+    CHECK(ambiguous_path("/api/doc.txt?a=//b&c=%2F").empty());   // the query is not the path
+    CHECK(ambiguous_path("/a.b/..c/d.").empty());
+    CHECK_FALSE(ambiguous_path("//api/doc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/api//doc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/api%2Fdoc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/api%2fdoc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/api%5Cdoc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/api\\doc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/api/./doc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/x/../api/doc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/x/%2E%2E/api/doc.txt").empty());
+    CHECK_FALSE(ambiguous_path("/x/%2e./api").empty());
+    CHECK_FALSE(ambiguous_path("/api/..").empty());
+    CHECK_FALSE(ambiguous_path("/a%00b").empty());
+}
+
+TEST_CASE("resource scope: the origin and the host, case and default port folded") {
+    CHECK(resource_scope("127.0.0.1:3000", "Example.COM") == resource_scope("127.0.0.1:3000", "example.com"));
+    CHECK(resource_scope("127.0.0.1:3000", "example.com:80") == resource_scope("127.0.0.1:3000", "example.com"));
+    CHECK(resource_scope("127.0.0.1:3000", "example.com.") == resource_scope("127.0.0.1:3000", "example.com"));
+    CHECK(resource_scope("127.0.0.1:3000", "a.example") != resource_scope("127.0.0.1:3000", "b.example"));
+    CHECK(resource_scope("127.0.0.1:3000", "a.example") != resource_scope("127.0.0.1:3001", "a.example"));
+    // Two virtual hosts are two resources (issue 11 item 12).
+    CHECK(resource_key(resource_scope("o:1", "a.example"), "/doc", {}) !=
+          resource_key(resource_scope("o:1", "b.example"), "/doc", {}));
+}
+
+TEST_CASE("variants: vary values and content coding, empty for the default representation") {
+    CHECK(variant_id({}, "").empty());
+    CHECK(variant_id({}, "identity").empty());
+    CHECK(variant_id({{"accept", ""}}, "").empty());
+    CHECK_FALSE(variant_id({}, "gzip").empty());
+    CHECK(variant_id({}, "gzip") == variant_id({}, "GZIP"));
+    CHECK(variant_id({}, "gzip") != variant_id({}, "br"));
+    CHECK(variant_id({{"accept", "application/json"}}, "") != variant_id({{"accept", "text/html"}}, ""));
+    CHECK(variant_id({{"accept", "application/json"}}, "") != variant_id({{"accept", "application/json"}}, "gzip"));
+    CHECK(variant_id({{"accept", "a"}}, "").size() == 16);
 }

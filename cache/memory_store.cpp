@@ -97,7 +97,7 @@ resource_state memory_backend::view(const entry& e, const std::string& variant) 
 }
 
 bool memory_backend::recovering(clock::time_point now, std::chrono::milliseconds fleet_lease) {
-    if (!ready_at_) ready_at_ = now + std::max(fleet_lease, longest_lease_);
+    if (!ready_at_) ready_at_ = now + fleet_lease;
     return now < *ready_at_;
 }
 
@@ -106,7 +106,7 @@ result<acquire_result> memory_backend::acquire(const resource_ref& ref, const co
                                                std::chrono::milliseconds fleet_lease) {
     const auto now = now_();
     std::lock_guard lock(mutex_);
-    if (recovering(now, std::max(fleet_lease, lease))) return detail::fail(store_errc::recovering);
+    if (recovering(now, fleet_lease)) return detail::fail(store_errc::recovering);
     longest_lease_ = std::max(longest_lease_, lease);
     auto& e = at(ref.key, now);
     settle(e, now);
@@ -174,10 +174,10 @@ bool memory_backend::commit(const resource_ref& ref, const std::string& token, c
     return held;
 }
 
-snapshot memory_backend::read(const resource_ref& ref) {
+snapshot memory_backend::read(const resource_ref& ref, std::chrono::milliseconds fleet_lease) {
     const auto now = now_();
     std::lock_guard lock(mutex_);
-    const bool recovering_now = recovering(now, longest_lease_);
+    const bool recovering_now = recovering(now, fleet_lease);
     auto it = entries_.find(ref.key);
     if (it == entries_.end()) return {{}, 0, recovering_now};
     auto& e = it->second;
@@ -187,10 +187,11 @@ snapshot memory_backend::read(const resource_ref& ref) {
     return {view(e, ref.variant), e.generation, leased(e, now) || recovering_now};
 }
 
-bool memory_backend::observe(const resource_ref& ref, std::uint64_t generation, const resource_state& state) {
+bool memory_backend::observe(const resource_ref& ref, std::uint64_t generation, const resource_state& state,
+                             std::chrono::milliseconds fleet_lease) {
     const auto now = now_();
     std::lock_guard lock(mutex_);
-    if (recovering(now, longest_lease_)) return false;
+    if (recovering(now, fleet_lease)) return false;
     auto it = entries_.find(ref.key);
     // A 404 of a resource nobody tracks is not recorded: strangers could fill the store.
     if (state.state == resource_state::kind::absent && it == entries_.end()) return false;
@@ -237,7 +238,7 @@ memory_store::memory_store(std::shared_ptr<memory_backend> backend)
 net::awaitable<result<acquire_result>> memory_store::async_acquire(
     resource_ref ref, condition cond, std::chrono::milliseconds lease) {
     if (closed_) co_return detail::fail(store_errc::unavailable);
-    co_return backend_->acquire(ref, cond, lease, detail::make_lease_token(rng_), longest_lease_);
+    co_return backend_->acquire(ref, cond, lease, detail::make_lease_token(rng_), std::max(longest_lease_, lease));
 }
 
 net::awaitable<result<bool>> memory_store::async_store_under_lease(
@@ -255,13 +256,13 @@ net::awaitable<result<bool>> memory_store::async_commit(
 
 net::awaitable<result<snapshot>> memory_store::async_snapshot(resource_ref ref) {
     if (closed_) co_return detail::fail(store_errc::unavailable);
-    co_return backend_->read(ref);
+    co_return backend_->read(ref, longest_lease_);
 }
 
 net::awaitable<result<bool>> memory_store::async_observe(
     resource_ref ref, std::uint64_t generation, resource_state state) {
     if (closed_) co_return detail::fail(store_errc::unavailable);
-    co_return backend_->observe(ref, generation, state);
+    co_return backend_->observe(ref, generation, state, longest_lease_);
 }
 
 net::awaitable<result<void>> memory_store::async_ping() {

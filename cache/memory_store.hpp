@@ -30,8 +30,10 @@ public:
     bool store_under_lease(const resource_ref& ref, const std::string& token, const resource_state& state);
     bool commit(const resource_ref& ref, const std::string& token, commit_outcome outcome,
                 const resource_state& state, std::chrono::milliseconds hold = {});
-    snapshot read(const resource_ref& ref);
-    bool observe(const resource_ref& ref, std::uint64_t generation, const resource_state& state);
+    // `fleet_lease` as for acquire: a read that finds the data lost starts the same wait.
+    snapshot read(const resource_ref& ref, std::chrono::milliseconds fleet_lease = {});
+    bool observe(const resource_ref& ref, std::uint64_t generation, const resource_state& state,
+                 std::chrono::milliseconds fleet_lease = {});
 
     // Resources with a state (expired ones included until touched).
     std::size_t size() const;

@@ -138,7 +138,8 @@ redis_store::redis_store(net::any_io_executor ex, const config::store_config& cf
                          const redis_target& target, unsigned wait_replicas)
     : prefix_(cfg.key_prefix), cluster_(target.mode == redis_mode::cluster), validator_ttl_(cfg.validator_ttl),
       wait_replicas_(wait_replicas), wait_timeout_(cfg.wait_timeout),
-      command_timeout_(cfg.timeout), rng_(detail::make_token_rng()) {
+      command_timeout_(cfg.timeout), young_server_wait_(cfg.young_server_wait),
+      epoch_seen_(target.mode == redis_mode::cluster ? cluster_slots : 1, false), rng_(detail::make_token_rng()) {
     redis_options opts;
     opts.command_timeout = cfg.timeout;
     opts.connect_timeout = cfg.connect_timeout;
@@ -187,10 +188,20 @@ std::vector<std::string> redis_store::keys(std::string_view key) const {
     return {std::move(hash), std::move(lease), std::move(epoch)};
 }
 
-std::vector<std::string> redis_store::args(const resource_ref& ref) const {
+std::size_t redis_store::epoch_index(std::string_view key) const {
+    return cluster_ ? hash_slot(resource_key(prefix_, key)) : 0;
+}
+
+std::vector<std::string> redis_store::args(const resource_ref& ref) {
     std::vector<std::string> a;
     a.reserve(12);
-    a.push_back(std::to_string(longest_lease_.count()));
+    // A store whose epoch this proxy never saw may be brand new (nothing lost) or have lost its
+    // data: young_server_wait decides whether to trust it on first sight. Once a script ran, the
+    // epoch exists; a later loss is always waited out.
+    auto i = epoch_index(ref.key);
+    bool seen = epoch_seen_[i];
+    epoch_seen_[i] = true;   // set optimistically: the script about to run creates it
+    a.push_back(std::to_string(seen || young_server_wait_ ? longest_lease_.count() : 0));
     a.push_back(std::to_string(validator_ttl_.count()));
     a.push_back(ref.variant);
     return a;
@@ -223,10 +234,12 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     auto r = co_await router_->async_eval(acquire_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
     const auto& v = r->reply;
-    if (v.kind != redis_reply::type::array || v.elements.size() != 4) co_return detail::failure{reply_error("acquire", v)};
-    const std::string* f[4];
-    for (int i = 0; i < 4; ++i)
+    if (v.kind != redis_reply::type::array || v.elements.size() != 5) co_return detail::failure{reply_error("acquire", v)};
+    const std::string* f[5];
+    for (int i = 0; i < 5; ++i)
         if (!(f[i] = as_string(v.elements[i]))) co_return detail::failure{reply_error("acquire", v)};
+    std::int64_t fleet = 0;
+    if (parse_int(*f[4], fleet)) longest_lease_ = std::max(longest_lease_, std::chrono::milliseconds(fleet));
     const auto& status = *f[0];
     if (status == "recovering") co_return detail::fail(store_errc::recovering);
     auto state = decode_state(*f[1], *f[2], *f[3]);

@@ -59,7 +59,8 @@ private:
     // KEYS: the resource hash, its lease, and the epoch of its slot (cache/lua/prelude.lua).
     std::vector<std::string> keys(std::string_view key) const;
     // The prelude's ARGV[1..3]: the fleet's longest lease, the validator TTL, the variant.
-    std::vector<std::string> args(const resource_ref& ref) const;
+    std::vector<std::string> args(const resource_ref& ref);
+    std::size_t epoch_index(std::string_view key) const;
     std::string new_token();
 
     // Confirms a lease just taken (see above); false: it was released again.
@@ -72,9 +73,11 @@ private:
     unsigned wait_replicas_ = 0;
     std::chrono::milliseconds wait_timeout_{};
     std::chrono::milliseconds command_timeout_{};
+    bool young_server_wait_ = true;
+    std::vector<bool> epoch_seen_;   // per epoch key (one, or one per cluster slot)
     // The longest write lease configured or asked for (at least the default): how long reads
     // stay unrecorded after Redis was restarted (redis_connection::replacement_started_at).
-    std::chrono::milliseconds longest_lease_{config::route_config{}.write_lease};
+    std::chrono::milliseconds longest_lease_{0};
     std::mt19937_64 rng_;
 };
 

@@ -253,10 +253,13 @@ std::string_view ambiguous_path(std::string_view target) {
 std::string resource_scope(std::string_view origin, std::string_view host) {
     std::string out(origin);
     out += '@';
-    // Host names are case-insensitive; a trailing dot and the default port name the same host.
+    // Host names are case-insensitive and a trailing dot names the same host. The port is left
+    // out: it is the port the client reached the proxy on (two proxies of a fleet listen on
+    // different ones), not something the origin's one listener tells resources apart by.
     std::string h;
     for (char c : host) h += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    if (h.ends_with(":80")) h.resize(h.size() - 3);
+    if (auto colon = h.rfind(':'); colon != std::string::npos && h.find(']', colon) == std::string::npos)
+        h.resize(colon);
     if (h.ends_with('.')) h.pop_back();
     out += h;
     return out;

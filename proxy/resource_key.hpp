@@ -33,7 +33,8 @@ std::string resource_key(std::string_view route_name, std::string_view normalize
 // (`resource_key(resource_scope(origin, host), target, {})`), nothing that a configuration change
 // could alter (route names, `vary`): two routes, two config versions or a rolled-back reload all
 // address one resource with one key, one lease and one generation. `origin` is the upstream's
-// address; `host` is lower-cased, without a trailing dot or the default port.
+// address; `host` is lower-cased, without a trailing dot or a port (the port is the proxy's
+// listener, which differs across a fleet, not the origin's).
 std::string resource_scope(std::string_view origin, std::string_view host);
 
 // Which representation of a resource a validator belongs to (SPEC §4): the route's `vary` header

@@ -374,7 +374,10 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
         co_return;
     }
     cache::condition cond = pre.type == write_precondition::kind::condition ? pre.cond : cache::condition{};
-    co_await run_write(ctx, write_params_for(ctx, std::move(cond)), {});
+    // Locals, not temporaries, in co_await expressions: GCC 12 destroys those twice.
+    auto params = write_params_for(ctx, std::move(cond));
+    std::optional<cache::resource_ref> no_companion;
+    co_await run_write(ctx, std::move(params), std::move(no_companion));
 }
 
 // SPEC §5.5: an unsafe method the route does not judge still changes its target (and, for WebDAV
@@ -417,7 +420,9 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
     for (;;) {
         switch (a.what) {
         case kind::acquire: {
-            auto r = co_await store.async_acquire(ref, a.unconditional ? cache::condition{} : cond, params.lease);
+            // A local, not a temporary, in the co_await expression: GCC 12 destroys those twice.
+            auto c = a.unconditional ? cache::condition{} : cond;
+            auto r = co_await store.async_acquire(ref, std::move(c), params.lease);
             a = m.on_acquired(r, now());
             break;
         }
@@ -455,9 +460,11 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             if (companion && m.forwarded()) {
                 // The Destination's lease, taken after the target's: never waited for, so two
                 // COPYs in opposite directions cannot deadlock (the second gets busy).
-                auto r = co_await store.async_acquire(*companion, cache::condition{}, params.lease);
+                cache::condition unconditional;
+                auto r = co_await store.async_acquire(*companion, std::move(unconditional), params.lease);
                 if (!r || r->status == cache::acquire_status::busy) {
-                    auto released = co_await store.async_commit(ref, m.token(), cache::commit_outcome::keep, {});
+                    resource_state unchanged;
+                    auto released = co_await store.async_commit(ref, m.token(), cache::commit_outcome::keep, unchanged);
                     if (!released) spdlog::warn("releasing the lease on {} failed: {}", ctx.key, released.error().message());
                     if (!r) co_await refuse_store_unavailable(ctx, r.error());
                     else co_await refuse_busy(ctx);
@@ -465,6 +472,9 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 }
                 companion_token = r->token;
             }
+            if (m.precondition() == outcome::store_error)
+                spdlog::warn("store unavailable; on_store_error: fail_open forwards {} {} UNCHECKED", ctx.method_name,
+                             ctx.target);
             if (a.strip_conditionals) strip_conditionals(msg.base());
             ctx.write_deadline = m.write_deadline();
             prepare_origin_request(ctx);
@@ -513,7 +523,8 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             if (!companion_token.empty()) {
                 // Whatever the write did to its Destination is unknown, unless it was not applied.
                 auto o = a.outcome == cache::commit_outcome::keep ? a.outcome : cache::commit_outcome::unknown;
-                auto c = co_await store.async_commit(*companion, companion_token, o, {}, a.hold);
+                resource_state none;
+                auto c = co_await store.async_commit(*companion, companion_token, o, none, a.hold);
                 if (!c) spdlog::warn("commit of {} failed: {}", companion->key, c.error().message());
             }
             a = m.on_committed(r, now());
@@ -532,7 +543,8 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 if (!a.etag.empty()) res.set(http::field::etag, a.etag);
                 if (body_buffered) res.content_length(body.size());
                 if (!body_buffered) body.clear();
-                co_await relay_response(ctx, *oc, body_buffered ? body : no_prefix_);
+                auto& prefix = body_buffered ? body : no_prefix_;
+                co_await relay_response(ctx, *oc, prefix);
                 break;
             }
             case reply_kind::reject:

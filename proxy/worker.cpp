@@ -7,7 +7,8 @@ namespace ifm::proxy {
 namespace {
 std::chrono::milliseconds longest_lease(const runtime& rt) {
     std::chrono::milliseconds longest{0};
-    for (const auto& route : rt.cfg.routes) longest = std::max(longest, route.write_lease);
+    for (const auto& route : rt.cfg.routes)
+        if (route.track) longest = std::max(longest, route.write_lease);   // untracked routes take none
     return longest;
 }
 

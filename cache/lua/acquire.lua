@@ -4,8 +4,9 @@
 -- ARGV[6] two characters: If-Match kind, If-None-Match kind; each n (none) | a (*) | l (list)
 -- ARGV[7] If-Unmodified-Since (decimal epoch seconds) or '' when absent
 -- ARGV[8] number N of If-Match tags; ARGV[9 .. 8+N] If-Match tags; ARGV[9+N ..] If-None-Match tags
--- Returns {status, s, e, m}: status recovering | busy | unknown | ok | mismatch, the state it was
--- decided on and the variant's tag (or another variant's, for the 409 body).
+-- Returns {status, s, e, m, l}: status recovering | busy | unknown | ok | mismatch, the state it was
+-- decided on and the variant's tag (or another variant's, for the 409 body), and the fleet's
+-- longest lease as the epoch records it.
 -- Mirrors ifm::cache::evaluate (cache/condition.hpp) over all variants' tags.
 
 -- a <= b for canonical decimal integers (as std::to_string writes them), exact beyond 2^53
@@ -24,7 +25,7 @@ local function opaque(t)
   return t
 end
 
-if recovering(ARGV[5]) then return {'recovering', '', '', ''} end
+if recovering(ARGV[5]) then return {'recovering', '', '', '', fleet_lease()} end
 
 local h = redis.call('HGETALL', KEYS[1])
 local f, tags = {}, {}
@@ -40,11 +41,11 @@ local function take(status)
   redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
   redis.call('HSET', KEYS[1], 'w', ARGV[4])
   touch(2 * tonumber(ARGV[5]))
-  return {status, s, e, m}
+  return {status, s, e, m, fleet_lease()}
 end
 
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {'busy', s, e, m}
+  return {'busy', s, e, m, fleet_lease()}
 end
 -- w: a write took the lease and never committed (its proxy crashed or lost the store): its
 -- outcome is unknown, so the pre-write state must not be trusted (I3). Moving the generation
@@ -94,4 +95,4 @@ end
 if pass then return take('ok') end
 -- A variant's validator went unrecorded: the tag may be current there. Ask the origin.
 if f['o'] and present and (im == 'l' or inm == 'l') then return take('unknown') end
-return {'mismatch', s, e, m}
+return {'mismatch', s, e, m, fleet_lease()}

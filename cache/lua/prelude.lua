@@ -16,18 +16,27 @@ local function now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])  -- ~1.7e15, exact in a double (< 2^53)
 end
 
--- True while writes must wait for leases the store may have lost; the first caller that finds the
--- epoch missing starts the wait.
+-- True while writes must wait for leases the store may have lost. The first caller that finds the
+-- epoch missing starts the wait: ARGV[1], the fleet's longest lease as it knows it (0 from a proxy
+-- that never saw this store's epoch and trusts a new store: store.young_server_wait false).
+-- `lease` (the caller's own) raises the longest lease recorded in the epoch, which acquire returns
+-- so that every proxy learns the fleet's longest lease before a loss.
 local function recovering(lease)
   local ep = redis.call('HMGET', KEYS[3], 'r', 'l')
   local now = now_us()
-  local l = math.max(tonumber(ARGV[1]) or 0, tonumber(lease) or 0)
+  local wait = tonumber(ARGV[1]) or 0
+  local l = math.max(wait, tonumber(lease) or 0)
   if not ep[1] then
-    redis.call('HSET', KEYS[3], 'r', string.format('%.0f', now + l * 1000), 'l', l)
-    return l > 0
+    redis.call('HSET', KEYS[3], 'r', string.format('%.0f', now + wait * 1000), 'l', l)
+    return wait > 0
   end
   if l > (tonumber(ep[2]) or 0) then redis.call('HSET', KEYS[3], 'l', l) end
   return now < tonumber(ep[1])
+end
+
+-- The longest lease the epoch records (ms).
+local function fleet_lease()
+  return redis.call('HGET', KEYS[3], 'l') or '0'
 end
 
 local function next_generation()

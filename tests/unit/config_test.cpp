@@ -376,7 +376,7 @@ routes:
 )");
     check_error(e, "routes[0].write_lease", 5, "");
     CHECK(e.message ==
-          "must exceed upstreams.legacy.request_timeout (10s) plus a 1s safety margin, "
+          "must exceed upstreams.legacy.request_timeout (10s) plus lease_margin (1s), "
           "because the origin cannot check a fencing token");
 
     // A defaulted lease (15s) against a slow origin: reported at the route's line.

@@ -457,9 +457,12 @@ TEST_CASE("ambiguous paths: encoded slashes, empty segments and dot-segments are
     CHECK_FALSE(ambiguous_path("/a%00b").empty());
 }
 
-TEST_CASE("resource scope: the origin and the host, case and default port folded") {
+TEST_CASE("resource scope: the origin and the host, case and port folded") {
     CHECK(resource_scope("127.0.0.1:3000", "Example.COM") == resource_scope("127.0.0.1:3000", "example.com"));
     CHECK(resource_scope("127.0.0.1:3000", "example.com:80") == resource_scope("127.0.0.1:3000", "example.com"));
+    // Two proxies of a fleet listen on different ports: one resource.
+    CHECK(resource_scope("127.0.0.1:3000", "127.0.0.1:8081") == resource_scope("127.0.0.1:3000", "127.0.0.1:8082"));
+    CHECK(resource_scope("o:1", "[::1]:8081") == resource_scope("o:1", "[::1]"));
     CHECK(resource_scope("127.0.0.1:3000", "example.com.") == resource_scope("127.0.0.1:3000", "example.com"));
     CHECK(resource_scope("127.0.0.1:3000", "a.example") != resource_scope("127.0.0.1:3000", "b.example"));
     CHECK(resource_scope("127.0.0.1:3000", "a.example") != resource_scope("127.0.0.1:3001", "a.example"));

@@ -386,7 +386,7 @@ TEST_CASE("store: after losing its data the store refuses writes for the fleet's
     auto r = b.acquire({"r"}, {}, 5s, "t2", 30s);   // this route's lease is 5 s, the fleet's 30 s
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error() == make_error_code(cache::store_errc::recovering));
-    CHECK(b.read({"r"}).leased);                    // reads record nothing meanwhile
+    CHECK(b.read({"r"}, 30s).leased);               // reads record nothing meanwhile
     clk.now += 29s;
     CHECK_FALSE(b.acquire({"r"}, {}, 5s, "t3", 30s).has_value());
     clk.now += 2s;

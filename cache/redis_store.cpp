@@ -192,15 +192,18 @@ std::size_t redis_store::epoch_index(std::string_view key) const {
     return cluster_ ? hash_slot(resource_key(prefix_, key)) : 0;
 }
 
-std::vector<std::string> redis_store::args(const resource_ref& ref) {
+// A script ran: the epoch of the key's slot exists now (it creates it when missing).
+void redis_store::saw_epoch(std::string_view key) {
+    epoch_seen_[epoch_index(key)] = true;
+}
+
+std::vector<std::string> redis_store::args(const resource_ref& ref) const {
     std::vector<std::string> a;
     a.reserve(12);
     // A store whose epoch this proxy never saw may be brand new (nothing lost) or have lost its
     // data: young_server_wait decides whether to trust it on first sight. Once a script ran, the
     // epoch exists; a later loss is always waited out.
-    auto i = epoch_index(ref.key);
-    bool seen = epoch_seen_[i];
-    epoch_seen_[i] = true;   // set optimistically: the script about to run creates it
+    bool seen = epoch_seen_[epoch_index(ref.key)];
     a.push_back(std::to_string(seen || young_server_wait_ ? longest_lease_.count() : 0));
     a.push_back(std::to_string(validator_ttl_.count()));
     a.push_back(ref.variant);
@@ -233,6 +236,7 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
 
     auto r = co_await router_->async_eval(acquire_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
+    saw_epoch(ref.key);
     const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 5) co_return detail::failure{reply_error("acquire", v)};
     const std::string* f[5];
@@ -306,6 +310,7 @@ net::awaitable<result<bool>> redis_store::async_store_under_lease(
     encode_state(a, state);
     auto r = co_await router_->async_eval(store_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
+    saw_epoch(ref.key);
     co_return decode_flag("store_under_lease", r->reply);
 }
 
@@ -323,12 +328,14 @@ net::awaitable<result<bool>> redis_store::async_commit(
     a.push_back(std::to_string(std::max<std::int64_t>(hold.count(), 0)));
     auto r = co_await router_->async_eval(commit_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
+    saw_epoch(ref.key);
     co_return decode_flag("commit", r->reply);
 }
 
 net::awaitable<result<snapshot>> redis_store::async_snapshot(resource_ref ref) {
     auto r = co_await router_->async_eval(snapshot_script, keys(ref.key), args(ref));
     if (!r) co_return detail::failure{r.error()};
+    saw_epoch(ref.key);
     const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 5 ||
         v.elements[4].kind != redis_reply::type::integer)
@@ -354,6 +361,7 @@ net::awaitable<result<bool>> redis_store::async_observe(
     encode_state(a, state);
     auto r = co_await router_->async_eval(observe_script, keys(ref.key), std::move(a));
     if (!r) co_return detail::failure{r.error()};
+    saw_epoch(ref.key);
     co_return decode_flag("observe", r->reply);
 }
 

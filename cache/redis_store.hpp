@@ -59,7 +59,8 @@ private:
     // KEYS: the resource hash, its lease, and the epoch of its slot (cache/lua/prelude.lua).
     std::vector<std::string> keys(std::string_view key) const;
     // The prelude's ARGV[1..3]: the fleet's longest lease, the validator TTL, the variant.
-    std::vector<std::string> args(const resource_ref& ref);
+    std::vector<std::string> args(const resource_ref& ref) const;
+    void saw_epoch(std::string_view key);
     std::size_t epoch_index(std::string_view key) const;
     std::string new_token();
 

@@ -134,7 +134,7 @@ struct fake_origin::impl {
   std::map<std::string, resource> store;
   std::map<std::string, version_info> versions;
   etag_style style = etag_style::none;
-  bool last_modified = false, etag_on_write = true;
+  bool last_modified = false, etag_on_write = true, host_aware = false;
   std::chrono::milliseconds kv_delay{0}, idle_timeout{0};
 
   // Caller holds mu.
@@ -168,8 +168,18 @@ struct fake_origin::impl {
       h.emplace_back("Last-Modified", http_date(it->second.mtime));
   }
 
-  wire_response kv(const recorded_request& r, bool close) {
+  // The store key of a request: its target, or "host/target" for virtual hosts.
+  std::string key_of(const recorded_request& r) const {
+    if (!host_aware) return r.target;
+    auto host = lower(r.header("host"));
+    if (auto colon = host.rfind(':'); colon != std::string::npos) host.resize(colon);
+    return host + r.target;
+  }
+
+  wire_response kv(const recorded_request& in, bool close) {
     std::lock_guard lock(mu);
+    recorded_request r = in;
+    r.target = key_of(in);
     header_list h;
     auto it = store.find(r.target);
     const bool exists = it != store.end();
@@ -213,6 +223,7 @@ enum class close_mode { none, before, mid, after };
 struct steering {
   unsigned status = 200;
   std::chrono::milliseconds delay{0};
+  std::optional<std::chrono::milliseconds> apply;   // x-fake-apply
   close_mode close = close_mode::none;
   wire_response response;
 };
@@ -228,6 +239,7 @@ steering steer(const recorded_request& r, bool close) {
     else if (n == "x-fake-body-size") body = fake_body(to_u64(v, 0));
     else if (n == "x-fake-chunked") chunked = trim(v) == "1";
     else if (n == "x-fake-echo") echo = trim(v) == "1";
+    else if (n == "x-fake-apply") s.apply = std::chrono::milliseconds(trim(v) == "now" ? 0 : to_u64(v, 0));
     else if (n == "x-fake-etag") h.emplace_back("ETag", std::string(trim(v)));
     else if (n == "x-fake-close") {
       auto m = trim(v);
@@ -302,6 +314,17 @@ net::awaitable<void> run_session(fake_origin::impl* self, tcp::socket socket, st
     steering s;
     if (steered) {
       s = steer(r, close);
+      if (s.apply) {
+        // The write lands at the store as an unsteered one would, now or later.
+        recorded_request plain = r;
+        std::erase_if(plain.headers, [](auto& h) { return h.first.starts_with("x-fake-"); });
+        if (s.apply->count() == 0) {
+          self->kv(plain, false);
+        } else {
+          auto timer = std::make_shared<net::steady_timer>(sock.get_executor(), *s.apply);
+          timer->async_wait([self, plain, timer](boost::system::error_code) { self->kv(plain, false); });
+        }
+      }
     } else {
       std::lock_guard lock(self->mu);
       s.delay = self->kv_delay;
@@ -403,6 +426,11 @@ void fake_origin::set_etag_on_write(bool on) {
 void fake_origin::set_kv_delay(std::chrono::milliseconds d) {
   std::lock_guard lock(impl_->mu);
   impl_->kv_delay = d;
+}
+
+void fake_origin::set_host_aware(bool on) {
+  std::lock_guard lock(impl_->mu);
+  impl_->host_aware = on;
 }
 
 void fake_origin::set_idle_timeout(std::chrono::milliseconds d) {

@@ -41,6 +41,8 @@ std::string http_date(std::time_t t);
 //   x-fake-status: N        x-fake-delay-ms: N      x-fake-body-size: N     x-fake-chunked: 1
 //   x-fake-close: before|mid|after                  x-fake-header: Name: value (repeatable)
 //   x-fake-etag: "..."      x-fake-echo: 1 (body = request body)
+//   x-fake-apply: now|N     also apply the write to the store (now, or N ms later): a backend
+//                           that applies a write, then answers 303/202/502 or hangs up
 // Store: GET/HEAD 200|404, PUT 201 (new) | 204, DELETE 204|404, POST 201 (not stored),
 // PATCH appends to an existing body (204) or 404, anything else 405.
 class fake_origin {
@@ -70,6 +72,9 @@ class fake_origin {
   // Close connections that wait longer than this for a request, without a word (like nginx's
   // keepalive_timeout); 0 = never. Exercises the stale pooled connection race.
   void set_idle_timeout(std::chrono::milliseconds d);
+  // Virtual hosts: the store is keyed by the Host header's name (port dropped) and the target;
+  // direct access then takes "host/target" ("a.example/doc").
+  void set_host_aware(bool on);
 
   // Direct store access, as if someone wrote to the origin behind the proxy's back.
   std::optional<std::string> get(const std::string& target) const;

@@ -12,7 +12,7 @@ namespace ifm::test {
 namespace {
 
 // Everything nginx writes lives in the temp dir: runs as root without touching /var or /etc.
-std::string config_text(const std::string& dir, std::uint16_t port) {
+std::string config_text(const std::string& dir, std::uint16_t port, const nginx_options& o) {
   return "user root;\n"
          "worker_processes 1;\n"
          "master_process off;\n"  // one process: SIGKILL leaves no orphaned worker on the port
@@ -26,11 +26,12 @@ std::string config_text(const std::string& dir, std::uint16_t port) {
          "  fastcgi_temp_path " + dir + "/fastcgi;\n"
          "  uwsgi_temp_path " + dir + "/uwsgi;\n"
          "  scgi_temp_path " + dir + "/scgi;\n"
-         "  default_type application/octet-stream;\n"
+         "  default_type application/octet-stream;\n" +
+         (o.gzip ? std::string("  gzip on;\n  gzip_types *;\n  gzip_min_length 1;\n  gzip_vary on;\n  gzip_proxied any;\n") : std::string()) +
          "  server {\n"
          "    listen 127.0.0.1:" + std::to_string(port) + ";\n"
          "    root " + dir + "/root;\n"
-         "    dav_methods PUT DELETE MKCOL;\n"
+         "    dav_methods PUT DELETE MKCOL" + std::string(o.copy_move ? " COPY MOVE" : "") + ";\n"
          "    create_full_put_path on;\n"
          "    client_max_body_size 16m;\n"
          "    etag on;\n"
@@ -41,9 +42,9 @@ std::string config_text(const std::string& dir, std::uint16_t port) {
 
 }  // namespace
 
-nginx_webdav::nginx_webdav() : port_(free_port()) {
+nginx_webdav::nginx_webdav(nginx_options options) : port_(free_port()) {
   std::filesystem::create_directories(root());
-  std::ofstream(dir_.path() + "/nginx.conf") << config_text(dir_.path(), port_);
+  std::ofstream(dir_.path() + "/nginx.conf") << config_text(dir_.path(), port_, options);
   start();
 }
 

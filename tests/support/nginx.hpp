@@ -9,9 +9,15 @@
 
 namespace ifm::test {
 
+struct nginx_options {
+  bool gzip = false;        // gzip responses to clients that accept it (any type, any size)
+  bool copy_move = false;   // dav_methods also COPY and MOVE
+};
+
 class nginx_webdav {
  public:
-  nginx_webdav();  // started; throws with nginx's error log if it does not accept within 10 s
+  // Started; throws with nginx's error log if it does not accept within 10 s.
+  explicit nginx_webdav(nginx_options options = {});
   ~nginx_webdav();
   nginx_webdav(const nginx_webdav&) = delete;
   nginx_webdav& operator=(const nginx_webdav&) = delete;

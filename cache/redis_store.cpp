@@ -27,8 +27,10 @@ using boost::system::error_code;
 // Indexes into redis_options::scripts.
 enum script : std::size_t { acquire_script, store_script, commit_script, snapshot_script, observe_script };
 
+}  // namespace
+
 // Every script is the prelude (key layout, epoch, shared helpers) followed by its own body.
-const std::vector<lua_script>& store_scripts() {
+const std::vector<lua_script>& redis_store::scripts() {
     static const auto with_prelude = [](std::string_view body) {
         std::string text(lua::prelude);
         text += body;
@@ -41,6 +43,8 @@ const std::vector<lua_script>& store_scripts() {
     };
     return scripts;
 }
+
+namespace {
 
 // For Redis Cluster: a short string whose hash slot is `slot`, so that the epoch key of a
 // resource's slot can share the script's slot ("<prefix>:epoch:{<tag>}").
@@ -143,7 +147,7 @@ redis_store::redis_store(net::any_io_executor ex, const config::store_config& cf
     redis_options opts;
     opts.command_timeout = cfg.timeout;
     opts.connect_timeout = cfg.connect_timeout;
-    opts.scripts = store_scripts();
+    opts.scripts = scripts();
     opts.young_server_wait = cfg.young_server_wait;
     router_ = make_redis_router(std::move(ex), target, std::move(opts));
     router_->start();

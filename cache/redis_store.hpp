@@ -52,6 +52,9 @@ public:
     // For /readyz and metrics: connected flag and reconnect counter.
     const redis_router& connection() const { return *router_; }
 
+    // The store's scripts as loaded (the prelude prepended), in `script` order.
+    static const std::vector<lua_script>& scripts();
+
     // "<prefix>:{<escaped key>}"; the lease key appends ":l".
     static std::string resource_key(std::string_view prefix, std::string_view key);
 

@@ -493,12 +493,16 @@ TEST_CASE("access log lines escape control characters and quotes (no log injecti
 
 // I3: a judged write whose outcome is unknown leaves the validator unknown. Two cases where the
 // origin's answer alone looks definitive but is not.
-TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leaves the validator unknown") {
+TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leaves the validator unknown "
+          "and keeps the lease for the settle time") {
     const std::string ok_v1 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv1";
     const std::string not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
     // Each subcase runs this anew: a client holding the current tag of /doc.
     scripted_origin origin;
-    proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.upstreams[0].port = origin.port();
+        c.routes[1].settle_time = std::chrono::milliseconds(300);
+    });
     http_client c(px.port());
     origin.script(ok_v1);
     auto e1 = c.request("GET", "/doc").header("ETag");
@@ -506,23 +510,35 @@ TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leave
 
     SUBCASE("retried after the pooled connection dropped: the first attempt may have been applied") {
         // The pooled connection takes the DELETE and closes without a word (it may have deleted
-        // /doc); the proxy retries on a fresh connection (RFC 9110 §9.2.2): 404, already gone.
+        // /doc, or still be deleting it); the proxy retries on a fresh connection (RFC 9110
+        // §9.2.2): 404, already gone.
         origin.script("");
         origin.script(not_found);
         CHECK(c.request("DELETE", "/doc", {{"If-Match", e1}}).status == 404);
         CHECK(origin.connections() == 2);
+        // Within the settle time the resource stays leased: nothing is forwarded.
+        auto busy = c.request("PUT", "/doc", {{"If-Match", e1}}, "v2");
+        CHECK(busy.status == 409);
+        CHECK(busy.body.find("write-in-progress") != std::string::npos);
+        CHECK(origin.requests() == 3);   // GET, DELETE twice
         // Had the 404 kept v1's tag, this stale write would be forwarded (re-creating /doc from
         // a version that was deleted). Unknown: revalidated (404), rejected.
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
         origin.script(not_found);
         auto stale = c.request("PUT", "/doc", {{"If-Match", e1}}, "v2");
         CHECK(stale.status == 409);
-        CHECK(origin.requests() == 4);   // GET, DELETE twice, the revalidation GET: no PUT
+        CHECK(origin.requests() == 4);   // and the revalidation GET: no PUT
     }
-    SUBCASE("202 Accepted: not applied yet, so not recorded as deleted") {
+    SUBCASE("202 Accepted: queued, so neither recorded as deleted nor overtaken") {
         origin.script("HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
         CHECK(c.request("DELETE", "/doc", {{"If-Match", e1}}).status == 202);
-        // The origin has not deleted it yet: the client's tag is still current, and a write
-        // conditioned on it is revalidated and forwarded, not refused as if /doc were gone.
+        // SPEC §5.4: the queued DELETE keeps the lease; a write now could be overtaken by it.
+        auto busy = c.request("PUT", "/doc", {{"If-Match", e1}}, "v2");
+        CHECK(busy.status == 409);
+        CHECK(origin.requests() == 2);
+        // Once it settled, the origin has not deleted it yet: the client's tag is still current,
+        // and a write conditioned on it is revalidated and forwarded, not refused as if gone.
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
         origin.script(ok_v1);
         origin.script("HTTP/1.1 204 No Content\r\n\r\n");
         CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v2").status == 204);

@@ -90,9 +90,7 @@ TEST_CASE("cluster: resources spread over three masters; scripts loaded on every
     // Loaded when each connection was made, before any script ran (wait_ready only pings): a
     // NOSCRIPT reload later would hide a node that was never loaded. SHA1s as the store makes them.
     {
-        const lua_script scripts[] = {{"acquire", lua::acquire}, {"store_under_lease", lua::store_under_lease},
-                                      {"commit", lua::commit},   {"snapshot", lua::snapshot},
-                                      {"observe", lua::observe}};
+        const auto& scripts = redis_store::scripts();
         std::vector<std::string> exists{"SCRIPT", "EXISTS"};
         std::string all_loaded;
         for (const auto& script : scripts) {
@@ -117,12 +115,13 @@ TEST_CASE("cluster: resources spread over three masters; scripts loaded on every
         // Where the resource lives is where CLUSTER KEYSLOT puts it.
         auto owner = cluster.owner_of(hash_slot(redis_store::resource_key("t", key)));
         REQUIRE(owner >= 0);
-        CHECK(cluster.node(owner).command({"HGET", "t:{" + key + "}", "e"}) == tag(i));
+        CHECK(cluster.node(owner).command({"HGET", "t:{" + key + "}", "v:"}) == tag(i));   // default variant
     }
     for (std::size_t n = 0; n < cluster.nodes(); ++n) {
         CAPTURE(n);
         CHECK(std::stoi(cluster.node(n).command({"DBSIZE"})) > 0);
-        CHECK(cluster.node(n).command({"SCRIPT", "EXISTS", sha1_hex(lua::acquire), sha1_hex(lua::commit)}) == "1\n1");
+        CHECK(cluster.node(n).command({"SCRIPT", "EXISTS", redis_store::scripts()[0].sha1,
+                                       redis_store::scripts()[2].sha1}) == "1\n1");   // acquire, commit
     }
     // One connection per master for this worker.
     for (std::size_t n = 0; n < cluster.nodes(); ++n) {

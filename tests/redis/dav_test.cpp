@@ -306,11 +306,17 @@ TEST_CASE("WebDAV client through the proxy (hash, Redis) to Apache: If with the 
         CHECK(r.status == 204);
         CHECK(direct.request("GET", "/doc.txt").body == "v2");
     }
-    SUBCASE("DELETE under the lock with the current tag, then without the lock") {
-        CHECK(c.request("DELETE", "/doc.txt", {{"If", "(" + token + " [\"stale\"])"}}).status == 412);
-        CHECK(c.request("DELETE", "/doc.txt", {{"If", "(" + token + " [" + t + "])"}}).status == 204);
+    SUBCASE("DELETE under the lock: a stale tag refused by the proxy, the current one deletes") {
+        // Tagged with the target: Apache answers an untagged `(<token>)` on DELETE with 424 (it
+        // applies untagged lists to the parent collection too, which has no such lock).
+        const std::string tag = "</doc.txt> ";
+        CHECK(c.request("DELETE", "/doc.txt", {{"If", tag + "(" + token + " [\"stale\"])"}}).status == 412);
+        CHECK(direct.request("GET", "/doc.txt").status == 200);
+        CHECK(c.request("DELETE", "/doc.txt", {{"If", tag + "(" + token + " [" + t + "])"}}).status == 204);
         CHECK(direct.request("GET", "/doc.txt").status == 404);
-        CHECK(c.request("PUT", "/doc.txt", {{"If", "([" + t + "])"}}, "again").status == 412);  // gone: no tag matches
+        // Gone: no entity-tag matches, and the lock went with the resource.
+        CHECK(c.request("PUT", "/doc.txt", {{"If", "([" + t + "])"}}, "again").status == 412);
+        CHECK(c.request("PUT", "/doc.txt", {{"If", "(Not [" + t + "])"}}, "again").status == 201);
         return;
     }
     CHECK(c.request("UNLOCK", "/doc.txt", {{"Lock-Token", token}}).status == 204);

@@ -46,6 +46,8 @@ std::string config_text(const std::string& dir, std::uint16_t port, const std::s
        "ServerLimit 1\n"
        "ThreadsPerChild 32\n"
        "MaxRequestWorkers 32\n"
+       "MinSpareThreads 1\n"  // the defaults exceed MaxRequestWorkers (a warning per start)
+       "MaxSpareThreads 32\n"
        "KeepAlive On\n"
        "MaxKeepAliveRequests 0\n"
        "DocumentRoot " + dir + "/root\n"

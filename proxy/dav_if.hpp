@@ -57,7 +57,9 @@ inline constexpr std::string_view dav_no_lock = "DAV:no-lock";
 // Strict: anything outside the grammar, or over the bounds, is an error saying what and where
 // (the caller answers 400, SPEC §3.5). "Not" is matched case-insensitively (ABNF literals are)
 // and re-serialized as "Not", the only spelling Apache mod_dav accepts. Whitespace (SP, HTAB)
-// may separate lists and conditions; none is allowed inside a bracket.
+// may separate lists and conditions; none is allowed inside `<…>` or around the tag in `[…]`.
+// An opaque-tag may hold SP and HTAB (RFC 4918 takes it from RFC 2616's quoted-string, and its
+// own examples use spaces); such a tag never matches one of ours.
 boost::system::result<dav_if, std::string> parse_dav_if(std::string_view value);
 
 // Canonical text: `<res> (Not <tok> ["e"]) (…)`, the resource tag written once per run of lists

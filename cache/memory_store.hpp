@@ -66,7 +66,7 @@ private:
     void forget_validators(entry& e);
     void record(entry& e, const std::string& variant, const resource_state& s);
     resource_state view(const entry& e, const std::string& variant) const;
-    bool recovering(clock::time_point now, std::chrono::milliseconds fleet_lease);
+    bool recovering(clock::time_point now, std::chrono::milliseconds fleet_lease, bool reading = false);
 
     clock_fn now_;
     std::chrono::milliseconds validator_ttl_;

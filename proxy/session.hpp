@@ -105,8 +105,10 @@ private:
     net::awaitable<void> serve_read(request_context& ctx);
     net::awaitable<void> serve_write(request_context& ctx);
     net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
+    // `dav_if`: where the If header's rewrite lands once judged (proxy/dav_if.hpp), or null.
     net::awaitable<void> run_write(request_context& ctx, write_params params,
-                                   std::optional<cache::resource_ref> companion);
+                                   std::optional<cache::resource_ref> companion,
+                                   const std::optional<std::string>* dav_if_forward = nullptr);
     write_params write_params_for(const request_context& ctx, cache::condition cond) const;
     // The store key of `target` on `ctx`'s route and origin (SPEC §4).
     std::string key_for(const request_context& ctx, std::string_view target, std::string_view host) const;

@@ -2,6 +2,7 @@
 // lease protocol (SPEC §5): acquire → (revalidate) → forward → commit → respond.
 #include "proxy/session.hpp"
 
+#include "proxy/dav_if.hpp"
 #include "proxy/hasher.hpp"
 #include "proxy/http_util.hpp"
 #include "proxy/resource_key.hpp"
@@ -366,7 +367,23 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
         co_await respond(ctx);
         co_return;
     }
-    if (pre.type == write_precondition::kind::none && route.require_precondition) {
+    // WebDAV's If header (RFC 4918 §10.4) may carry entity tags: on a route whose tags are the
+    // proxy's, the origin cannot check them, so the proxy judges them under the lease and forwards
+    // only the lock-token conditions (proxy/dav_if.hpp, docs/webdav-if.md).
+    std::optional<dav_if> dav;
+    if (route.etag != etag_mode::origin) {
+        if (auto value = joined_field(msg, "if")) {
+            auto parsed = parse_dav_if(*value);
+            if (!parsed) {
+                ctx.precondition = outcome::malformed;
+                pending_ = problem{400, "malformed-precondition", "Malformed precondition", "If: " + parsed.error(), {}, {}, 0};
+                co_await respond(ctx);
+                co_return;
+            }
+            if (rewrite_dav_if(*parsed, ctx.target, ctx.host, {}, false).has_etags) dav = std::move(*parsed);
+        }
+    }
+    if (pre.type == write_precondition::kind::none && !dav && route.require_precondition) {
         ctx.precondition = outcome::missing;
         pending_ = problem{428, "precondition-required", "Precondition required",
                                "this route requires If-Match or If-None-Match on " + ctx.method_name, {}, {}, 0};
@@ -376,8 +393,18 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
     cache::condition cond = pre.type == write_precondition::kind::condition ? pre.cond : cache::condition{};
     // Locals, not temporaries, in co_await expressions: GCC 12 destroys those twice.
     auto params = write_params_for(ctx, std::move(cond));
+    std::optional<std::string> dav_forward;
+    if (dav) {
+        params.also_requires = [&](const resource_state& s) {
+            std::vector<std::string> tags;
+            if (!s.etag.empty()) tags.push_back(s.etag);
+            auto r = rewrite_dav_if(*dav, ctx.target, ctx.host, tags, s.state == resource_state::kind::present);
+            dav_forward = std::move(r.forwarded);
+            return r.passes;
+        };
+    }
     std::optional<cache::resource_ref> no_companion;
-    co_await run_write(ctx, std::move(params), std::move(no_companion));
+    co_await run_write(ctx, std::move(params), std::move(no_companion), dav ? &dav_forward : nullptr);
 }
 
 // SPEC §5.5: an unsafe method the route does not judge still changes its target (and, for WebDAV
@@ -400,7 +427,8 @@ net::awaitable<void> client_session::serve_unjudged_write(request_context& ctx, 
 // `companion`: a second resource the write changes (WebDAV Destination), leased after the target
 // and committed with it.
 net::awaitable<void> client_session::run_write(request_context& ctx, write_params params,
-                                               std::optional<cache::resource_ref> companion) {
+                                               std::optional<cache::resource_ref> companion,
+                                               const std::optional<std::string>* dav_if_forward) {
     using kind = write_action::kind;
     using reply_kind = write_action::reply_kind;
     auto& store = *w_.store;
@@ -476,6 +504,10 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 spdlog::warn("store unavailable; on_store_error: fail_open forwards {} {} UNCHECKED", ctx.method_name,
                              ctx.target);
             if (a.strip_conditionals) strip_conditionals(msg.base());
+            if (dav_if_forward && *dav_if_forward) {
+                msg.erase("If");
+                if (!(*dav_if_forward)->empty()) msg.set("If", **dav_if_forward);
+            }
             ctx.write_deadline = m.write_deadline();
             prepare_origin_request(ctx);
             auto sent = co_await send_to_origin(ctx);
@@ -550,6 +582,16 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             case reply_kind::reject:
                 co_await reject(ctx, a.verdict, a.current);
                 break;
+            case reply_kind::also_failed: {
+                // RFC 4918 §10.4.1: a false If header is 412, whatever the route's reject_status.
+                problem p{412, "if-header-failed", "Precondition failed: WebDAV If header",
+                          "no list of the If header matches the resource's current state", {}, {}, 0};
+                if (a.current.state == resource_state::kind::present && !a.current.etag.empty())
+                    p.current_etag = a.current.etag;
+                pending_ = std::move(p);
+                co_await respond(ctx);
+                break;
+            }
             case reply_kind::busy:
                 co_await refuse_busy(ctx);
                 break;

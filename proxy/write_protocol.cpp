@@ -144,8 +144,9 @@ write_action write_machine::on_acquired(const cache::result<cache::acquire_resul
     }
     token_ = r->token;
     deadline_ = lease_start_ + p_.lease - p_.safety_margin;
-    const bool must_know = !p_.invalidate_only && !p_.cond.unconditional();
-    if (must_know && (forced_ || r->status == acquire_status::unknown)) {
+    const bool also = bool(p_.also_requires);
+    const bool must_know = !p_.invalidate_only && (!p_.cond.unconditional() || also);
+    if (must_know && (forced_ || also || r->status == acquire_status::unknown)) {
         revalidating_ = true;
         write_action a;
         a.what = kind::fetch;
@@ -188,6 +189,12 @@ write_action write_machine::on_stored(const cache::result<bool>& r, protocol_clo
         then.current = fetched_;
         return commit(commit_outcome::keep, fetched_, std::chrono::milliseconds(0), std::move(then));
     }
+    if (p_.also_requires && !p_.also_requires(fetched_)) {
+        outcome_ = outcome::rejected_stale;
+        auto then = respond(reply_kind::also_failed);
+        then.current = fetched_;
+        return commit(commit_outcome::keep, fetched_, std::chrono::milliseconds(0), std::move(then));
+    }
     outcome_ = outcome::revalidated;
     return forward(now);
 }
@@ -215,7 +222,12 @@ write_action write_machine::on_forwarded(const origin_answer& answer, protocol_c
         a.what = kind::refresh;
         return a;
     }
-    return commit(d.outcome, d.state, d.hold ? settle_hold() : std::chrono::milliseconds(0), respond(relay_or_fail));
+    // SPEC §5.4: a 202 keeps the lease until it expires (the queued write applies later, whatever
+    // the settle time says of a backend that gave up); 5xx / lost keep it for the settle time.
+    // (Found by the simulator: tests/sim/findings, seed 287.)
+    const bool queued = answer.k == origin_answer::kind::response && answer.status == 202;
+    const auto hold = !d.hold ? std::chrono::milliseconds(0) : queued ? p_.lease : settle_hold();
+    return commit(d.outcome, d.state, hold, respond(relay_or_fail));
 }
 
 write_action write_machine::on_refreshed(const fetch_outcome& f, protocol_clock::time_point now) {

@@ -19,6 +19,7 @@
 #include "proxy/precondition.hpp"
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -45,6 +46,9 @@ struct write_params {
     // How long a write whose outcome is unknown (5xx, timeout, reset) keeps the lease; nullopt:
     // the rest of the lease (SPEC §5.4).
     std::optional<std::chrono::milliseconds> settle;
+    // A condition beyond `cond` (WebDAV's If header: proxy/dav_if.hpp), checked under the lease
+    // against the state just fetched from the origin; false: 412. Setting it revalidates always.
+    std::function<bool(const cache::resource_state&)> also_requires;
 };
 
 // What the proxy's own GET/HEAD to the origin found (revalidation, refresh).
@@ -89,6 +93,7 @@ struct write_action {
         relay,                // the origin's response (with `etag` as its ETag when not empty)
         relay_unchecked,      // fail_open: the origin's response, nothing was judged or committed
         reject,               // reject_status (`verdict`, `current`)
+        also_failed,          // 412: `also_requires` failed (`current`)
         busy,                 // 409 write-in-progress
         store_unavailable,    // 503 (`store_error`)
         lease_lost,           // 503: the lease expired while revalidating

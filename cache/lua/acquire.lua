@@ -93,6 +93,7 @@ if pass then
 end
 
 if pass then return take('ok') end
--- A variant's validator went unrecorded: the tag may be current there. Ask the origin.
-if f['o'] and present and (im == 'l' or inm == 'l') then return take('unknown') end
+-- A variant's validator went unrecorded (MAX_VARIANTS, or its read could not record it): the tag
+-- may be current there. Ask the origin rather than refuse a tag just received (I2).
+if present and (im == 'l' or inm == 'l') and (f['o'] or not f['v:' .. ARGV[3]]) then return take('unknown') end
 return {'mismatch', s, e, m, fleet_lease()}

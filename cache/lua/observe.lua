@@ -2,7 +2,7 @@
 -- committed since the snapshot (else a slow read could record a pre-write validator).
 -- ARGV[4] generation from the snapshot (decimal), ARGV[5] s ('' | a | p), ARGV[6] etag,
 -- ARGV[7] last-modified ('' none). Returns 1 if recorded.
-if recovering(0) then return 0 end
+if recovering(nil) then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[1], 'w') == 1 then
   return 0
 end

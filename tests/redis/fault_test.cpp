@@ -251,9 +251,12 @@ TEST_CASE("a write in flight while Redis restarts empty: no other write is forwa
 }
 
 TEST_CASE("origin faults: a write whose outcome is unknown makes the validator unknown; the lease is "
-          "released; the client gets 502 (or the origin's 5xx)") {
+          "kept for the settle time (the backend may still apply it); the client gets 502 (or the origin's 5xx)") {
     redis_server redis;
-    proxy_fixture px([&](ifm::config::config& c) { use_redis(c, redis); });
+    proxy_fixture px([&](ifm::config::config& c) {
+        use_redis(c, redis);
+        c.routes[1].settle_time = std::chrono::milliseconds(300);
+    });
     http_client c(px.port());
     struct fault {
         const char* name;
@@ -282,7 +285,12 @@ TEST_CASE("origin faults: a write whose outcome is unknown makes the validator u
         }
         CHECK(status == f.status);
         px.origin().put(target, "applied by the origin before it failed");
-        // Not busy (the lease was released), and the pre-write tag is refused after revalidation.
+        // Busy while it settles (SPEC §5.4: a gateway may give up while the app applies it)...
+        auto busy = c.request("PUT", target, {{"If-Match", tag}}, "too soon");
+        CHECK(busy.status == 409);
+        CHECK(says(busy, "write-in-progress"));
+        // ...then the pre-write tag is refused after revalidation.
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));
         check_revalidated(c, target, tag);
     }
 

@@ -138,6 +138,17 @@ int main(int argc, char** argv) {
             if (i >= seeds) return;
             if ((i & 63) == 0 && clock::now() >= stop_at) return;
             auto r = ifm::sim::run_seed(start + i, opt);
+            if (i % 1009 == 0) {
+                // Replays are identical, with or without the trace.
+                auto traced = opt;
+                traced.trace = true;
+                auto again = ifm::sim::run_seed(start + i, traced);
+                if (again.violations != r.violations || again.events != r.events || again.writes != r.writes ||
+                    again.applied != r.applied) {
+                    r.failed = true;
+                    r.violations.push_back("the replay with --trace differs: nondeterminism in the simulator");
+                }
+            }
             done.fetch_add(1);
             events.fetch_add(r.events);
             writes.fetch_add(r.writes);

@@ -178,6 +178,7 @@ struct write_record {
     int id = 0, client = 0, proxy = 0, res = 0;
     cond_kind ck = cond_kind::if_match;
     bool is_delete = false;
+    bool unjudged = false;         // invalidate_only (SPEC §5.5)
     std::string tag;
     std::int64_t base = -1;        // the version the If-Match tag was derived from
     int tag_source = 0;            // 0: none / deliberately old, 1: a read just now, 2: a write response
@@ -191,6 +192,7 @@ struct write_record {
     bool forwarded = false;
     usec arrive = -1, resolved = -1;   // at the origin: received, and applied / dropped
     bool applied = false;
+    std::string applied_etag;      // the origin's ETag of what it made
     usec lease_end = -1;           // nominal: lease start + lease
     origin_class oc = origin_class::ok;
 };
@@ -285,6 +287,8 @@ private:
         if (hi <= lo) return lo;
         return std::uniform_int_distribution<usec>(lo, hi)(rng_);
     }
+    // One way to or from the origin for a GET: usually quick, sometimes slow (a busy origin).
+    usec origin_latency() { return chance(0.06) ? uniform(1 * ms, wp_.deadline) : uniform(200, 3 * ms); }
     double unit() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
     bool chance(double p) { return unit() < p; }
     protocol_tp tp(usec t) const { return base_ + std::chrono::microseconds(t); }
@@ -296,6 +300,14 @@ private:
         return !o.finished && proxies_[o.proxy].up && proxies_[o.proxy].incarnation == o.incarnation;
     }
 
+    // Generations are seeded from the wall clock (like Redis TIME): traces show them as g0, g1...
+    // in order of appearance, so that a replay prints the same text.
+    std::string gen_id(std::uint64_t g) {
+        if (!opt_.trace) return {};
+        if (g == 0) return "0";
+        auto [it, fresh] = gen_ids_.emplace(g, gen_ids_.size() + 1);
+        return "g" + std::to_string(it->second);
+    }
     template <class... A>
     void log(const A&... a) {
         if (!opt_.trace) return;
@@ -371,6 +383,7 @@ private:
     std::vector<std::string> violations_;
     std::vector<std::string> excluded_;
     std::string trace_;
+    std::map<std::uint64_t, std::size_t> gen_ids_;
     std::uint64_t events_ = 0;
 };
 
@@ -636,9 +649,9 @@ void world::client_read(int c) {
     store_call<cache::result<snapshot>>(
         o, "snapshot", [this, ref] { return cache::result<snapshot>(store_->read(ref)); },
         [this, o, c, p, res, ref, invoked, reconnects, done](cache::result<snapshot> snap) {
-            if (snap) log("  P", p, " snapshot r", res, ": ", str(snap->state), " gen ", snap->generation,
+            if (snap) log("  P", p, " snapshot r", res, ": ", str(snap->state), " gen ", gen_id(snap->generation),
                           snap->leased ? " leased" : "");
-            const usec arrive = now_ + uniform(200, 3 * ms);
+            const usec arrive = now_ + origin_latency();
             at(arrive, [this, o, c, p, res, ref, invoked, reconnects, done, snap] {
                 // The origin serves the GET now.
                 const auto& org = origin_[res];
@@ -657,7 +670,7 @@ void world::client_read(int c) {
                 }
                 log("  origin GET r", res, fails ? " -> 500" : (exists ? " -> 200 v" : " -> 404 v"), version,
                     " ", tag);
-                at(now_ + uniform(200, 3 * ms), [this, o, c, p, res, ref, invoked, reconnects, done, snap, seen,
+                at(now_ + origin_latency(), [this, o, c, p, res, ref, invoked, reconnects, done, snap, seen,
                                                  exists, version, tag, fails] {
                     if (!alive(*o)) return;
                     auto& cl = clients_[c];
@@ -695,7 +708,7 @@ void world::client_read(int c) {
                         o, "observe",
                         [this, ref, gen, state] {
                             bool r = store_->observe(ref, gen, state);
-                            log("  store observe ", ref.key, " ", str(state), " gen ", gen, r ? ": recorded" : ": refused");
+                            log("  store observe ", ref.key, " ", str(state), " gen ", gen_id(gen), r ? ": recorded" : ": refused");
                             return cache::result<bool>(r);
                         },
                         [this, c, res, version, tag, done](cache::result<bool>) {
@@ -750,6 +763,7 @@ void world::client_write(int c) {
         rec.ck = cond_kind::create;     // If-None-Match: * on an existing resource
     } else if (wp_.allow_unconditional && r < 0.17) {
         rec.ck = cond_kind::none;
+        rec.unjudged = chance(0.3);   // SPEC §5.5: a method the route does not judge (PROPPATCH...)
     } else {
         rec.ck = cond_kind::if_match;
         rec.tag = cl.tag;
@@ -779,6 +793,7 @@ void world::client_write(int c) {
     wp.cond = cond;
     wp.etag = wp_.mode;
     wp.is_delete = rec.is_delete;
+    wp.invalidate_only = rec.unjudged;
     wp.revalidate_on_mismatch = wp_.revalidate;
     wp.refresh_after_write = wp_.refresh;
     wp.wait_on_busy = wp_.wait_busy;
@@ -790,7 +805,8 @@ void world::client_write(int c) {
     w->m.emplace(wp);
     log("C", c, " W", rec.id, " ", rec.is_delete ? "DELETE" : "PUT", " r", res, " via P", p, " ",
         rec.ck == cond_kind::if_match ? "If-Match: " + rec.tag + " (v" + std::to_string(rec.base) + ")"
-                                      : (rec.ck == cond_kind::create ? std::string("If-None-Match: *") : std::string("unconditional")));
+                                      : (rec.ck == cond_kind::create ? std::string("If-None-Match: *")
+                                                                     : std::string(rec.unjudged ? "unjudged method" : "unconditional")));
     writes_.push_back(rec);
     active_[p].push_back(w);
     w->on_crash = [this, w, c] {
@@ -819,6 +835,9 @@ void world::execute(std::shared_ptr<write_op> w, write_action a, int from) {
         if (opt_.mut == mutation::accepted_release && response && ans.status == 202) a.hold = {};
         if (opt_.mut == mutation::unknown_release && (!response || ans.status >= 500)) a.hold = {};
     }
+    if (opt_.mut == mutation::commit_wrong_validator && a.what == akind::commit && a.outcome == commit_outcome::set &&
+        a.state.state == resource_state::kind::present)
+        a.state.etag = "\"bogus\"";
     if (opt_.mut == mutation::no_lease_margin && a.what == akind::commit &&
         (from == from_acquired || from == from_stored) && a.outcome == commit_outcome::keep && !a.state.known()) {
         a = write_action{};
@@ -939,7 +958,7 @@ void world::do_fetch(std::shared_ptr<write_op> w, bool head, bool refresh) {
         return;
     }
     log("  P", w->proxy, " W", w->write, refresh ? " refresh GET" : (head ? " revalidate HEAD" : " revalidate GET"));
-    at(now_ + uniform(200, 3 * ms), [this, w, res, refresh] {
+    at(now_ + origin_latency(), [this, w, res, refresh] {
         const auto& org = origin_[res];
         fetch_outcome f;
         const double r = unit();
@@ -957,7 +976,7 @@ void world::do_fetch(std::shared_ptr<write_op> w, bool head, bool refresh) {
         log("  origin ", refresh ? "refresh" : "revalidation", " r", res, " W", w->write, ": ",
             f.failed ? std::string("failed") : std::to_string(f.status), " v", org.version, " ",
             f.state ? str(*f.state) : std::string());
-        at(now_ + uniform(200, 3 * ms), [this, w, f, refresh] {
+        at(now_ + origin_latency(), [this, w, f, refresh] {
             if (!alive(*w)) return;
             if (refresh) execute(w, w->m->on_refreshed(f, tp(now_)), from_refreshed);
             else execute(w, w->m->on_fetched(f, tp(now_)), from_fetched);
@@ -980,6 +999,7 @@ void world::origin_apply(int id, usec t_send) {
     if (++org.writes % 4 == 0) ++org.sticky;
     a.version = org.version;
     applies_.push_back(a);
+    rec.applied_etag = org.exists ? origin_etag(rec.res) : std::string();
     rec.applied = true;
     rec.resolved = now_;
     log("  ORIGIN applies W", id, " to r", rec.res, ": v", a.before_version, a.before_exists ? "" : "(absent)", " -> v",
@@ -1094,7 +1114,7 @@ void world::do_forward(std::shared_ptr<write_op> w) {
         if (a.k == origin_answer::kind::response && a.status >= 200 && a.status < 300 && wp_.mode == etag_mode::origin &&
             !w->p.is_delete && writes_[w->write].applied) {
             // The origin's ETag of what the write made (read when it answered).
-            auto tag = origin_etag(w->res);
+            const auto& tag = writes_[w->write].applied_etag;
             if (!tag.empty()) a.validator = resource_state::present(tag);
         }
         w->last_answer = a;
@@ -1117,13 +1137,17 @@ void world::finish_write(std::shared_ptr<write_op> w, const write_action& a) {
         a.reply == reply::relay ? " " + std::to_string(rec.status) : std::string(),
         a.reply == reply::reject ? (a.verdict == verdict::exists ? " (exists)" : " (stale)") : "",
         a.etag.empty() ? std::string() : " ETag " + a.etag);
-    if (a.reply == reply::relay && rec.status >= 200 && rec.status < 300 && !a.etag.empty() && !w->p.is_delete) {
+    std::string etag = a.etag;
+    if (wp_.mode == etag_mode::origin && a.reply == reply::relay && w->last_answer.validator)
+        etag = w->last_answer.validator->etag;   // relayed with the origin's response
+    if (a.reply == reply::relay && rec.status >= 200 && rec.status < 300 && !etag.empty() && !w->p.is_delete &&
+        !rec.unjudged) {
         cl.have = true;
         cl.exists = true;
         cl.old_tag = rec.tag;
         cl.old_version = rec.base;
-        cl.tag = a.etag;
-        cl.version = version_of(w->res, a.etag);
+        cl.tag = etag;
+        cl.version = version_of(w->res, etag);
         cl.tag_source = 2;
         cl.tag_from_write = w->write;
         cl.tag_since = rec.invoked;
@@ -1261,13 +1285,15 @@ const char* to_string(mutation m) {
     case mutation::no_lease_margin: return "no_lease_margin";
     case mutation::record_leased: return "record_leased";
     case mutation::commit_keeps_lost: return "commit_keeps_lost";
+    case mutation::commit_wrong_validator: return "commit_wrong_validator";
     }
     return "?";
 }
 
 std::vector<mutation> all_mutations() {
     return {mutation::redirect_keep, mutation::accepted_release, mutation::unknown_release,
-            mutation::no_lease_margin, mutation::record_leased, mutation::commit_keeps_lost};
+            mutation::no_lease_margin, mutation::record_leased, mutation::commit_keeps_lost,
+            mutation::commit_wrong_validator};
 }
 
 seed_result run_seed(std::uint64_t seed, const options& opt) {

@@ -58,7 +58,7 @@ const char* name(reply r) {
     }
     return "?";
 }
-const char* name(akind k) {
+[[maybe_unused]] const char* name(akind k) {
     switch (k) {
     case akind::acquire: return "acquire";
     case akind::sleep: return "sleep";
@@ -135,6 +135,7 @@ enum class cond_kind : std::uint8_t { if_match, create, none };
 
 struct world_params {
     int proxies = 1, clients = 2, resources = 1, ops_per_client = 3;
+    int variants = 1;              // representations per resource (vary: Accept-Encoding)
     etag_mode mode = etag_mode::hash;
     origin_tags tags = origin_tags::changing;
     bool revalidate = false, refresh = false, wait_busy = false, allow_unconditional = false;
@@ -154,7 +155,7 @@ struct world_params {
     std::string line() const {
         std::ostringstream o;
         o << "proxies=" << proxies << " clients=" << clients << " resources=" << resources
-          << " ops_per_client=" << ops_per_client << " etag=" << (mode == etag_mode::hash ? "hash" : "origin")
+          << " ops_per_client=" << ops_per_client << " variants=" << variants << " etag=" << (mode == etag_mode::hash ? "hash" : "origin")
           << " origin_etag=" << name(tags) << " revalidate_on_mismatch=" << revalidate
           << " refresh_after_write=" << refresh << " on_busy=" << (wait_busy ? "wait" : "reject")
           << " busy_wait=" << busy_wait / ms << "ms lease=" << lease_ms << "ms origin_deadline=" << deadline / ms
@@ -175,7 +176,7 @@ struct world_params {
 // The recorded history: what the checker judges.
 
 struct write_record {
-    int id = 0, client = 0, proxy = 0, res = 0;
+    int id = 0, client = 0, proxy = 0, res = 0, variant = 0;
     cond_kind ck = cond_kind::if_match;
     bool is_delete = false;
     bool unjudged = false;         // invalidate_only (SPEC §5.5)
@@ -246,7 +247,7 @@ private:
         std::uint64_t reconnects = 0;
     };
     struct client_state {
-        int id = 0, ops_left = 0;
+        int id = 0, ops_left = 0, variant = 0;
         int res = 0;
         bool have = false;          // knows a tag for res
         bool exists = false;        // what it last saw
@@ -327,8 +328,12 @@ private:
     void client_read(int c);
     void client_write(int c);
     int pick_proxy();
-    std::string tag_for(int res, std::int64_t version) const;
-    std::string origin_etag(int res) const;
+    std::string tag_for(int res, std::int64_t version, int variant) const;
+    std::string origin_etag(int res, int variant) const;
+    static std::string variant_name(int v) { return v == 0 ? std::string() : v == 1 ? "gzip" : "br"; }
+    static resource_ref ref_of(int res, int variant) {
+        return resource_ref("r" + std::to_string(res), variant_name(variant));
+    }
     std::int64_t version_of(int res, const std::string& tag) const;
 
     // Store calls: latency, transient errors, an acquire that timed out may still have happened.
@@ -395,6 +400,7 @@ void world::draw_params() {
     p.clients = static_cast<int>(uniform(2, 6));
     p.resources = static_cast<int>(uniform(1, 3));
     p.ops_per_client = static_cast<int>(uniform(2, 5));
+    p.variants = chance(0.7) ? 1 : static_cast<int>(uniform(2, 3));
     p.tags = chance(0.5) ? origin_tags::changing : (chance(0.5) ? origin_tags::sticky : origin_tags::none);
     p.mode = p.tags == origin_tags::changing && chance(0.5) ? etag_mode::origin : etag_mode::hash;
     if (opt_.excluded_faults && p.tags == origin_tags::sticky && chance(0.05)) {
@@ -437,26 +443,30 @@ void world::draw_params() {
     p.store_down = uniform(0, 30) * ms;
 }
 
-std::string world::tag_for(int res, std::int64_t version) const {
-    // hash mode: the proxy's hash of the content, which is unique per version (the write id is
-    // part of every body); origin mode: the origin's ETag.
-    if (wp_.mode == etag_mode::hash) return "\"h" + std::to_string(version) + "\"";
-    return origin_etag(res);
+std::string world::tag_for(int res, std::int64_t version, int variant) const {
+    // hash mode: the proxy's hash of the variant's bytes, unique per version (the write id is
+    // part of every body); origin mode: the origin's ETag of that variant.
+    if (wp_.mode == etag_mode::hash)
+        return "\"h" + std::to_string(version) + (variant ? "." + variant_name(variant) : std::string()) + "\"";
+    return origin_etag(res, variant);
 }
 
-std::string world::origin_etag(int res) const {
+std::string world::origin_etag(int res, int variant) const {
     const auto& o = origin_[res];
+    const std::string v = variant ? "." + variant_name(variant) : std::string();
     switch (wp_.tags) {
-    case origin_tags::changing: return "\"o" + std::to_string(o.version) + "\"";
-    case origin_tags::sticky: return "\"s" + std::to_string(o.sticky) + "\"";
+    case origin_tags::changing: return "\"o" + std::to_string(o.version) + v + "\"";
+    case origin_tags::sticky: return "\"s" + std::to_string(o.sticky) + v + "\"";
     case origin_tags::none: return "";
     }
     return "";
 }
 
 std::int64_t world::version_of(int res, const std::string& tag) const {
-    if (tag.size() > 3 && (tag[1] == 'h' || tag[1] == 'o')) return std::stoll(tag.substr(2, tag.size() - 3));
-    return -1;
+    if (tag.size() < 3 || (tag[1] != 'h' && tag[1] != 'o')) return -1;
+    std::size_t end = 2;
+    while (end < tag.size() && tag[end] >= '0' && tag[end] <= '9') ++end;
+    return end > 2 ? std::stoll(tag.substr(2, end - 2)) : -1;
 }
 
 int world::pick_proxy() {
@@ -626,6 +636,8 @@ void world::client_next(int c) {
 void world::client_read(int c) {
     const int p = pick_proxy();
     const int res = clients_[c].res;
+    if (wp_.variants > 1 && chance(0.3)) clients_[c].variant = static_cast<int>(uniform(0, wp_.variants - 1));
+    const int variant = clients_[c].variant;
     auto o = std::make_shared<op>();
     o->proxy = p;
     o->incarnation = proxies_[p].incarnation;
@@ -633,8 +645,8 @@ void world::client_read(int c) {
     active_[p].push_back(o);
     const usec invoked = now_;
     const auto reconnects = proxies_[p].reconnects;
-    const resource_ref ref("r" + std::to_string(res));
-    log("C", c, " GET r", res, " via P", p);
+    const resource_ref ref = ref_of(res, variant);
+    log("C", c, " GET r", res, variant ? " (" + variant_name(variant) + ")" : std::string(), " via P", p);
     o->on_crash = [this, c] {
         clients_[c].have = false;
         at(now_ + uniform(1, 20) * ms, [this, c] { client_next(c); });
@@ -648,11 +660,11 @@ void world::client_read(int c) {
     // 1. snapshot, 2. origin GET, 3. observe (SPEC §5.6).
     store_call<cache::result<snapshot>>(
         o, "snapshot", [this, ref] { return cache::result<snapshot>(store_->read(ref)); },
-        [this, o, c, p, res, ref, invoked, reconnects, done](cache::result<snapshot> snap) {
+        [this, o, c, p, res, variant, ref, invoked, reconnects, done](cache::result<snapshot> snap) {
             if (snap) log("  P", p, " snapshot r", res, ": ", str(snap->state), " gen ", gen_id(snap->generation),
                           snap->leased ? " leased" : "");
             const usec arrive = now_ + origin_latency();
-            at(arrive, [this, o, c, p, res, ref, invoked, reconnects, done, snap] {
+            at(arrive, [this, o, c, p, res, variant, ref, invoked, reconnects, done, snap] {
                 // The origin serves the GET now.
                 const auto& org = origin_[res];
                 const bool fails = chance(0.03);
@@ -662,7 +674,7 @@ void world::client_read(int c) {
                 std::string tag;
                 if (!fails) {
                     if (exists) {
-                        tag = tag_for(res, version);
+                        tag = tag_for(res, version, variant);
                         if (!tag.empty()) seen = resource_state::present(tag);
                     } else {
                         seen = resource_state::absent();
@@ -734,6 +746,7 @@ void world::client_write(int c) {
     rec.client = c;
     rec.proxy = p;
     rec.res = res;
+    rec.variant = cl.variant;
     rec.invoked = now_;
 
     condition cond;
@@ -803,7 +816,8 @@ void world::client_write(int c) {
     wp.safety_margin = std::chrono::microseconds(wp_.margin);
     if (wp_.settle_ms) wp.settle = std::chrono::milliseconds(*wp_.settle_ms);
     w->m.emplace(wp);
-    log("C", c, " W", rec.id, " ", rec.is_delete ? "DELETE" : "PUT", " r", res, " via P", p, " ",
+    log("C", c, " W", rec.id, " ", rec.is_delete ? "DELETE" : "PUT", " r", res,
+        rec.variant ? " (" + variant_name(rec.variant) + ")" : std::string(), " via P", p, " ",
         rec.ck == cond_kind::if_match ? "If-Match: " + rec.tag + " (v" + std::to_string(rec.base) + ")"
                                       : (rec.ck == cond_kind::create ? std::string("If-None-Match: *")
                                                                      : std::string(rec.unjudged ? "unjudged method" : "unconditional")));
@@ -843,7 +857,7 @@ void world::execute(std::shared_ptr<write_op> w, write_action a, int from) {
         a = write_action{};
         a.what = akind::forward;   // lease_too_short ignored
     }
-    const resource_ref ref("r" + std::to_string(w->res));
+    const resource_ref ref = ref_of(w->res, rec.variant);
     switch (a.what) {
     case akind::acquire: {
         const std::string token = "t" + std::to_string(next_token_++);
@@ -968,7 +982,7 @@ void world::do_fetch(std::shared_ptr<write_op> w, bool head, bool refresh) {
             f.status = 500;
         } else if (org.exists) {
             f.status = 200;
-            f.state = resource_state::present(tag_for(res, org.version));
+            f.state = resource_state::present(tag_for(res, org.version, writes_[w->write].variant));
         } else {
             f.status = 404;
             f.state = resource_state::absent();
@@ -999,7 +1013,7 @@ void world::origin_apply(int id, usec t_send) {
     if (++org.writes % 4 == 0) ++org.sticky;
     a.version = org.version;
     applies_.push_back(a);
-    rec.applied_etag = org.exists ? origin_etag(rec.res) : std::string();
+    rec.applied_etag = org.exists ? origin_etag(rec.res, rec.variant) : std::string();
     rec.applied = true;
     rec.resolved = now_;
     log("  ORIGIN applies W", id, " to r", rec.res, ": v", a.before_version, a.before_exists ? "" : "(absent)", " -> v",

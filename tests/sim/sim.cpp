@@ -194,7 +194,6 @@ struct write_record {
     usec arrive = -1, resolved = -1;   // at the origin: received, and applied / dropped
     bool applied = false;
     std::string applied_etag;      // the origin's ETag of what it made
-    usec lease_end = -1;           // nominal: lease start + lease
     origin_class oc = origin_class::ok;
 };
 
@@ -262,7 +261,6 @@ private:
         std::uint64_t incarnation = 0;
         int client = 0;
         bool finished = false;
-        bool is_write = false;
         int write = -1;             // index in writes_
         std::function<void()> on_crash;
     };
@@ -271,9 +269,7 @@ private:
         std::optional<write_machine> m;
         write_params p;
         int res = 0;
-        int attempts = 0;
         origin_answer last_answer;
-        std::int64_t fetched_version = -1;
     };
     struct lease_mirror {
         std::string holder;
@@ -799,7 +795,6 @@ void world::client_write(int c) {
     w->proxy = p;
     w->incarnation = proxies_[p].incarnation;
     w->client = c;
-    w->is_write = true;
     w->write = rec.id;
     w->res = res;
     auto& wp = w->p;
@@ -862,7 +857,6 @@ void world::execute(std::shared_ptr<write_op> w, write_action a, int from) {
     case akind::acquire: {
         const std::string token = "t" + std::to_string(next_token_++);
         condition cond = a.unconditional ? condition{} : w->p.cond;
-        rec.lease_end = now_ + static_cast<usec>(wp_.lease_ms) * ms;
         log("  P", w->proxy, " W", w->write, " acquire", a.unconditional ? " (unconditional)" : "", " token ", token);
         const int res = w->res;
         const int id = w->write;

@@ -818,11 +818,12 @@ void world::client_write(int c) {
                                                                      : std::string(rec.unjudged ? "unjudged method" : "unconditional")));
     writes_.push_back(rec);
     active_[p].push_back(w);
-    w->on_crash = [this, w, c] {
-        auto& wr = writes_[w->write];
+    // Captures the write's id, not `w`: the op must not own itself.
+    w->on_crash = [this, id = rec.id, c] {
+        auto& wr = writes_[id];
         wr.crashed = true;
         wr.completed = now_;
-        log("C", c, " W", w->write, ": connection reset (proxy crashed)");
+        log("C", c, " W", id, ": connection reset (proxy crashed)");
         at(now_ + uniform(1, 20) * ms, [this, c] { client_next(c); });
     };
     execute(w, w->m->start(tp(now_)), 0);

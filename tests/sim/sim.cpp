@@ -151,6 +151,7 @@ struct world_params {
     usec restart_at = -1, flush_at = -1, failover_at = -1, stale_failover_at = -1, stale_image_at = -1;
     usec store_down = 0;
     bool unfenced = false, sticky_origin_mode = false;
+    double p_not_sent = 0, p_retried = 0;   // connect failures; a DELETE resent on a fresh connection
 
     std::string line() const {
         std::ostringstream o;
@@ -164,7 +165,8 @@ struct world_params {
           << "ms unconditional=" << allow_unconditional << " p_store_error=" << p_store_error
           << " p_crash=" << p_crash << " restart_at=" << restart_at << " flush_at=" << flush_at
           << " failover_at=" << failover_at << " stale_failover_at=" << stale_failover_at << "(image "
-          << stale_image_at << ") unfenced=" << unfenced << " origin weights=[";
+          << stale_image_at << ") unfenced=" << unfenced << " p_not_sent=" << p_not_sent
+          << " p_retried=" << p_retried << " origin weights=[";
         for (std::size_t i = 0; i < origin_weights.size(); ++i)
             o << (i ? "," : "") << name(static_cast<origin_class>(i)) << ":" << origin_weights[i];
         o << "]";
@@ -217,7 +219,7 @@ using protocol_tp = proxy::protocol_clock::time_point;
 
 class world {
 public:
-    world(std::uint64_t seed, const options& opt) : rng_(seed), opt_(opt) {}
+    world(std::uint64_t seed, const options& opt) : rng_(seed), aux_(seed ^ 0x9e3779b97f4a7c15ULL), opt_(opt) {}
 
     seed_result run(std::uint64_t seed);
 
@@ -356,6 +358,9 @@ private:
     void violation(std::string what) { violations_.push_back(std::move(what)); }
 
     std::mt19937_64 rng_;
+    // Draws added later (connect failures, retried DELETEs) come from their own stream, so that
+    // seeds that never take them replay as before.
+    std::mt19937_64 aux_;
     options opt_;
     world_params wp_;
     usec now_ = 0;
@@ -845,6 +850,17 @@ void world::execute(std::shared_ptr<write_op> w, write_action a, int from) {
         if (opt_.mut == mutation::accepted_release && response && ans.status == 202) a.hold = {};
         if (opt_.mut == mutation::unknown_release && (!response || ans.status >= 500)) a.hold = {};
     }
+    if (opt_.mut == mutation::retried_ignored && a.what == akind::commit && from == from_forwarded &&
+        w->last_answer.retried && w->last_answer.k == origin_answer::kind::response) {
+        auto ans = w->last_answer;
+        ans.retried = false;
+        const auto d = proxy::decide_commit(w->p, ans);
+        if (!d.refresh) {
+            a.outcome = d.outcome;
+            a.state = d.state;
+            a.hold = d.hold ? (w->p.settle ? *w->p.settle : w->p.lease) : std::chrono::milliseconds(0);
+        }
+    }
     if (opt_.mut == mutation::commit_wrong_validator && a.what == akind::commit && a.outcome == commit_outcome::set &&
         a.state.state == resource_state::kind::present)
         a.state.etag = "\"bogus\"";
@@ -996,6 +1012,11 @@ void world::do_fetch(std::shared_ptr<write_op> w, bool head, bool refresh) {
 void world::origin_apply(int id, usec t_send) {
     auto& rec = writes_[id];
     auto& org = origin_[rec.res];
+    if (rec.is_delete && rec.applied && !org.exists) {
+        rec.resolved = now_;
+        log("  ORIGIN: W", id, " (resent) deletes nothing: already deleted");
+        return;
+    }
     apply_record a;
     a.t = now_;
     a.write = id;
@@ -1024,8 +1045,34 @@ void world::origin_drop(int id) {
 void world::do_forward(std::shared_ptr<write_op> w) {
     auto& rec = writes_[w->write];
     const int id = w->write;
+    std::uniform_real_distribution<double> u(0, 1);
+    if (u(aux_) < wp_.p_not_sent) {
+        // Connecting failed: no byte reached the origin.
+        log("  P", w->proxy, " W", id, " forward: connect failed");
+        origin_answer ans;
+        ans.k = origin_answer::kind::not_sent;
+        at(now_ + 1 * ms + static_cast<usec>(u(aux_) * 20 * ms), [this, w, ans] {
+            if (!alive(*w)) return;
+            w->last_answer = ans;
+            execute(w, w->m->on_forwarded(ans, tp(now_)), from_forwarded);
+        });
+        return;
+    }
+    // A DELETE (no body) sent on a pooled connection the origin had closed is resent on a fresh
+    // one: the first may have been applied whatever the second's answer says.
     rec.forwarded = true;
-    const usec ts = now_;
+    const bool retried = rec.is_delete && u(aux_) < wp_.p_retried;
+    if (retried) {
+        const usec t0 = now_ + 200 + static_cast<usec>(u(aux_) * 800);
+        const bool applies = u(aux_) < 0.5;
+        at(t0, [this, id, applies, ts = now_] {
+            if (writes_[id].arrive < 0) writes_[id].arrive = now_;
+            log("  ORIGIN receives W", id, " on a closing connection", applies ? ", applies it" : ", drops it");
+            if (applies) origin_apply(id, ts);
+        });
+        log("  P", w->proxy, " W", id, " forward: the pooled connection was closed; resent");
+    }
+    const usec ts = now_ + (retried ? 2 * ms : 0);
     // The session's deadline for the exchange: the upstream's request_timeout, and the lease's
     // end less the margin (write_deadline).
     const usec deadline = std::min(ts + wp_.deadline, from_tp(w->m->write_deadline()));
@@ -1033,16 +1080,17 @@ void world::do_forward(std::shared_ptr<write_op> w) {
     const auto oc = static_cast<origin_class>(pick(rng_));
     rec.oc = oc;
     if (oc == origin_class::unfenced) excluded_.push_back("unfenced");
-    const usec ta = ts + uniform(200, 3 * ms);
+    const usec ta = ts + uniform(200, 3 * ms);   // (a resent request: its second attempt)
     const usec proc = uniform(500, std::max<usec>(600, wp_.deadline / 4));
     const usec net2 = uniform(200, 3 * ms);
     const usec contract_end = ts + wp_.deadline + wp_.margin;
     log("  P", w->proxy, " W", id, " forward (origin: ", name(oc), ")");
     at(ta, [this, id] {
-        writes_[id].arrive = now_;
+        if (writes_[id].arrive < 0) writes_[id].arrive = now_;
         log("  ORIGIN receives W", id);
     });
     origin_answer ans;
+    ans.retried = retried;
     usec answer_at = ta + proc + net2;
     switch (oc) {
     case origin_class::ok:
@@ -1233,6 +1281,11 @@ void world::check() {
 seed_result world::run(std::uint64_t seed) {
     draw_params();
     if (wp_.sticky_origin_mode) excluded_.push_back("origin_mode_sticky_etag");
+    {
+        std::uniform_real_distribution<double> u(0, 1);
+        wp_.p_not_sent = u(aux_) < 0.5 ? 0.0 : u(aux_) * 0.1;
+        wp_.p_retried = u(aux_) < 0.5 ? 0.0 : u(aux_) * 0.3;
+    }
     start();
     const std::uint64_t limit = 2'000'000;
     while (!q_.empty() && events_ < limit) {
@@ -1295,6 +1348,7 @@ const char* to_string(mutation m) {
     case mutation::record_leased: return "record_leased";
     case mutation::commit_keeps_lost: return "commit_keeps_lost";
     case mutation::commit_wrong_validator: return "commit_wrong_validator";
+    case mutation::retried_ignored: return "retried_ignored";
     }
     return "?";
 }
@@ -1302,7 +1356,7 @@ const char* to_string(mutation m) {
 std::vector<mutation> all_mutations() {
     return {mutation::redirect_keep, mutation::accepted_release, mutation::unknown_release,
             mutation::no_lease_margin, mutation::record_leased, mutation::commit_keeps_lost,
-            mutation::commit_wrong_validator};
+            mutation::commit_wrong_validator, mutation::retried_ignored};
 }
 
 seed_result run_seed(std::uint64_t seed, const options& opt) {

@@ -2,6 +2,7 @@
 // collected with its dotted path and 1-based line, so one --check-config run shows them all.
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -199,6 +200,11 @@ std::variant<store_url, std::string> split_store_url(std::string_view url) {
     return out;
 }
 
+bool is_ip_literal(const std::string& host) {
+    unsigned char buf[sizeof(in6_addr)];
+    return ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
 std::optional<std::string> getenv_nonempty(const char* name) {
     const char* v = std::getenv(name);
     if (v == nullptr || *v == '\0') return std::nullopt;
@@ -347,6 +353,9 @@ std::optional<endpoint> reader::endp(const node& n, const std::string& path, boo
     auto ep = parse_endpoint(*s);
     if (!ep) fail(n, path, expected);
     else if (ep->port == 0 && !allow_port_zero) fail(n, path, "port must be between 1 and 65535");
+    else if (allow_port_zero && !is_ip_literal(ep->host) && ep->host != "localhost")
+        // Listen addresses are bound, never resolved: a name would only fail at start.
+        fail(n, path, "expected an IP address (or localhost) to listen on, not the host name '" + ep->host + "'");
     else return ep;
     return std::nullopt;
 }
@@ -545,6 +554,7 @@ fields reader::limits_fields(limits_config& l) {
         {"max_requests_per_connection", [&](auto& v, auto& p) {
              integer(v, p, l.max_requests_per_connection, 0, std::numeric_limits<std::uint32_t>::max());
          }},
+        {"drain_delay", [&](auto& v, auto& p) { dur(v, p, l.drain_delay, 0ms); }},
         {"drain_timeout", [&](auto& v, auto& p) { dur(v, p, l.drain_timeout, 0ms); }},
     };
 }

@@ -104,6 +104,9 @@ struct limits_config {
     std::size_t max_header_fields = 100;            // request header fields; more: 431
     std::size_t max_connections = 10000;            // client connections per process
     std::size_t max_requests_per_connection = 0;    // 0: unlimited
+    // SIGTERM: /readyz fails at once, but the listener keeps accepting this long, while
+    // Kubernetes removes the Pod from its Services' endpoints (clients may still connect).
+    duration drain_delay = 5s;
     duration drain_timeout = 30s;     // SIGTERM: time given to in-flight requests
     bool operator==(const limits_config&) const = default;
 };

@@ -31,7 +31,8 @@ void usage(std::FILE* out) {
                  "  --healthcheck    GET /healthz on the admin_listen of the configuration, exit 0 if\n"
                  "                   it answers 200 within 3 s, else 1 (container health checks)\n"
                  "  --version        print the version and exit\n"
-                 "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration\n",
+                 "signals: SIGTERM drains (after limits.drain_delay) and exits, SIGINT drains at once,\n"
+                 "         SIGHUP reloads the configuration\n",
                  default_config);
 }
 
@@ -102,7 +103,9 @@ void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, co
                 spdlog::error("reload refused, keeping the running configuration");
             }
         } else {
-            srv.drain();
+            // SIGTERM (Kubernetes, docker stop) keeps accepting for limits.drain_delay; SIGINT
+            // (Ctrl-C) has nobody to wait for.
+            srv.drain(sig == SIGINT);
         }
         watch_signals(signals, srv, path);
     });

@@ -160,6 +160,11 @@ load_result load_file(const std::string& path);
 // sections excluded; the unit tests compare it with the table in docs/configuration.md.
 std::vector<std::string> known_keys();
 
+// A JSON Schema (draft 2020-12) of the file, built from the same tables as known_keys(); each
+// key's description is what the loader expects of it. docs/config.schema.json is its output
+// (`ifmatch-proxy --print-config-schema`); a unit test keeps them equal.
+std::string json_schema();
+
 // "50ms", "15s", "2m", "1h", "250us" -> duration; nullopt when malformed.
 std::optional<duration> parse_duration(std::string_view text);
 // "16KiB", "8MiB", "1GiB", "512", "10kB"... -> bytes; nullopt when malformed.

@@ -61,6 +61,12 @@ struct admin_server::impl {
     };
     readiness ready;
     bool checking = false;
+    // The store's state, for /metrics (ifmatch_store_up) and /readyz's body; pinged at most
+    // once per `ready_ttl` as well.
+    std::chrono::steady_clock::time_point store_checked{};
+    bool store_reachable = false;
+    std::string store_error;
+    bool pinging = false;
 
     impl(metrics& m, std::vector<worker*> w) : stats(m), workers(std::move(w)) {}
 
@@ -161,23 +167,38 @@ struct admin_server::impl {
         st->errors.resize(r->cfg.upstreams.size());
         for (std::size_t i = 0; i < r->cfg.upstreams.size(); ++i)
             net::co_spawn(ioc, probe_upstream(ioc, r, i, st), net::detached);
-        auto ping_op = store->async_ping();
-        auto ping = co_await std::move(ping_op);
+        co_await refresh_store();
         while (st->pending > 0) co_await pause(ioc, std::chrono::milliseconds(2));
         co_await sample_workers();
 
         readiness next;
-        next.store_reachable = static_cast<bool>(ping);
-        if (!ping) next.store_error = ping.error().message();
+        next.store_reachable = store_reachable;
+        next.store_error = store_error;
         for (std::size_t i = 0; i < r->cfg.upstreams.size(); ++i) {
             next.upstreams.emplace_back(r->cfg.upstreams[i].name, st->errors[i]);
             if (next.reason.empty() && !st->errors[i].empty())
                 next.reason = "upstream " + r->cfg.upstreams[i].name + ": " + st->errors[i];
         }
         next.at = std::chrono::steady_clock::now();
-        stats.store_up = next.store_reachable ? 1 : 0;
         ready = std::move(next);
         checking = false;
+    }
+
+    net::awaitable<void> refresh_store() {
+        if (pinging) {
+            while (pinging) co_await pause(ioc, std::chrono::milliseconds(2));
+            co_return;
+        }
+        auto now = std::chrono::steady_clock::now();
+        if (store_checked != std::chrono::steady_clock::time_point{} && now - store_checked < ready_ttl) co_return;
+        pinging = true;
+        auto ping_op = store->async_ping();
+        auto ping = co_await std::move(ping_op);
+        store_reachable = static_cast<bool>(ping);
+        store_error = ping ? std::string() : ping.error().message();
+        stats.store_up = store_reachable ? 1 : 0;
+        store_checked = std::chrono::steady_clock::now();
+        pinging = false;
     }
 
     std::string readiness_body(const std::string& reason) const {
@@ -242,7 +263,7 @@ struct admin_server::impl {
                 if (!reason.empty()) res.result(http::status::service_unavailable);
                 res.body() = readiness_body(reason);
             } else if (target == "/metrics") {
-                co_await refresh_readiness();   // store_up; also samples the workers
+                co_await refresh_store();   // ifmatch_store_up; no origin connects for a scrape
                 co_await sample_workers();
                 res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
                 res.body() = stats.render();

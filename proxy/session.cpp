@@ -273,7 +273,6 @@ net::awaitable<bool> client_session::serve_one() {
         ctx.request_id = std::string(rid->value());
     else
         ctx.request_id = generate_request_id();
-    msg.set("X-Request-Id", ctx.request_id);
     if (auto tp = msg.find("traceparent"); tp != msg.end()) ctx.trace_id = std::string(trace_id_of(tp->value()));
     ctx.if_match = joined_field(msg, http::field::if_match);
     ctx.if_none_match = joined_field(msg, http::field::if_none_match);
@@ -365,6 +364,7 @@ void client_session::prepare_origin_request(request_context& ctx) {
     } else if (req_->chunked()) {
         msg.chunked(true);
     }
+    msg.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
     add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host);
     if (cfg.headers.via) append_via(msg.base(), client_version);
     if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);

@@ -281,7 +281,7 @@ TEST_CASE("/healthz and /readyz: 503 with a JSON reason while the origin is down
     auto probe = proxy_process::run_once(read_text_file(px.config_path()), {"--healthcheck"});
     CHECK(probe.status == 0);
 
-    CHECK(ready.body.find("\"reachable\":true") != std::string::npos);
+    CHECK(eventually([&] { return get(admin, "/readyz").body.find("\"reachable\":true") != std::string::npos; }));
     redis.stop();
     response store_down;
     CHECK(eventually([&] {

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -93,6 +94,17 @@ TEST_CASE("core dumps are off unless --allow-core-dumps") {
         return "listen: 127.0.0.1:" + std::to_string(port) + "\nupstreams:\n  o: { address: 127.0.0.1:" +
                std::to_string(origin.port()) + " }\nroutes:\n  - { upstream: o, track: false }\nlog: { level: warn }\n";
     };
+    // Children inherit our limit: raise the soft one (as far as the hard one allows) so that
+    // "off" is the proxy's doing.
+    rlimit saved{};
+    ::getrlimit(RLIMIT_CORE, &saved);
+    rlimit raised = saved;
+    raised.rlim_cur = saved.rlim_max;
+    ::setrlimit(RLIMIT_CORE, &raised);
+    struct restore_limit {
+        rlimit r;
+        ~restore_limit() { ::setrlimit(RLIMIT_CORE, &r); }
+    } restore{saved};
     auto p1 = free_port();
     proxy_process off(yaml(p1), p1);
     CHECK(core_limit(std::to_string(off.pid())) == "0");

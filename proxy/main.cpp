@@ -34,14 +34,16 @@ constexpr const char* default_config = "/etc/ifmatch-proxy/config.yaml";
 
 void usage(std::FILE* out) {
     std::fprintf(out,
-                 "usage: ifmatch-proxy [--config PATH] [--check-config | --healthcheck] [--version]\n"
-                 "  --config PATH    configuration file (default: $IFM_CONFIG, else %s)\n"
+                 "usage: ifmatch-proxy [--config PATH] [--check-config | --healthcheck] [--allow-core-dumps]\n"
+                 "                     [--print-config-schema] [--version]\n"
+                 "  --config PATH    configuration file (default %s)\n"
+                 "                   ($IFM_CONFIG, when set, replaces the default)\n"
                  "  --check-config   validate the configuration, print every error, exit 0 or 1\n"
                  "  --healthcheck    GET /healthz on the admin_listen of the configuration, exit 0 if\n"
                  "                   it answers 200 within 3 s, else 1 (container health checks)\n"
                  "  --version        print the version and exit\n"
+                 "  --allow-core-dumps     keep core dumps possible (off by default: they would hold secrets)\n"
                  "  --print-config-schema  print the configuration's JSON Schema and exit\n"
-                 "  --allow-core-dumps  keep core dumps possible (off by default: they would hold secrets)\n"
                  "signals: SIGTERM drains (after limits.drain_delay) and exits, SIGINT drains at once,\n"
                  "         SIGHUP reloads the configuration\n",
                  default_config);

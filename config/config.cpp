@@ -2,6 +2,7 @@
 // collected with its dotted path and 1-based line, so one --check-config run shows them all.
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -197,6 +198,11 @@ std::variant<store_url, std::string> split_store_url(std::string_view url) {
     return out;
 }
 
+bool is_ip_literal(const std::string& host) {
+    unsigned char buf[sizeof(in6_addr)];
+    return ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
 std::optional<std::string> getenv_nonempty(const char* name) {
     const char* v = std::getenv(name);
     if (v == nullptr || *v == '\0') return std::nullopt;
@@ -228,6 +234,15 @@ public:
     fields limits_fields(limits_config& l);
     fields headers_fields(headers_config& h);
     fields log_fields(log_config& l);
+
+    // What reading a value of the wrong kind reports ("expected a duration..."): json_schema()
+    // describes each key with it.
+    std::string expected_of(const field& f) {
+        errors_.clear();
+        lines_[""] = 1;
+        f.read(YAML::Load("{probe: [1]}"), std::string(f.key));
+        return errors_.empty() ? std::string() : errors_.back().message;
+    }
 
 private:
     std::vector<error> errors_;
@@ -350,6 +365,9 @@ std::optional<endpoint> reader::endp(const node& n, const std::string& path, boo
     auto ep = parse_endpoint(*s);
     if (!ep) fail(n, path, expected);
     else if (ep->port == 0 && !allow_port_zero) fail(n, path, "port must be between 1 and 65535");
+    else if (allow_port_zero && !is_ip_literal(ep->host) && ep->host != "localhost")
+        // Listen addresses are bound, never resolved: a name would only fail at start.
+        fail(n, path, "expected an IP address (or localhost) to listen on, not the host name '" + ep->host + "'");
     else return ep;
     return std::nullopt;
 }
@@ -554,6 +572,7 @@ fields reader::limits_fields(limits_config& l) {
         {"max_requests_per_connection", [&](auto& v, auto& p) {
              integer(v, p, l.max_requests_per_connection, 0, std::numeric_limits<std::uint32_t>::max());
          }},
+        {"drain_delay", [&](auto& v, auto& p) { dur(v, p, l.drain_delay, 0ms); }},
         {"drain_timeout", [&](auto& v, auto& p) { dur(v, p, l.drain_timeout, 0ms); }},
     };
 }
@@ -725,6 +744,70 @@ std::string error::format(std::string_view file) const {
     return out + message;
 }
 
+namespace {
+
+std::optional<std::string> interpolate(std::string_view in, std::string& unset) {
+    std::string out;
+    for (std::size_t i = 0; i < in.size();) {
+        if (in.substr(i).starts_with("$${")) {   // escaped: a literal "${"
+            out += "${";
+            i += 3;
+            continue;
+        }
+        if (!in.substr(i).starts_with("${")) {
+            out += in[i++];
+            continue;
+        }
+        auto close = in.find('}', i);
+        if (close == std::string_view::npos) {
+            unset = "unterminated ${ (write $${ for a literal ${)";
+            return std::nullopt;
+        }
+        auto inner = in.substr(i + 2, close - i - 2);
+        auto sep = inner.find(":-");
+        auto name = inner.substr(0, sep);
+        bool valid = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0])) &&
+                     std::ranges::all_of(name, [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_'; });
+        if (!valid) {
+            unset = "invalid variable reference ${" + std::string(inner) + "}: expected ${NAME} or ${NAME:-default}";
+            return std::nullopt;
+        }
+        const char* value = std::getenv(std::string(name).c_str());
+        if (sep != std::string_view::npos) {
+            // Shell semantics: the default also replaces an empty value.
+            out += value && *value ? std::string_view(value) : inner.substr(sep + 2);
+        } else if (value) {
+            out += value;
+        } else {
+            unset = "environment variable " + std::string(name) + " is not set (and ${" + std::string(name) +
+                    "} has no default: write ${" + std::string(name) + ":-default})";
+            return std::nullopt;
+        }
+        i = close + 1;
+    }
+    return out;
+}
+
+// Replaces ${VAR} and ${VAR:-default} in every scalar value (not in keys) before the file is
+// read, so that every key can take its value from the environment (secrets, per-Pod addresses).
+void interpolate_tree(node n, const std::string& path, std::vector<error>& errors) {
+    if (n.IsScalar()) {
+        const auto& text = n.Scalar();
+        if (text.find('$') == std::string::npos) return;
+        std::string why;
+        auto replaced = interpolate(text, why);
+        if (!replaced) errors.push_back({path, n.Mark().line >= 0 ? n.Mark().line + 1 : 0, why});
+        else if (*replaced != text) n = *replaced;
+    } else if (n.IsSequence()) {
+        for (std::size_t i = 0; i < n.size(); ++i) interpolate_tree(n[i], path + "[" + std::to_string(i) + "]", errors);
+    } else if (n.IsMap()) {
+        for (auto it = n.begin(); it != n.end(); ++it)
+            interpolate_tree(it->second, join(path, it->first.IsScalar() ? it->first.Scalar() : "?"), errors);
+    }
+}
+
+}  // namespace
+
 load_result load_string(std::string_view yaml) {
     node root;
     try {
@@ -732,6 +815,9 @@ load_result load_string(std::string_view yaml) {
     } catch (const YAML::Exception& e) {
         return std::vector<error>{{"", e.mark.line >= 0 ? e.mark.line + 1 : 0, "YAML syntax error: " + e.msg}};
     }
+    std::vector<error> unset;
+    interpolate_tree(root, "", unset);
+    if (!unset.empty()) return unset;
     return reader().run(root);
 }
 
@@ -809,6 +895,88 @@ std::optional<endpoint> parse_endpoint(std::string_view text) {
     auto p = parse_digits(port);
     if (!p || *p > 65535) return std::nullopt;
     return endpoint{std::string(host), static_cast<std::uint16_t>(*p)};
+}
+
+namespace {
+
+void append_json(std::string& out, std::string_view s) {
+    out += '"';
+    for (char ch : s) {
+        if (ch == '"' || ch == '\\') out += '\\';
+        if (static_cast<unsigned char>(ch) < 0x20) continue;
+        out += ch;
+    }
+    out += '"';
+}
+
+// The JSON type(s) a key's value may have, from what the loader expects of it.
+std::string leaf_schema(const std::string& expected) {
+    std::string e = expected.substr(0, expected.find(", got"));
+    std::string type;
+    if (e.find("true or false") != std::string::npos || e.find("true|false") != std::string::npos)
+        type = "\"boolean\"";
+    else if (e.find("list") != std::string::npos)
+        type = "\"array\",\"items\":{\"type\":\"string\"}";
+    else if (e.find("integer") != std::string::npos)
+        type = "\"integer\"";
+    else if (e.find("size") != std::string::npos)
+        type = "[\"string\",\"integer\"]";
+    else if (e.starts_with("expected one of ") && e.find(' ', 16) == std::string::npos) {
+        type = "\"string\",\"enum\":[";
+        std::string_view words(e);
+        words.remove_prefix(16);
+        for (bool first = true; !words.empty(); first = false) {
+            auto bar = words.find('|');
+            if (!first) type += ",";
+            append_json(type, words.substr(0, bar));
+            words = bar == std::string_view::npos ? std::string_view() : words.substr(bar + 1);
+        }
+        type += "]";
+    } else
+        type = "\"string\"";
+    std::string out = "{\"type\":" + type + ",\"description\":";
+    append_json(out, e);
+    return out + "}";
+}
+
+}  // namespace
+
+std::string json_schema() {
+    reader r;
+    config c;
+    upstream_config u;
+    route_config rt;
+    auto object = [&](const fields& fs, const std::string& extra) {
+        std::string out = "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{";
+        bool first = true;
+        for (const auto& f : fs) {
+            if (f.section) continue;
+            if (!first) out += ",";
+            first = false;
+            append_json(out, f.key);
+            out += ":" + leaf_schema(r.expected_of(f));
+        }
+        return out + extra + "}}";
+    };
+    auto match = object(r.match_fields(rt.match), "");
+    std::string route = object(r.route_fields(rt), ",\"match\":" + match);
+    std::string upstream = object(r.upstream_fields(u), "");
+    std::string sections =
+        ",\"store\":" + object(r.store_fields(c.store), "") +
+        ",\"upstreams\":{\"type\":\"object\",\"additionalProperties\":false,"
+        "\"patternProperties\":{\"^[A-Za-z0-9_.-]+$\":" + upstream + "}}" +
+        ",\"routes\":{\"type\":\"array\",\"items\":" + route + "}" +
+        ",\"limits\":" + object(r.limits_fields(c.limits), "") +
+        ",\"headers\":" + object(r.headers_fields(c.headers), "") +
+        ",\"log\":" + object(r.log_fields(c.log), "");
+    std::string top = object(r.top_fields(c), sections);
+    // Draft 2020-12; the loader stays the authority (cross-checks, ${VAR} interpolation).
+    return "{\"$schema\":\"https://json-schema.org/draft/2020-12/schema\","
+           "\"$id\":\"https://github.com/ifmatch-proxy/ifmatch-proxy/docs/config.schema.json\","
+           "\"title\":\"ifmatch-proxy configuration\","
+           "\"description\":\"Generated from config::known_keys() by ifmatch-proxy --print-config-schema; "
+           "see docs/configuration.md.\"," +
+           top.substr(1) + "\n";
 }
 
 }  // namespace ifm::config

@@ -118,6 +118,9 @@ struct limits_config {
     std::size_t max_header_fields = 100;            // request header fields; more: 431
     std::size_t max_connections = 10000;            // client connections per process
     std::size_t max_requests_per_connection = 0;    // 0: unlimited
+    // SIGTERM: /readyz fails at once, but the listener keeps accepting this long, while
+    // Kubernetes removes the Pod from its Services' endpoints (clients may still connect).
+    duration drain_delay = 5s;
     duration drain_timeout = 30s;     // SIGTERM: time given to in-flight requests
     bool operator==(const limits_config&) const = default;
 };
@@ -170,6 +173,11 @@ load_result load_file(const std::string& path);
 // Every dotted key the loader accepts ("listen", "routes[].etag", "upstreams.<name>.address"),
 // sections excluded; the unit tests compare it with the table in docs/configuration.md.
 std::vector<std::string> known_keys();
+
+// A JSON Schema (draft 2020-12) of the file, built from the same tables as known_keys(); each
+// key's description is what the loader expects of it. docs/config.schema.json is its output
+// (`ifmatch-proxy --print-config-schema`); a unit test keeps them equal.
+std::string json_schema();
 
 // "50ms", "15s", "2m", "1h", "250us" -> duration; nullopt when malformed.
 std::optional<duration> parse_duration(std::string_view text);

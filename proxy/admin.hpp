@@ -1,8 +1,11 @@
 // The admin listener (separate from traffic, loopback by default): /healthz, /readyz, /metrics.
 // Runs on a thread of its own so that a saturated worker never hides the process's health.
-//   /healthz  200 while the process runs (liveness)
-//   /readyz   200 when the store answers a ping and every upstream accepts a TCP connection,
-//             else 503 {"status":"not ready","reason":"..."} (readiness)
+//   /healthz  200 when every worker's event loop runs a posted no-op within 1 s (liveness), else
+//             503 {"status":"unhealthy","reason":"..."}
+//   /readyz   200 when every upstream accepts a TCP connection and SIGTERM has not been received,
+//             else 503 {"status":"not ready","reason":"..."}; either way the body shows each
+//             upstream and the store's state. A store outage does not fail it (reads still flow).
+//             The result is cached for 1 s.
 //   /metrics  the Prometheus text format (metrics::render), after sampling the workers' gauges
 #pragma once
 
@@ -26,6 +29,8 @@ public:
     ~admin_server();
     std::uint16_t port() const;
     void apply(std::shared_ptr<const runtime> rt);
+    // SIGTERM: /readyz answers 503 from now on; everything else keeps answering.
+    void begin_drain();
     void stop();
 
     struct impl;

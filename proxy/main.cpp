@@ -14,8 +14,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
@@ -25,13 +34,18 @@ constexpr const char* default_config = "/etc/ifmatch-proxy/config.yaml";
 
 void usage(std::FILE* out) {
     std::fprintf(out,
-                 "usage: ifmatch-proxy [--config PATH] [--check-config | --healthcheck] [--version]\n"
+                 "usage: ifmatch-proxy [--config PATH] [--check-config | --healthcheck] [--allow-core-dumps]\n"
+                 "                     [--print-config-schema] [--version]\n"
                  "  --config PATH    configuration file (default %s)\n"
+                 "                   ($IFM_CONFIG, when set, replaces the default)\n"
                  "  --check-config   validate the configuration, print every error, exit 0 or 1\n"
                  "  --healthcheck    GET /healthz on the admin_listen of the configuration, exit 0 if\n"
                  "                   it answers 200 within 3 s, else 1 (container health checks)\n"
                  "  --version        print the version and exit\n"
-                 "signals: SIGTERM/SIGINT drain and exit, SIGHUP reloads the configuration\n",
+                 "  --allow-core-dumps     keep core dumps possible (off by default: they would hold secrets)\n"
+                 "  --print-config-schema  print the configuration's JSON Schema and exit\n"
+                 "signals: SIGTERM drains (after limits.drain_delay) and exits, SIGINT drains at once,\n"
+                 "         SIGHUP reloads the configuration\n",
                  default_config);
 }
 
@@ -89,6 +103,27 @@ int healthcheck(const ifm::config::config& cfg) {
     return res.result() == http::status::ok ? 0 : 1;
 }
 
+// A core file (or a debugger attached by any process of the same user) would hand out the
+// Redis password and whatever request bodies are in memory: off unless asked for.
+void disable_core_dumps() {
+    rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_CORE, &none) != 0) spdlog::warn("cannot disable core dumps: {}", std::strerror(errno));
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) spdlog::warn("cannot mark the process non-dumpable: {}", std::strerror(errno));
+}
+
+// A password written in the file is only as secret as the file: say so when others can read it.
+void check_config_permissions(const std::string& path, const ifm::config::config& cfg) {
+    if (cfg.store.password.empty()) return;
+    std::ifstream in(path, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.find(cfg.store.password) == std::string::npos) return;   // from the environment
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || (st.st_mode & 077) == 0) return;
+    spdlog::warn("{} contains the Redis password and is accessible to group or others (mode {:04o}): chmod 600 "
+                 "it, or pass the password in IFM_REDIS_PASSWORD or as ${{VAR}}",
+                 path, st.st_mode & 07777);
+}
+
 void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, const std::string& path) {
     signals.async_wait([&signals, &srv, path](const boost::system::error_code& ec, int sig) {
         if (ec) return;
@@ -102,7 +137,9 @@ void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, co
                 spdlog::error("reload refused, keeping the running configuration");
             }
         } else {
-            srv.drain();
+            // SIGTERM (Kubernetes, docker stop) keeps accepting for limits.drain_delay; SIGINT
+            // (Ctrl-C) has nobody to wait for.
+            srv.drain(sig == SIGINT);
         }
         watch_signals(signals, srv, path);
     });
@@ -111,9 +148,12 @@ void watch_signals(boost::asio::signal_set& signals, ifm::proxy::server& srv, co
 }  // namespace
 
 int main(int argc, char** argv) {
+    // --config wins over IFM_CONFIG, which wins over the built-in default.
     std::string path = default_config;
+    if (const char* env = std::getenv("IFM_CONFIG"); env && *env) path = env;
     bool check = false;
     bool probe = false;
+    bool allow_core_dumps = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--config" && i + 1 < argc) {
@@ -124,6 +164,11 @@ int main(int argc, char** argv) {
             check = true;
         } else if (a == "--healthcheck") {
             probe = true;
+        } else if (a == "--allow-core-dumps") {
+            allow_core_dumps = true;
+        } else if (a == "--print-config-schema") {
+            std::fputs(ifm::config::json_schema().c_str(), stdout);
+            return 0;
         } else if (a == "--version") {
             std::printf("ifmatch-proxy %s\n", IFM_VERSION);
             return 0;
@@ -140,11 +185,14 @@ int main(int argc, char** argv) {
     if (!cfg) return 1;
     if (probe) return healthcheck(*cfg);
     if (check) {
+        check_config_permissions(path, *cfg);
         std::printf("%s: ok (%zu route(s), %zu upstream(s))\n", path.c_str(), cfg->routes.size(), cfg->upstreams.size());
         return 0;
     }
     std::signal(SIGPIPE, SIG_IGN);
     ifm::proxy::setup_logging(cfg->log);
+    if (!allow_core_dumps) disable_core_dumps();
+    check_config_permissions(path, *cfg);
     try {
         ifm::proxy::server srv(std::move(*cfg));
         boost::asio::io_context main_ioc;

@@ -3,6 +3,13 @@
 #include "proxy/runtime.hpp"
 
 #include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace ifm::proxy {
 
@@ -104,7 +111,9 @@ std::string_view to_string(store_op op) {
     return names[static_cast<std::size_t>(op)];
 }
 
-metrics::metrics() = default;
+metrics::metrics() {
+    last_reload_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 metrics::~metrics() = default;
 
 void metrics::bind_routes(const runtime& rt) {
@@ -115,20 +124,58 @@ void metrics::bind_routes(const runtime& rt) {
         auto& slot = by_name_[r.name];
         if (!slot) slot = std::make_unique<route_stats>();
         b->routes.push_back(slot.get());
+        auto& us = by_route_upstream_[{r.name, r.upstream}];
+        if (!us) us = std::make_unique<route_upstream_stats>();
+        b->by_upstream.push_back(us.get());
     }
     current_.store(b.get(), std::memory_order_release);
     bindings_.push_back(std::move(b));
 }
 
-route_stats* metrics::stats_for(const runtime* rt, std::size_t index) {
-    if (auto* b = current_.load(std::memory_order_acquire); b && b->rt == rt && index < b->routes.size())
-        return b->routes[index];
+const metrics::binding* metrics::binding_for(const runtime* rt) const {
+    if (auto* b = current_.load(std::memory_order_acquire); b && b->rt == rt) return b;
     // A request that straddled a reload: its runtime is an older one (alive, since the request
     // holds it, so its address cannot have been reused).
     std::lock_guard lock(mu_);
     for (auto it = bindings_.rbegin(); it != bindings_.rend(); ++it)
-        if ((*it)->rt == rt && index < (*it)->routes.size()) return (*it)->routes[index];
-    return &unrouted_;
+        if ((*it)->rt == rt) return it->get();
+    return nullptr;
+}
+
+route_stats* metrics::stats_for(const runtime* rt, std::size_t index) {
+    auto* b = binding_for(rt);
+    return b && index < b->routes.size() ? b->routes[index] : &unrouted_;
+}
+
+route_upstream_stats* metrics::upstream_stats_for(const runtime* rt, const config::route_config* route) {
+    if (!rt || !route) return nullptr;
+    auto* b = binding_for(rt);
+    auto index = static_cast<std::size_t>(route - rt->cfg.routes.data());
+    return b && index < b->by_upstream.size() ? b->by_upstream[index] : nullptr;
+}
+
+void metrics::count_outcome(const runtime* rt, const config::route_config* route, outcome o) {
+    count_outcome(o);
+    if (auto* us = upstream_stats_for(rt, route))
+        us->outcomes[static_cast<std::size_t>(o)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::count_origin_error(const runtime* rt, const config::route_config* route) {
+    origin_errors.fetch_add(1, std::memory_order_relaxed);
+    if (auto* us = upstream_stats_for(rt, route)) us->origin_errors.fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::count_problem(std::string_view slug) {
+    std::size_t i = 0;
+    while (i + 1 < problem_types.size() && problem_types[i] != slug) ++i;
+    problems[i].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::count_reload(bool applied) {
+    reloads[applied ? 0 : 1].fetch_add(1, std::memory_order_relaxed);
+    last_reload_ok = applied ? 1 : 0;
+    if (applied)
+        last_reload_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 void metrics::count_request(const runtime* rt, const config::route_config* route, http::verb method,
@@ -175,6 +222,23 @@ std::string metrics::render() const {
         for (const auto& [name, rs] : routes)
             if (rs != &unrouted_ || rs->duration.count() > 0)
                 rs->duration.render(out, "ifmatch_request_duration_seconds", label("route", name));
+
+        family(out, "ifmatch_route_precondition_outcomes_total", "counter",
+               "Judged writes by route, upstream and precondition outcome (the labelled form of "
+               "ifmatch_precondition_outcomes_total).");
+        for (const auto& [names, us] : by_route_upstream_)
+            for (std::size_t i = 1; i < outcome_count; ++i)
+                sample(out, "ifmatch_route_precondition_outcomes_total",
+                       label("route", names.first) + "," + label("upstream", names.second) + "," +
+                           label("outcome", to_string(static_cast<outcome>(i))),
+                       us->outcomes[i].load(std::memory_order_relaxed));
+        family(out, "ifmatch_route_origin_errors_total", "counter",
+               "Origin connect, timeout and protocol failures by route and upstream (the labelled form of "
+               "ifmatch_origin_errors_total).");
+        for (const auto& [names, us] : by_route_upstream_)
+            sample(out, "ifmatch_route_origin_errors_total",
+                   label("route", names.first) + "," + label("upstream", names.second),
+                   us->origin_errors.load(std::memory_order_relaxed));
     }
 
     family(out, "ifmatch_precondition_outcomes_total", "counter",
@@ -183,6 +247,12 @@ std::string metrics::render() const {
     for (std::size_t i = 1; i < precondition_outcomes.size(); ++i)
         sample(out, "ifmatch_precondition_outcomes_total", label("outcome", to_string(static_cast<outcome>(i))),
                precondition_outcomes[i].load(std::memory_order_relaxed));
+
+    family(out, "ifmatch_problems_total", "counter",
+           "Responses the proxy made itself (application/problem+json), by problem type: why a client got "
+           "409, 428, 502, 503 or 504 from the proxy rather than from the origin.");
+    for (std::size_t i = 0; i < problem_types.size(); ++i)
+        sample(out, "ifmatch_problems_total", label("type", problem_types[i]), problems[i].load(std::memory_order_relaxed));
 
     family(out, "ifmatch_origin_duration_seconds", "histogram",
            "Origin exchanges, from taking a connection until the response header arrived (kind \"forward\": the "
@@ -222,9 +292,68 @@ std::string metrics::render() const {
     family(out, "ifmatch_config_reloads_total", "counter", "SIGHUP reloads, applied or rejected (old configuration kept).");
     sample(out, "ifmatch_config_reloads_total", label("result", "applied"), reloads[0].load(std::memory_order_relaxed));
     sample(out, "ifmatch_config_reloads_total", label("result", "rejected"), reloads[1].load(std::memory_order_relaxed));
+    family(out, "ifmatch_config_last_reload_successful", "gauge",
+           "1 if the last SIGHUP reload was applied (or none happened yet), 0 if it was rejected.");
+    sample(out, "ifmatch_config_last_reload_successful", "", last_reload_ok.load(std::memory_order_relaxed));
+    family(out, "ifmatch_config_last_reload_success_timestamp_seconds", "gauge",
+           "Unix time of the start or of the last applied reload.");
+    out.append("ifmatch_config_last_reload_success_timestamp_seconds ")
+        .append(std::to_string(static_cast<std::int64_t>(last_reload_time.load())))
+        .append("\n");
+    family(out, "ifmatch_store_up", "gauge",
+           "1 if the validator store answered the admin listener's last ping (refreshed by /readyz and /metrics).");
+    sample(out, "ifmatch_store_up", "", store_up.load(std::memory_order_relaxed));
+    family(out, "ifmatch_store_recovering_refusals_total", "counter",
+           "Judged writes refused (503) because a restarted Redis may have lost leases still in use "
+           "(the young-server window, store.young_server_wait).");
+    sample(out, "ifmatch_store_recovering_refusals_total", "", store_recovering_refusals.load(std::memory_order_relaxed));
+    family(out, "ifmatch_draining", "gauge", "1 once SIGTERM was received (/readyz fails, the listener closes soon).");
+    sample(out, "ifmatch_draining", "", draining.load(std::memory_order_relaxed));
     family(out, "ifmatch_workers", "gauge", "Worker threads.");
     sample(out, "ifmatch_workers", "", workers.load(std::memory_order_relaxed));
+    render_process_metrics(out);
     return out;
+}
+
+// ---- process metrics (Prometheus client libraries' standard names) ----------------------------
+
+void render_process_metrics(std::string& out) {
+    static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    static const long page = ::sysconf(_SC_PAGESIZE);
+    std::ifstream stat_file("/proc/self/stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    // Fields after the command name (which may hold spaces and parentheses): state is field 3.
+    auto close = stat.rfind(')');
+    if (close != std::string::npos) {
+        std::istringstream fields(stat.substr(close + 2));
+        std::vector<std::string> f((std::istream_iterator<std::string>(fields)), std::istream_iterator<std::string>());
+        // f[0] is field 3; utime 14, stime 15, starttime 22, rss 24 (pages).
+        auto field = [&](std::size_t n) { return n - 3 < f.size() ? std::stod(f[n - 3]) : 0.0; };
+        auto cpu = (field(14) + field(15)) / ticks;
+        family(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+        out.append("process_cpu_seconds_total ").append(std::to_string(cpu)).append("\n");
+        family(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        sample(out, "process_resident_memory_bytes", "", static_cast<std::int64_t>(field(24)) * page);
+        // Boot time (/proc/stat btime) + start time in ticks since boot.
+        std::ifstream proc_stat("/proc/stat");
+        double btime = 0;
+        for (std::string line; std::getline(proc_stat, line);)
+            if (line.starts_with("btime ")) btime = std::stod(line.substr(6));
+        family(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+        out.append("process_start_time_seconds ").append(std::to_string(btime + field(22) / ticks)).append("\n");
+    }
+    std::error_code ec;
+    std::int64_t fds = 0;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::directory_iterator();
+         it.increment(ec))
+        ++fds;
+    family(out, "process_open_fds", "gauge", "Number of open file descriptors.");
+    sample(out, "process_open_fds", "", fds > 0 ? fds - 1 : 0);   // less the one iterating
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        sample(out, "process_max_fds", "", static_cast<std::int64_t>(rl.rlim_cur));
+    }
 }
 
 // ---- the instrumented store -------------------------------------------------------------------
@@ -243,6 +372,10 @@ public:
         auto op = inner_->async_acquire(std::move(key), std::move(cond), lease);
         auto r = co_await std::move(op);
         m_.observe_store(store_op::acquire, clock::now() - t0, r.has_value());
+        if (!r && r.error() == cache::store_errc::recovering) {
+            m_.store_recovering_refusals.fetch_add(1, std::memory_order_relaxed);
+            m_.last_recovering_refusal = clock::now().time_since_epoch().count();
+        }
         if (r && (r->status == cache::acquire_status::ok || r->status == cache::acquire_status::unknown))
             m_.leases_held.fetch_add(1, std::memory_order_relaxed);
         co_return r;

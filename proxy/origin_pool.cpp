@@ -1,5 +1,7 @@
 #include "proxy/origin_pool.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -124,8 +126,21 @@ net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acqu
     // Beast reads at most the buffer's free capacity (never less than 512 bytes): without this a
     // 1 KiB response took three recv calls, and a large body was relayed 512 bytes at a time.
     pc->buffer.reserve(origin_read_size);
-    pc->stream.expires_after(cfg_.connect_timeout);
-    auto [ec, ep] = co_await pc->stream.async_connect(endpoints_, use_tuple);
+    boost::system::error_code ec = net::error::host_not_found;
+    if (!endpoints_.empty()) {
+        auto endpoints = endpoints_;   // a copy: another request may re-resolve meanwhile
+        pc->stream.expires_after(cfg_.connect_timeout);
+        auto [cec, ep] = co_await pc->stream.async_connect(endpoints, use_tuple);
+        ec = cec;
+    }
+    // The name did not resolve at start, or the origin moved (a new Service IP, a rescheduled
+    // host): look the name up again and try once more when it says something new.
+    if (ec && ec != beast::error::timeout && co_await re_resolve()) {
+        auto endpoints = endpoints_;
+        pc->stream.expires_after(cfg_.connect_timeout);
+        auto [cec, ep] = co_await pc->stream.async_connect(endpoints, use_tuple);
+        ec = cec;
+    }
     if (ec) {
         co_return make_error_code(ec == beast::error::timeout ? origin_errc::connect_timeout
                                                                : origin_errc::refused);
@@ -133,6 +148,25 @@ net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acqu
     pc->stream.socket().set_option(tcp::no_delay(true));
     pc->stream.expires_never();
     co_return std::move(pc);
+}
+
+net::awaitable<bool> origin_pool::re_resolve() {
+    // At most once a second per pool: an origin that is down must not turn into a DNS flood.
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_resolve_ < std::chrono::seconds(1)) co_return false;
+    last_resolve_ = now;
+    tcp::resolver resolver(ex_);
+    auto [ec, results] = co_await resolver.async_resolve(cfg_.host, std::to_string(cfg_.port), use_tuple);
+    std::vector<tcp::endpoint> fresh;
+    for (const auto& r : results) fresh.push_back(r.endpoint());
+    if (ec || fresh.empty()) {
+        spdlog::warn("upstreams.{}: cannot resolve '{}': {}", cfg_.name, cfg_.host,
+                     ec ? ec.message() : std::string("no address"));
+        co_return false;
+    }
+    if (fresh == endpoints_) co_return false;
+    endpoints_ = std::move(fresh);
+    co_return true;
 }
 
 }  // namespace ifm::proxy

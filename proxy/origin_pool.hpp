@@ -88,9 +88,13 @@ private:
     // An idle connection still fit for a request, or null; the unfit ones are dropped.
     std::unique_ptr<origin_connection> take_idle();
 
+    // Looks the upstream's name up again (async); true when it gave new addresses.
+    net::awaitable<bool> re_resolve();
+
     net::any_io_executor ex_;
     config::upstream_config cfg_;
-    std::vector<tcp::endpoint> endpoints_;
+    std::vector<tcp::endpoint> endpoints_;   // empty: the name did not resolve yet
+    std::chrono::steady_clock::time_point last_resolve_{};
     std::deque<std::unique_ptr<origin_connection>> idle_;
     std::deque<net::steady_timer*> waiters_;
     std::size_t in_use_ = 0;

@@ -6,9 +6,44 @@
 
 namespace ifm::proxy {
 
+std::size_t utf8_sequence_length(std::string_view s) {
+    if (s.empty()) return 0;
+    auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    auto cont = [&](std::size_t i) { return i < s.size() && (b(i) & 0xc0) == 0x80; };
+    unsigned char c = b(0);
+    if (c < 0x80) return 1;
+    // RFC 3629 §4: the second byte's range excludes overlongs (E0, F0), surrogates (ED) and
+    // code points past U+10FFFF (F4).
+    if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (!cont(1) || !cont(2)) return 0;
+        if (c == 0xe0 && b(1) < 0xa0) return 0;
+        if (c == 0xed && b(1) > 0x9f) return 0;
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (!cont(1) || !cont(2) || !cont(3)) return 0;
+        if (c == 0xf0 && b(1) < 0x90) return 0;
+        if (c == 0xf4 && b(1) > 0x8f) return 0;
+        return 4;
+    }
+    return 0;
+}
+
 void append_json_string(std::string& out, std::string_view s) {
     out += '"';
-    for (unsigned char c : s) {
+    for (std::size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            if (auto n = utf8_sequence_length(s.substr(i))) {
+                out.append(s.data() + i, n);
+                i += n;
+            } else {
+                out += "\\ufffd";   // one replacement per stray byte
+                ++i;
+            }
+            continue;
+        }
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -24,12 +59,14 @@ void append_json_string(std::string& out, std::string_view s) {
                 out += static_cast<char>(c);
             }
         }
+        ++i;
     }
     out += '"';
 }
 
 http::response<http::string_body> make_problem_response(const problem& p, unsigned version,
-                                                        bool keep_alive, bool head_request) {
+                                                        bool keep_alive, bool head_request,
+                                                        std::string_view request_id) {
     std::string body = "{\"type\":";
     append_json_string(body, "urn:ifmatch-proxy:problem:" + std::string(p.slug));
     body += ",\"title\":";
@@ -42,6 +79,10 @@ http::response<http::string_body> make_problem_response(const problem& p, unsign
         body += ",\"current_etag\":";
         append_json_string(body, *p.current_etag);
     }
+    if (!request_id.empty()) {
+        body += ",\"request_id\":";
+        append_json_string(body, request_id);
+    }
     body += "}\n";
 
     http::response<http::string_body> res{static_cast<http::status>(p.status), version};
@@ -50,6 +91,7 @@ http::response<http::string_body> make_problem_response(const problem& p, unsign
     res.set(http::field::cache_control, "no-store");
     if (p.current_etag && !p.current_etag->empty()) res.set(http::field::etag, *p.current_etag);
     if (p.retry_after) res.set(http::field::retry_after, std::to_string(p.retry_after));
+    if (!request_id.empty()) res.set("X-Request-Id", request_id);
     res.keep_alive(keep_alive);
     res.content_length(body.size());
     if (!head_request) res.body() = std::move(body);

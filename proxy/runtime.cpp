@@ -4,6 +4,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -35,9 +37,15 @@ std::shared_ptr<const runtime> make_runtime(config::config cfg) {
     for (const auto& u : cfg.upstreams) {
         boost::system::error_code ec;
         auto results = resolver.resolve(u.host, std::to_string(u.port), ec);
-        if (ec || results.empty())
-            throw std::runtime_error("upstreams." + u.name + ": cannot resolve '" + u.host + "': " + ec.message());
         std::vector<tcp::endpoint> eps;
+        if (ec || results.empty()) {
+            // Not fatal: DNS may lag behind a deployment. The pools resolve again on connect
+            // (requests get 502 meanwhile) and /readyz fails until the name resolves.
+            spdlog::warn("upstreams.{}: cannot resolve '{}' yet: {}; retrying on each connection attempt", u.name,
+                         u.host, ec ? ec.message() : std::string("no address"));
+            rt->upstream_endpoints.push_back(std::move(eps));
+            continue;
+        }
         for (const auto& r : results) eps.push_back(r.endpoint());
         rt->upstream_endpoints.push_back(std::move(eps));
     }

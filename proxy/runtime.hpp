@@ -24,7 +24,8 @@ struct runtime {
 };
 
 // Resolves every upstream address (blocking; done at start and on reload, never per request).
-// Throws std::runtime_error naming the upstream when an address cannot be resolved.
+// A name that does not resolve is logged and left with no endpoints: the origin pools resolve
+// it again when they connect. Throws std::runtime_error for a route naming an unknown upstream.
 std::shared_ptr<const runtime> make_runtime(config::config cfg);
 
 }  // namespace ifm::proxy

@@ -95,7 +95,20 @@ struct server::impl {
         }
     }
 
+    std::atomic<bool> skip_delay{false};
+
     net::awaitable<void> run_drain(worker& w, tcp::acceptor& acc) {
+        // Still accepting while endpoints are removed: a client that resolved us a moment ago
+        // must not be refused. The delay is read now, not kept across a reload.
+        {
+            net::steady_timer t(w.ioc);
+            auto until = std::chrono::steady_clock::now() + w.rt->cfg.limits.drain_delay;
+            while (!skip_delay && std::chrono::steady_clock::now() < until) {
+                t.expires_after(std::min<std::chrono::steady_clock::duration>(
+                    std::chrono::milliseconds(20), until - std::chrono::steady_clock::now()));
+                co_await t.async_wait(use_tuple);
+            }
+        }
         boost::system::error_code ec;
         acc.close(ec);
         w.begin_drain();
@@ -187,17 +200,25 @@ void server::start() {
                  cfg.listen.host, d.port, n, cfg.store.kind == config::store_kind::redis ? cfg.store.url : "memory");
 }
 
-void server::drain() {
+void server::drain(bool immediate) {
     auto& d = *impl_;
-    if (d.draining.exchange(true)) return;
-    spdlog::info("draining: no new connections; in-flight requests get up to {} ms",
-                 d.rt->cfg.limits.drain_timeout.count());
+    if (d.draining.exchange(true)) {
+        if (!d.skip_delay.exchange(true)) spdlog::info("draining now: the drain delay is skipped");
+        return;
+    }
+    d.skip_delay = immediate;
+    d.stats.draining = 1;
+    if (d.admin) d.admin->begin_drain();   // /readyz fails from now on
+    const auto& limits = d.rt->cfg.limits;
+    spdlog::info("draining: /readyz fails; accepting for {} ms more, then in-flight requests get up to {} ms",
+                 immediate ? 0 : limits.drain_delay.count(), limits.drain_timeout.count());
     for (std::size_t i = 0; i < d.workers.size(); ++i) {
         auto& w = *d.workers[i];
         auto& acc = *d.acceptors[i];
         net::co_spawn(w.ioc, d.run_drain(w, acc), net::detached);
     }
-    if (d.admin) d.admin->stop();
+    // The admin listener is stopped by the destructor, once the workers are done: probes and
+    // scrapes keep working during the drain.
 }
 
 void server::wait() {

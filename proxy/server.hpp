@@ -13,7 +13,8 @@ namespace ifm::proxy {
 
 class server {
 public:
-    // Validates what a config alone cannot (upstream names resolve); throws std::runtime_error.
+    // Resolves the upstreams (a name that does not resolve yet is retried on connect); throws
+    // std::runtime_error for what a config alone cannot show.
     explicit server(config::config cfg);
     ~server();
     server(const server&) = delete;
@@ -24,9 +25,12 @@ public:
     std::uint16_t port() const;
     std::uint16_t admin_port() const;   // 0 when there is no admin listener
 
-    // SIGTERM: stop accepting, let in-flight requests finish (at most limits.drain_timeout),
-    // close idle connections and the store, then the workers end. Returns at once.
-    void drain();
+    // SIGTERM: /readyz fails at once; the listeners keep accepting for limits.drain_delay (while
+    // Kubernetes removes the endpoint), then stop accepting; in-flight requests get at most
+    // limits.drain_timeout, idle connections and the store are closed, then the workers end.
+    // The admin listener answers until the process ends. `immediate` (SIGINT, or a second
+    // SIGTERM) skips the delay. Returns at once.
+    void drain(bool immediate = false);
     // Blocks until every worker has ended.
     void wait();
     // SIGHUP: applies a new configuration (routes, upstreams, limits, log level). The listen

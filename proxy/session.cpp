@@ -4,6 +4,7 @@
 #include "proxy/hasher.hpp"
 #include "proxy/http_util.hpp"
 #include "proxy/request_gate.hpp"
+#include "proxy/request_id.hpp"
 #include "proxy/resource_key.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -178,10 +179,13 @@ net::awaitable<bool> client_session::wait_for_request() {
 net::awaitable<void> client_session::respond(request_context& ctx) {
     auto p = std::move(pending_);
     if (p.instance.empty()) p.instance = ctx.target;
+    if (ctx.request_id.empty()) ctx.request_id = generate_request_id();   // the header was unreadable
+    if (p.current_etag) ctx.current_etag = p.current_etag;
+    w_.stats.count_problem(p.slug);
     if (!ctx.body_read && ctx.client_keep_alive) co_await discard_body(ctx);
     bool keep = ctx.client_keep_alive && !ctx.framing_error && ctx.body_read && !w_.draining;
     ctx.client_keep_alive = keep;
-    auto res = make_problem_response(p, 11, keep, ctx.head);
+    auto res = make_problem_response(p, 11, keep, ctx.head, ctx.request_id);
     ctx.status = p.status;
     ctx.bytes_sent = ctx.head ? 0 : res.body().size();
     client_.expires_after(w_.rt->cfg.limits.body_timeout);
@@ -258,9 +262,16 @@ net::awaitable<bool> client_session::serve_one() {
         pending_ = read_error_problem(ec);
         if (!scan.reason().empty()) pending_.detail = scan.reason();
         co_await respond(ctx);
-        log_access({peer_, "-", ctx.target, "-", "-", ctx.status, ctx.bytes_sent,
-                    std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ctx.start),
-                    outcome::not_judged});
+        access_entry e;
+        e.client = peer_;
+        e.method = "-";
+        e.target = ctx.target;
+        e.route = e.upstream = "-";
+        e.status = ctx.status;
+        e.bytes = ctx.bytes_sent;
+        e.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ctx.start);
+        e.request_id = ctx.request_id;
+        log_access(e);
         w_.stats.count_response(ctx.status);
         co_return false;
     }
@@ -275,14 +286,32 @@ net::awaitable<bool> client_session::serve_one() {
         (limits.max_requests_per_connection == 0 || served_ < limits.max_requests_per_connection);
     ctx.body_read = req_->is_done();
     ctx.host = header_string(msg, http::field::host);
+    // Kept when the client's is usable, else ours; either way the origin sees the same id.
+    if (auto rid = msg.find("X-Request-Id"); rid != msg.end() && msg.count("X-Request-Id") == 1 &&
+                                             valid_request_id(rid->value()))
+        ctx.request_id = std::string(rid->value());
+    else
+        ctx.request_id = generate_request_id();
+    if (auto tp = msg.find("traceparent"); tp != msg.end()) ctx.trace_id = std::string(trace_id_of(tp->value()));
+    ctx.if_match = joined_field(msg, http::field::if_match);
+    ctx.if_none_match = joined_field(msg, http::field::if_none_match);
 
     auto finish = [&] {
         auto elapsed = std::chrono::steady_clock::now() - ctx.start;
         w_.stats.count_request(ctx.rt.get(), ctx.route, ctx.method, ctx.status, elapsed);
-        if (ctx.precondition != outcome::not_judged) w_.stats.count_outcome(ctx.precondition);
-        log_access({peer_, ctx.method_name, ctx.target, ctx.route ? std::string_view(ctx.route->name) : "-",
-                    ctx.pool ? std::string_view(ctx.pool->config().name) : "-", ctx.status, ctx.bytes_sent,
-                    std::chrono::duration_cast<std::chrono::microseconds>(elapsed), ctx.precondition});
+        if (ctx.precondition != outcome::not_judged) w_.stats.count_outcome(ctx.rt.get(), ctx.route, ctx.precondition);
+        auto opt = [](const std::optional<std::string>& v) {
+            return v ? std::optional<std::string_view>(*v) : std::nullopt;
+        };
+        log_access({.client = peer_, .method = ctx.method_name, .target = ctx.target,
+                    .route = ctx.route ? std::string_view(ctx.route->name) : "-",
+                    .upstream = ctx.pool ? std::string_view(ctx.pool->config().name) : "-",
+                    .status = ctx.status, .bytes = ctx.bytes_sent,
+                    .duration = std::chrono::duration_cast<std::chrono::microseconds>(elapsed),
+                    .precondition = ctx.precondition, .request_id = ctx.request_id, .trace_id = ctx.trace_id,
+                    .key = ctx.key, .if_match = opt(ctx.if_match), .if_none_match = opt(ctx.if_none_match),
+                    .current_etag = opt(ctx.current_etag), .store_time = ctx.store_time,
+                    .origin_time = ctx.origin_time});
     };
 
     // Field count, framing, target length, absolute-form and target syntax (request_gate.hpp):
@@ -388,6 +417,7 @@ void client_session::prepare_origin_request(request_context& ctx) {
     } else if (req_->chunked()) {
         msg.chunked(true);
     }
+    msg.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
     add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host);
     if (cfg.headers.via) append_via(msg.base(), client_version);
     if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);
@@ -535,13 +565,14 @@ void client_session::prepare_client_response(request_context& ctx, http::respons
         else ctx.client_keep_alive = false;
     }
     if (w_.draining) ctx.client_keep_alive = false;
+    h.set("X-Request-Id", ctx.request_id);
     h.version(11);
     // HTTP/1.1 to the client: persistent unless we say close (hop-by-hop fields are gone).
     if (!ctx.client_keep_alive) h.set(http::field::connection, "close");
 }
 
 net::awaitable<void> client_session::fail_origin(request_context& ctx, boost::system::error_code ec) {
-    w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
+    w_.stats.count_origin_error(ctx.rt.get(), ctx.route);
     if (ec == http::error::body_limit) {
         pending_ = problem{413, "body-too-large", "Content too large",
                                "the request body exceeds limits.max_body_bytes", {}, {}, 0};
@@ -560,7 +591,7 @@ net::awaitable<void> client_session::fail_origin(request_context& ctx, boost::sy
 // origin had closed is retried once on a fresh one, but only for a request without a body whose
 // bytes we still hold (RFC 9110 §9.2.2).
 net::awaitable<boost::system::result<pooled_connection>> client_session::send_to_origin(request_context& ctx) {
-    origin_timer timing(w_.stats, origin_kind::forward);
+    origin_timer timing(w_.stats, origin_kind::forward, &ctx.origin_time);
     for (int attempt = 0;; ++attempt) {
         auto oc = co_await ctx.pool->async_acquire(attempt > 0);
         if (!oc) co_return oc.error();
@@ -617,7 +648,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
             if (used == 0) break;
         }
         if (pec && pec != http::error::need_more && pec != http::error::need_buffer) {
-            w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
+            w_.stats.count_origin_error(ctx.rt.get(), ctx.route);
             pending_ = origin_problem(pec);
             co_await respond(ctx);
             co_return;   // `oc` is not kept: the connection is discarded
@@ -695,7 +726,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     if (origin_failed) {
         // The header is out: all we can do is cut the client connection short.
         ctx.client_keep_alive = false;
-        w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
+        w_.stats.count_origin_error(ctx.rt.get(), ctx.route);
         co_return;
     }
     if (res_->keep_alive()) oc.keep();

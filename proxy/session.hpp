@@ -48,6 +48,16 @@ struct request_context {
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;
     std::chrono::steady_clock::time_point start;
+    // For the access log and correlation (X-Request-Id, traceparent, what explains a 409).
+    std::string request_id;                   // the client's if valid, else generated
+    std::string trace_id;                     // from a well-formed traceparent
+    std::optional<std::string> if_match;      // as the client sent them
+    std::optional<std::string> if_none_match;
+    std::optional<std::string> current_etag;  // set by respond() from a rejection's problem
+    // Time spent waiting on the store and on the origin, summed over the request: origin_timer
+    // (proxy/metrics.hpp) adds to origin_time; store calls add to store_time with store_timer.
+    std::chrono::microseconds store_time{0};
+    std::chrono::microseconds origin_time{0};
     // A judged write must be over (body sent, response header read) before its lease ends: the
     // origin cannot check a fencing token, so a slow upload must not outlive the lease.
     std::chrono::steady_clock::time_point write_deadline = std::chrono::steady_clock::time_point::max();

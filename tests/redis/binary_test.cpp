@@ -84,17 +84,28 @@ TEST_CASE("one access-log line per request; JSON format; control characters esca
     std::string line;
     int access = 0;
     while (std::getline(lines, line)) {
-        if (line.find("\"method\":") == std::string::npos) continue;
+        // Field names follow ECS since issue 13 (they were "method", "route", "duration_ms"...).
+        if (line.find("\"http.request.method\":") == std::string::npos) continue;
         ++access;
         CHECK(line.front() == '{');
-        CHECK(line.find("\"route\":") != std::string::npos);
-        CHECK(line.find("\"upstream\":\"o\"") != std::string::npos);
-        CHECK(line.find("\"duration_ms\":") != std::string::npos);
-        CHECK(line.find("\"precondition\":\"not_judged\"") != std::string::npos);
+        CHECK(line.find("\"ifmatch.route\":") != std::string::npos);
+        CHECK(line.find("\"ifmatch.upstream\":\"o\"") != std::string::npos);
+        CHECK(line.find("\"ifmatch.total_ms\":") != std::string::npos);
+        CHECK(line.find("\"ifmatch.outcome\":\"not_judged\"") != std::string::npos);
     }
     CHECK(access == 2);
-    CHECK(log.find("\"status\":201") != std::string::npos);
-    CHECK(log.find("\"status\":404") != std::string::npos);
+    CHECK(log.find("\"http.response.status_code\":201") != std::string::npos);
+    CHECK(log.find("\"http.response.status_code\":404") != std::string::npos);
+    // log.json: the application's own lines are JSON too.
+    std::istringstream all(log);
+    int json_lines = 0;
+    while (std::getline(all, line)) {
+        if (line.empty()) continue;
+        CHECK_MESSAGE(line.front() == '{', line);
+        CHECK_MESSAGE(line.back() == '}', line);
+        ++json_lines;
+    }
+    CHECK(json_lines > access);   // at least the "listening" line besides the access lines
 }
 
 TEST_CASE("a 64 MiB upload and download stream through with bounded proxy memory") {

@@ -258,7 +258,9 @@ TEST_CASE("/metrics: the Prometheus text format, and the numbers move with traff
     }));
 }
 
-TEST_CASE("/healthz and /readyz: 503 with a JSON reason while Redis or the origin is down") {
+// Issue 13 changed /readyz: a Redis outage no longer fails it (reads still flow, and a shared
+// store's outage must not empty the whole Service); the body reports the store instead.
+TEST_CASE("/healthz and /readyz: 503 with a JSON reason while the origin is down; Redis down is reported, not fatal") {
     // nginx, not the in-process fake origin: the proxy process inherits the test's listening
     // sockets, so an in-process origin's port would keep accepting after it stops.
     redis_server redis;
@@ -279,16 +281,25 @@ TEST_CASE("/healthz and /readyz: 503 with a JSON reason while Redis or the origi
     auto probe = proxy_process::run_once(read_text_file(px.config_path()), {"--healthcheck"});
     CHECK(probe.status == 0);
 
+    CHECK(eventually([&] { return get(admin, "/readyz").body.find("\"reachable\":true") != std::string::npos; }));
     redis.stop();
-    response not_ready;
-    CHECK(eventually([&] { return (not_ready = get(admin, "/readyz")).status == 503; }));
-    CHECK(not_ready.header("Content-Type") == "application/json");
-    CHECK(not_ready.body.find("\"status\":\"not ready\"") != std::string::npos);
-    CHECK(not_ready.body.find("\"reason\":\"store: ") != std::string::npos);
-    CHECK(get(admin, "/healthz").status == 200);   // alive, just not ready
+    response store_down;
+    CHECK(eventually([&] {
+        store_down = get(admin, "/readyz");
+        return store_down.body.find("\"reachable\":false") != std::string::npos;
+    }));
+    INFO(store_down.body);
+    CHECK(store_down.status == 200);   // still ready: reads flow
+    CHECK(store_down.header("Content-Type") == "application/json");
+    CHECK(store_down.body.find("\"status\":\"ready\"") != std::string::npos);
+    CHECK(store_down.body.find("\"store\":{\"kind\":\"redis\"") != std::string::npos);
+    CHECK(scrape_metrics(admin)["ifmatch_store_up"] == 0);
+    CHECK(get(admin, "/healthz").status == 200);
 
     redis.start();
-    CHECK(eventually([&] { return get(admin, "/readyz").status == 200; }));
+    CHECK(eventually([&] { return get(admin, "/readyz").body.find("\"reachable\":true") != std::string::npos; }));
+    CHECK(scrape_metrics(admin)["ifmatch_store_up"] == 1);
+    response not_ready;
 
     origin.stop();   // the origin goes away: its port refuses connections
     CHECK(eventually([&] { return (not_ready = get(admin, "/readyz")).status == 503; }));
@@ -301,6 +312,51 @@ TEST_CASE("/healthz and /readyz: 503 with a JSON reason while Redis or the origi
     CHECK(px.wait(10s) == 0);
     auto gone = proxy_process::run_once(read_text_file(px.config_path()), {"--healthcheck"});
     CHECK(gone.status == 1);
+}
+
+TEST_CASE("SIGTERM as Kubernetes needs it: /readyz fails at once, new connections are served for "
+          "limits.drain_delay, then the listener closes, in-flight requests finish, exit 0") {
+    fake_origin origin;
+    auto port = free_port(), admin = free_port();
+    std::string yaml = "listen: 127.0.0.1:" + std::to_string(port) + "\n"
+                       "admin_listen: 127.0.0.1:" + std::to_string(admin) + "\n"
+                       "workers: 2\n"
+                       "upstreams:\n"
+                       "  a: { address: 127.0.0.1:" + std::to_string(origin.port()) + " }\n"
+                       "routes:\n"
+                       "  - { name: a, match: { path_prefix: / }, upstream: a, track: false }\n"
+                       "limits: { drain_delay: 2s, drain_timeout: 5s }\n"
+                       "log: { level: info, access_log: false }\n";
+    proxy_process px(yaml, port);
+    REQUIRE(wait_for_port(admin, 5s));
+    const std::vector<std::pair<std::string, std::string>> ok{{"x-fake-status", "200"}};
+    REQUIRE(eventually([&] { return get(admin, "/readyz").status == 200; }));
+    http_client kept(port);
+    REQUIRE(kept.request("GET", "/before", ok).status == 200);
+
+    auto sent = std::chrono::steady_clock::now();
+    REQUIRE(::kill(px.pid(), SIGTERM) == 0);
+    response r;
+    CHECK(eventually([&] { return (r = get(admin, "/readyz")).status == 503; }, 1s));
+    CHECK(r.body.find("\"reason\":\"draining\"") != std::string::npos);
+    CHECK(get(admin, "/healthz").status == 200);
+    CHECK(scrape_metrics(admin)["ifmatch_draining"] == 1);
+    // Within the delay: a brand-new connection is served, and so is the kept-alive one.
+    http_client fresh(port);
+    CHECK(fresh.request("GET", "/during", ok).status == 200);
+    CHECK(kept.request("GET", "/during-kept", ok).status == 200);
+    CHECK(std::chrono::steady_clock::now() - sent < 1500ms);   // these were really within the delay
+    // A slow request that starts in the delay and ends after it finishes normally.
+    auto slow = std::async(std::launch::async, [port] {
+        http_client s(port);
+        return s.request("GET", "/slow", {{"x-fake-status", "200"}, {"x-fake-delay-ms", "2500"}}).status;
+    });
+    // After the delay the listener is closed.
+    CHECK(eventually([&] { return !wait_for_port(port, 50ms); }, 4s));
+    CHECK(std::chrono::steady_clock::now() - sent >= 1900ms);
+    CHECK(slow.get() == 200);
+    CHECK(px.wait(10s) == 0);
+    CHECK(px.log().find("draining: /readyz fails; accepting for 2000 ms more") != std::string::npos);
 }
 
 TEST_CASE("SIGHUP: routes, upstreams, limits and log level change on kept-alive connections") {

@@ -48,13 +48,15 @@ proxy_fixture::proxy_fixture(std::function<void(config::config&)> tweak) {
     server_->start();
 }
 
+// Immediate drains: limits.drain_delay (keep accepting while Kubernetes removes the endpoint)
+// has its own test; here it would only add seconds to every test.
 proxy_fixture::~proxy_fixture() {
-    server_->drain();
+    server_->drain(true);
     server_->wait();
 }
 
 void proxy_fixture::drain_and_wait() {
-    server_->drain();
+    server_->drain(true);
     server_->wait();
 }
 

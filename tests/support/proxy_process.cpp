@@ -59,12 +59,13 @@ proxy_process::proxy_process(std::string yaml, std::uint16_t port, std::vector<s
 
 proxy_process::~proxy_process() {
   if (!child_ || !child_->running()) return;
-  // SIGTERM first, so a sanitizer build gets to report leaks and errors at exit.
-  child_->signal(SIGTERM);
+  // SIGINT first, so a sanitizer build gets to report leaks and errors at exit. (SIGINT drains
+  // at once; SIGTERM would keep accepting for limits.drain_delay first.)
+  child_->signal(SIGINT);
   int status = child_->wait(std::chrono::seconds(5));
   if (child_->running()) {
     child_->kill();
-    std::fprintf(stderr, "ifmatch-proxy (port %u) ignored SIGTERM for 5 s; log tail:\n%s\n", port_,
+    std::fprintf(stderr, "ifmatch-proxy (port %u) ignored SIGINT for 5 s; log tail:\n%s\n", port_,
                  tail_lines(log()).c_str());
   } else if (status != 0) {
     std::fprintf(stderr, "ifmatch-proxy (port %u) exited with status %d; log tail:\n%s\n", port_, status,

@@ -15,7 +15,7 @@ class proxy_process {
   // `yaml` must listen on 127.0.0.1:<port>; returns once the port accepts, else throws with the
   // tail of the proxy's log (within 10 s, or as soon as the process exits).
   proxy_process(std::string yaml, std::uint16_t port, std::vector<std::string> extra_args = {});
-  ~proxy_process();  // SIGTERM (sanitizer builds report at exit), SIGKILL after 5 s
+  ~proxy_process();  // SIGINT (sanitizer builds report at exit), SIGKILL after 5 s
   proxy_process(const proxy_process&) = delete;
   proxy_process& operator=(const proxy_process&) = delete;
 
@@ -23,7 +23,7 @@ class proxy_process {
   pid_t pid() const;
   bool running();
   void kill();       // SIGKILL: the crash-safety tests
-  void terminate();  // SIGTERM: graceful drain
+  void terminate();  // SIGTERM: graceful drain (after the config's limits.drain_delay)
   int wait(std::chrono::milliseconds timeout);  // exit status as child_process::wait reports it
   std::string log() const;                      // stdout + stderr so far
   const std::string& config_path() const { return config_path_; }

@@ -8,7 +8,10 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -20,6 +23,8 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+
+#include <sys/socket.h>
 
 namespace ifm::proxy {
 
@@ -190,6 +195,21 @@ net::awaitable<void> client_session::discard_body(request_context& ctx) {
     ctx.body_read = true;
 }
 
+// One read of request header bytes, due at header_deadline_. The deadline is a timer raced
+// against the read rather than the stream's expiry, which would close the socket: a client that
+// began a header and did not finish it in time is owed a 408 (as HAProxy sends), not a reset.
+net::awaitable<std::tuple<boost::system::error_code, std::size_t>> client_session::read_header_bytes(std::size_t room) {
+    client_.expires_never();
+    net::steady_timer timer(client_.get_executor(), header_deadline_);
+    auto group = net::experimental::make_parallel_group(
+        client_.socket().async_read_some(buffer_.prepare(room), net::deferred),
+        timer.async_wait(net::deferred));
+    auto [order, rec, rn, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+    // Bytes that arrived just as the timer fired are kept (the caller commits `rn`).
+    if (order[0] == 1) co_return std::tuple{boost::system::error_code(beast::error::timeout), rn};
+    co_return std::tuple{rec, rn};
+}
+
 net::awaitable<bool> client_session::serve_one() {
     const auto& limits = w_.rt->cfg.limits;
     request_context ctx;
@@ -218,12 +238,12 @@ net::awaitable<bool> client_session::serve_one() {
             ec = http::error::header_limit;
             break;
         }
-        auto [rec, rn] = co_await client_.async_read_some(buffer_.prepare(4096), use_tuple);
+        auto [rec, rn] = co_await read_header_bytes(4096);
+        buffer_.commit(rn);
         if (rec) {
             ec = rec;
             break;
         }
-        buffer_.commit(rn);
     }
     if (!ec) {
         auto [hec, hn] = co_await http::async_read_header(client_, buffer_, *req_, use_tuple);
@@ -311,6 +331,7 @@ net::awaitable<bool> client_session::serve_one() {
         for (const auto& name : route.vary) vary.emplace_back(name, joined_field(msg, name).value_or(""));
         ctx.key = resource_key(route.name, rn.value_or(*normalized), vary);
     }
+    ctx.abort_on_client_close = !judged;
     if (judged) {
         co_await serve_write(ctx);
     } else if (read) {
@@ -461,7 +482,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
         res_->body_limit(boost::none);
         if (msg.method() == http::verb::head) res_->skip(true);
         oc->stream.expires_at(ctx.deadline(up.request_timeout));
-        auto [hec, hn] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
+        auto hec = co_await read_origin_header(ctx, oc);
         if (hec) co_return hec;
         // 1xx interim responses (we never forward Expect) are dropped.
         if (res_->get().result_int() >= 200) break;
@@ -497,6 +518,11 @@ net::awaitable<void> client_session::fail_origin(request_context& ctx, boost::sy
     }
     if (ec == net::error::connection_aborted && ctx.framing_error) {
         ctx.status = 400;   // the client went away or sent a bad body: nobody to answer
+        co_return;
+    }
+    if (ec == net::error::connection_aborted && ctx.client_gone) {
+        ctx.status = 499;   // nginx's "client closed request", for the access log and metrics
+        ctx.client_keep_alive = false;
         co_return;
     }
     pending_ = origin_problem(ec);
@@ -584,12 +610,9 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         net::const_buffer bytes = !prefix.empty() ? net::buffer(prefix) : net::const_buffer(relay_buf_.get(), early);
         ctx.bytes_sent += bytes.size();
         std::array<net::const_buffer, 2> out{net::buffer(head), bytes};
+        release_origin(oc);   // nothing more to read: a stalled client must not hold the slot
         auto [wec, wn] = co_await net::async_write(client_, out, use_tuple);
-        if (wec) {
-            ctx.client_keep_alive = false;
-            co_return;
-        }
-        if (res_->keep_alive()) oc.keep();
+        if (wec) ctx.client_keep_alive = false;
         co_return;
     }
     http::response_serializer<http::buffer_body> sr{res};
@@ -604,6 +627,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     }
     bool origin_failed = false;
     bool first = true;
+    if (res_->is_done()) release_origin(oc);
     do {
         if (first && !prefix.empty()) {
             body.data = prefix.data();
@@ -625,6 +649,9 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
             body.size = relay_buffer_size - body.size;
             body.data = body.size > 0 ? relay_buffer() : nullptr;   // see exchange()
             body.more = !res_->is_done();
+            // The origin is done before the client: its connection goes back to the pool now,
+            // not after the last write (which a slow client may stretch to body_timeout).
+            if (res_->is_done()) release_origin(oc);
         } else {
             body.data = nullptr;
             body.size = 0;
@@ -645,7 +672,98 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         w_.stats.origin_errors.fetch_add(1, std::memory_order_relaxed);
         co_return;
     }
-    if (res_->keep_alive()) oc.keep();
+    release_origin(oc);
+}
+
+// The origin's response has been read whole: its connection is pooled again (if the origin
+// keeps it alive) or closed, freeing its slot whatever the client does next.
+void client_session::release_origin(pooled_connection& oc) {
+    if (!oc) return;
+    if (res_->is_done() && res_->keep_alive()) oc.keep();
+    oc.reset();
+}
+
+namespace {
+
+// EOF or an error on the client's socket, without consuming anything.
+bool client_closed(int fd) {
+    char byte;
+    auto n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return false;
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+// Cancellation condition of read_origin_header()'s race: the origin's header ends it (the watch
+// on the client is cancelled); the client's socket becoming readable ends it only if the client
+// has gone (EOF or error), not for more request bytes (pipelining), which stay in the socket.
+struct until_header_or_client_gone {
+    int client_fd;
+    net::cancellation_type operator()(boost::system::error_code, std::size_t) const {
+        return net::cancellation_type::terminal;
+    }
+    net::cancellation_type operator()(boost::system::error_code ec) const {
+        if (ec) return net::cancellation_type::none;
+        return client_closed(client_fd) ? net::cancellation_type::terminal : net::cancellation_type::none;
+    }
+};
+
+log_limiter over_budget_log(std::chrono::seconds(10));
+
+}  // namespace
+
+net::awaitable<boost::system::error_code> client_session::read_origin_header(request_context& ctx, pooled_connection& oc) {
+    if (!ctx.abort_on_client_close || buffer_.size() > 0) {
+        auto [ec, n] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
+        co_return ec;
+    }
+    auto group = net::experimental::make_parallel_group(
+        http::async_read_header(oc->stream, oc->buffer, *res_, net::deferred),
+        client_.socket().async_wait(tcp::socket::wait_read, net::deferred));
+    auto [order, hec, hn, wec] = co_await group.async_wait(
+        until_header_or_client_gone{client_.socket().native_handle()}, net::use_awaitable);
+    if (order[0] == 1 && hec && client_closed(client_.socket().native_handle())) {
+        // The origin connection is left mid-exchange: dropped with `oc`, never pooled.
+        ctx.client_gone = true;
+        w_.stats.client_aborts.fetch_add(1, std::memory_order_relaxed);
+        co_return make_error_code(net::error::connection_aborted);
+    }
+    co_return hec;
+}
+
+net::awaitable<client_session::buffered> client_session::buffer_response_body(
+    request_context& ctx, pooled_connection& oc, std::string& out, std::size_t limit, buffer_reservation& budget) {
+    auto& body = res_->get().body();
+    const auto& up = ctx.pool->config();
+    auto length = res_->content_length();
+    if (length && *length > limit) co_return buffered::too_large;
+    // A known length is reserved whole before a byte is read; an unknown one a relay buffer
+    // ahead of what is read. Either way nothing is read that the budget does not cover.
+    bool fits = length ? budget.grow(*length > budget.size() ? *length - budget.size() : 0) : true;
+    if (fits && length) out.reserve(out.size() + *length);
+    char* chunk = relay_buffer();
+    while (fits && !res_->is_done() && out.size() <= limit) {
+        if (!length && out.size() + relay_buffer_size > budget.size() &&
+            !budget.grow(out.size() + relay_buffer_size - budget.size())) {
+            fits = false;
+            break;
+        }
+        body.data = chunk;
+        body.size = relay_buffer_size;
+        oc->stream.expires_after(up.request_timeout);
+        auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
+        out.append(chunk, relay_buffer_size - body.size);
+        if (ec && ec != http::error::need_buffer) co_return buffered::failed;
+    }
+    if (!fits) {
+        w_.stats.unbuffered_over_budget.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t suppressed = 0;
+        if (over_budget_log.ready(suppressed))
+            spdlog::warn("{}: limits.max_buffered_bytes ({} bytes) reached: response streamed without a validator, "
+                         "untracked ({} more like it in the last 10 s)",
+                         ctx.target, buffered_budget().limit(), suppressed);
+        co_return buffered::too_large;
+    }
+    co_return res_->is_done() && out.size() <= limit ? buffered::complete : buffered::too_large;
 }
 
 }  // namespace ifm::proxy

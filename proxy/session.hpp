@@ -3,6 +3,7 @@
 // requests are answered in order.
 #pragma once
 
+#include "proxy/memory_budget.hpp"
 #include "proxy/origin_pool.hpp"
 #include "proxy/precondition.hpp"
 #include "proxy/problem.hpp"
@@ -15,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <tuple>
 
 namespace ifm::proxy {
 
@@ -41,6 +43,13 @@ struct request_context {
     // The request went again on a fresh connection after its bytes had gone out on a reused one
     // that then failed: the first attempt may have been applied, whatever the second one says.
     bool origin_retried = false;
+    // Not a judged write: if the client closes while the origin works on the request, the origin
+    // connection is dropped and its slot freed (judged writes run to their commit).
+    bool abort_on_client_close = false;
+    bool client_gone = false;      // the client closed before the origin answered
+    // Bytes of limits.max_buffered_bytes held by a response body buffered for this request, until
+    // the request is over (the client has received it).
+    buffer_reservation buffered_bytes;
     unsigned status = 0;
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;
@@ -79,6 +88,7 @@ private:
 
     net::awaitable<bool> serve_one();
     net::awaitable<bool> wait_for_request();
+    net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_header_bytes(std::size_t room);
     // Sends `pending_` (staged by the caller: GCC 12 destroys non-trivial temporaries inside
     // co_await expressions twice, so none may appear there).
     net::awaitable<void> respond(request_context& ctx);
@@ -93,7 +103,18 @@ private:
     enum class buffered { complete, too_large, failed };
     net::awaitable<buffered> buffer_response_body(request_context& ctx, pooled_connection& oc,
                                                   std::string& out, std::size_t limit);
+    // The same within the process's budget of buffered bytes (limits.max_buffered_bytes): the
+    // bytes are reserved in `budget` (pass ctx.buffered_bytes, which holds them until the client
+    // has the response). A body that does not fit is not read: too_large, so it is streamed
+    // untracked like one over `limit` (counted in ifmatch_unbuffered_over_budget_total).
+    net::awaitable<buffered> buffer_response_body(request_context& ctx, pooled_connection& oc,
+                                                  std::string& out, std::size_t limit,
+                                                  buffer_reservation& budget);
+    // The origin's response header into res_; with ctx.abort_on_client_close, gives up with
+    // connection_aborted (and ctx.client_gone) when the client closes first.
+    net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);
+    void release_origin(pooled_connection& oc);
     net::awaitable<void> fail_origin(request_context& ctx, boost::system::error_code ec);
     void prepare_client_response(request_context& ctx, http::response_header<>& h);
 

@@ -1,5 +1,6 @@
 #include "proxy/worker.hpp"
 
+#include "proxy/memory_budget.hpp"
 #include "proxy/session.hpp"
 
 namespace ifm::proxy {
@@ -11,17 +12,19 @@ std::chrono::milliseconds longest_lease(const runtime& rt) {
     return longest;
 }
 
-std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_io_executor ex, const runtime& rt) {
+std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_io_executor ex, const runtime& rt,
+                                                                      metrics& m) {
     auto pools = std::make_shared<std::vector<std::unique_ptr<origin_pool>>>();
     for (std::size_t i = 0; i < rt.cfg.upstreams.size(); ++i)
-        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i]));
+        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i], &m));
     return pools;
 }
 }  // namespace
 
 worker::worker(std::shared_ptr<const runtime> r, cache::store_factory& stores, metrics& m, unsigned i)
     : rt(std::move(r)), stats(m), index(i) {
-    pools = make_pools(ioc.get_executor(), *rt);
+    pools = make_pools(ioc.get_executor(), *rt, stats);
+    buffered_budget().set_limit(rt->cfg.limits.max_buffered_bytes);
     store = stores.make(ioc.get_executor());
     store->expect_leases_up_to(longest_lease(*rt));
 }
@@ -33,7 +36,8 @@ worker::~worker() {
 }
 
 void worker::apply(std::shared_ptr<const runtime> r) {
-    pools = make_pools(ioc.get_executor(), *r);
+    pools = make_pools(ioc.get_executor(), *r, stats);
+    buffered_budget().set_limit(r->cfg.limits.max_buffered_bytes);
     store->expect_leases_up_to(longest_lease(*r));
     rt = std::move(r);
 }

@@ -544,3 +544,43 @@ TEST_CASE("clients that stop reading a buffered response do not hold origin conn
     CHECK(steady::now() - start < 1s);
     CHECK(px.origin().connections_accepted() <= 2);
 }
+
+TEST_CASE("a client that hangs up while the origin works frees the origin connection at once") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.upstreams[0].max_connections = 1;
+        c.upstreams[0].pool_wait = 500ms;
+        c.upstreams[0].request_timeout = 5s;
+    });
+    SUBCASE("plain forward") {
+        raw_connection gone(px.port());
+        gone.send("GET /plain/slow HTTP/1.1\r\nHost: a\r\nx-fake-delay-ms: 3000\r\nx-fake-status: 200\r\n\r\n");
+        REQUIRE(px.origin().wait_for_requests(1, 2s));
+    }
+    SUBCASE("tracked read") {
+        raw_connection gone(px.port());
+        gone.send("GET /doc/slow HTTP/1.1\r\nHost: a\r\nx-fake-delay-ms: 3000\r\nx-fake-body-size: 100\r\n\r\n");
+        REQUIRE(px.origin().wait_for_requests(1, 2s));
+    }
+    // `gone` has closed: the origin connection it held is dropped (the origin, still sleeping,
+    // notices later), so the only slot is free at once: without that, 503 after pool_wait.
+    REQUIRE(eventually([&] { return px.server().stats().client_aborts.load() == 1; }, 1s));
+    http_client c(px.port());
+    auto start = steady::now();
+    CHECK(ok_status(c) == 200);
+    CHECK(steady::now() - start < 400ms);
+    CHECK(px.origin().connections_accepted() == 2);   // never pooled: it was mid-exchange
+}
+
+TEST_CASE("a pipelined request while the origin works is not mistaken for a hang-up") {
+    proxy_fixture px([](ifm::config::config& c) { c.upstreams[0].request_timeout = 5s; });
+    raw_connection raw(px.port());
+    raw.send("GET /plain/1 HTTP/1.1\r\nHost: a\r\nx-fake-delay-ms: 300\r\nx-fake-status: 200\r\n\r\n");
+    REQUIRE(px.origin().wait_for_requests(1, 2s));
+    raw.send("GET /plain/2 HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    std::string all;
+    for (int i = 0; i < 20 && all.find("HTTP/1.1 200", all.find("HTTP/1.1 200") + 1) == std::string::npos; ++i)
+        all += raw.read_some(500ms);
+    CHECK(all.find("HTTP/1.1 200") != std::string::npos);
+    CHECK(all.find("HTTP/1.1 200", all.find("HTTP/1.1 200") + 1) != std::string::npos);
+    CHECK(px.server().stats().client_aborts.load() == 0);
+}

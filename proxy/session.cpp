@@ -60,43 +60,56 @@ problem origin_problem(boost::system::error_code ec) {
     return {502, "origin-unreachable", "Bad gateway", ec.message(), {}, {}, 0};
 }
 
-net::awaitable<void> run_session(worker& w, tcp::socket socket) {
-    client_session s(w, std::move(socket));
+// Chunk extensions are neither validated nor bounded by Beast 1.81 (HARDENING.md). One callback
+// for every parser (Beast keeps a reference to it): stateless, so sharing it is safe.
+std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> chunk_header_check =
+    [](std::uint64_t size, std::string_view ext, boost::system::error_code& ec) { check_chunk_header(size, ext, ec); };
+
+// A keep-alive connection idle this long leaves its session and waits parked (worker::park).
+constexpr auto park_after = std::chrono::seconds(1);
+
+net::awaitable<void> run_session(worker& w, tcp::socket socket, std::uint64_t served) {
+    client_session s(w, std::move(socket), served);
     co_await s.run();
+}
+
+void report_exception(std::exception_ptr e) {
+    if (!e) return;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        spdlog::error("session ended by an exception (a bug): {}", ex.what());
+    }
 }
 
 }  // namespace
 
 void start_session(worker& w, tcp::socket socket) {
-    net::co_spawn(w.ioc, run_session(w, std::move(socket)), [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-            std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-            spdlog::error("session ended by an exception (a bug): {}", ex.what());
-        }
-    });
+    net::co_spawn(w.ioc, run_session(w, std::move(socket), 0), report_exception);
 }
 
-client_session::client_session(worker& w, tcp::socket socket)
+void resume_session(worker& w, tcp::socket socket, std::uint64_t served) {
+    net::co_spawn(w.ioc, run_session(w, std::move(socket), served), report_exception);
+}
+
+client_session::client_session(worker& w, tcp::socket socket, std::uint64_t served)
     : w_(w), client_(std::move(socket)),
-      buffer_(w.rt->cfg.limits.max_header_bytes + 16 * 1024) {
+      buffer_(w.rt->cfg.limits.max_header_bytes + 16 * 1024), served_(served) {
     boost::system::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "-" : ep.address().to_string();
     client_.socket().set_option(tcp::no_delay(true), ec);
+    client_.socket().non_blocking(true, ec);   // wait_for_request() reads only what is there
     w_.sessions.insert(this);
-    w_.stats.client_connections.fetch_add(1, std::memory_order_relaxed);
-    w_.stats.client_connections_total.fetch_add(1, std::memory_order_relaxed);
-    // Chunk extensions are neither validated nor bounded by Beast 1.81 (HARDENING.md).
-    on_chunk_ = [](std::uint64_t size, std::string_view ext, boost::system::error_code& ec) {
-        check_chunk_header(size, ext, ec);
-    };
+    if (served == 0) {
+        w_.stats.client_connections.fetch_add(1, std::memory_order_relaxed);
+        w_.stats.client_connections_total.fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 client_session::~client_session() {
     w_.sessions.erase(this);
-    w_.stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
+    if (!parked_) w_.stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 char* client_session::relay_buffer() {
@@ -121,7 +134,14 @@ void client_session::close_if_idle() {
 
 net::awaitable<void> client_session::run() {
     while (!w_.draining) {
-        if (!co_await wait_for_request()) break;
+        auto n = co_await wait_for_request();
+        if (n == next::parked) {
+            // The socket outlives the session, still counted as open (see ~client_session).
+            parked_ = true;
+            w_.park(client_.release_socket(), served_, idle_deadline_);
+            co_return;
+        }
+        if (n == next::closed) break;
         if (!co_await serve_one()) break;
         // Between requests we hold no per-request memory: an idle connection costs only its
         // socket and coroutine frame (and the buffer, if a pipelined request is in it).
@@ -137,7 +157,7 @@ net::awaitable<void> client_session::run() {
     client_.close();
 }
 
-net::awaitable<bool> client_session::wait_for_request() {
+net::awaitable<client_session::next> client_session::wait_for_request() {
     // The limits are read through w_.rt each time, never kept across the wait: a reload (SIGHUP)
     // replaces the worker's runtime meanwhile, and nothing else holds the old one alive.
     // The first request's header is due within header_timeout of the accept (nginx's
@@ -147,18 +167,42 @@ net::awaitable<bool> client_session::wait_for_request() {
     const auto first_deadline = std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
     if (buffer_.size() > 0) {   // a pipelined request is already here
         header_deadline_ = first_deadline;
-        co_return true;
+        co_return next::request;
     }
-    idle_ = true;
-    if (served_ == 0) client_.expires_at(first_deadline);
-    else client_.expires_after(w_.rt->cfg.limits.idle_timeout);
-    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(2048), use_tuple);
-    idle_ = false;
-    if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
-    buffer_.commit(n);
+    // The wait holds no read buffer (2 KiB per idle connection before): the bytes are read once
+    // they are there. A kept-alive connection still idle after park_after leaves its session.
+    const auto now = std::chrono::steady_clock::now();
+    const auto deadline = served_ == 0 ? first_deadline : now + w_.rt->cfg.limits.idle_timeout;
+    const auto park_at = served_ == 0 ? deadline : std::min(deadline, now + park_after);
+    for (;;) {
+        idle_ = true;
+        bool readable = co_await wait_readable(park_at);
+        idle_ = false;
+        if (w_.draining) co_return next::closed;
+        if (!readable) {
+            if (park_at == deadline) co_return next::closed;   // idle timeout: nothing to answer
+            idle_deadline_ = deadline;
+            co_return next::parked;
+        }
+        boost::system::error_code ec;
+        auto n = client_.socket().read_some(buffer_.prepare(2048), ec);
+        if (ec == net::error::would_block || ec == net::error::try_again) continue;   // spurious wake-up
+        if (ec) co_return next::closed;   // closed by the client
+        buffer_.commit(n);
+        break;
+    }
     header_deadline_ = served_ == 0 ? first_deadline
                                     : std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
-    co_return true;
+    co_return next::request;
+}
+
+net::awaitable<bool> client_session::wait_readable(std::chrono::steady_clock::time_point deadline) {
+    client_.expires_never();
+    net::steady_timer timer(client_.get_executor(), deadline);
+    auto group = net::experimental::make_parallel_group(
+        client_.socket().async_wait(tcp::socket::wait_read, net::deferred), timer.async_wait(net::deferred));
+    auto [order, wec, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+    co_return order[0] == 0 && !wec;
 }
 
 net::awaitable<void> client_session::respond(request_context& ctx) {
@@ -219,7 +263,7 @@ net::awaitable<bool> client_session::serve_one() {
 
     req_.emplace();
     configure_request_parser(*req_, limits);   // before the header is read: Beast ignores later limits
-    req_->on_chunk_header(on_chunk_);
+    req_->on_chunk_header(chunk_header_check);
 
     // The whole header block is buffered and screened before Beast parses it: once parsed,
     // obs-fold and whitespace around framing values are invisible (request_gate.hpp).

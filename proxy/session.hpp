@@ -20,8 +20,12 @@
 
 namespace ifm::proxy {
 
-// Starts serving `socket` on worker `w` (detached; the session ends with the connection).
+// Starts serving `socket` on worker `w` (detached; the session ends with the connection, or
+// when it is parked while idle).
 void start_session(worker& w, tcp::socket socket);
+// Serves the next request of a parked keep-alive connection (worker::park) that has `served`
+// requests behind it.
+void resume_session(worker& w, tcp::socket socket, std::uint64_t served);
 
 // What the proxy knows of one request while serving it.
 struct request_context {
@@ -74,9 +78,28 @@ struct fetch_result {
     bool too_large = false;
 };
 
+// An optional kept on the heap: an idle connection holds a pointer, not a parser (272 bytes).
+template <class T>
+class boxed {
+public:
+    template <class... Args>
+    T& emplace(Args&&... args) {
+        p_ = std::make_unique<T>(std::forward<Args>(args)...);
+        return *p_;
+    }
+    void reset() { p_.reset(); }
+    T* operator->() const { return p_.get(); }
+    T& operator*() const { return *p_; }
+    explicit operator bool() const { return p_ != nullptr; }
+
+private:
+    std::unique_ptr<T> p_;
+};
+
 class client_session {
 public:
-    client_session(worker& w, tcp::socket socket);
+    // `served` > 0: a parked connection resumed (already counted as open).
+    client_session(worker& w, tcp::socket socket, std::uint64_t served = 0);
     ~client_session();
     net::awaitable<void> run();
     // Drain: closes the connection if it is waiting for a next request.
@@ -87,7 +110,10 @@ private:
     using response_parser = http::response_parser<http::buffer_body>;
 
     net::awaitable<bool> serve_one();
-    net::awaitable<bool> wait_for_request();
+    enum class next { request, closed, parked };
+    net::awaitable<next> wait_for_request();
+    // Waits until the client's socket is readable or `deadline` passes, holding no buffer.
+    net::awaitable<bool> wait_readable(std::chrono::steady_clock::time_point deadline);
     net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_header_bytes(std::size_t room);
     // Sends `pending_` (staged by the caller: GCC 12 destroys non-trivial temporaries inside
     // co_await expressions twice, so none may appear there).
@@ -139,13 +165,15 @@ private:
     beast::tcp_stream client_;
     beast::flat_buffer buffer_;
     std::string peer_;
-    std::optional<request_parser> req_;
-    std::optional<response_parser> res_;
-    std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> on_chunk_;
+    boxed<request_parser> req_;
+    boxed<response_parser> res_;
     std::unique_ptr<char[]> relay_buf_;
     problem pending_;
     std::string no_prefix_;
     std::uint64_t served_ = 0;
+    // wait_for_request() returned `parked`: the deadline handed to worker::park.
+    std::chrono::steady_clock::time_point idle_deadline_;
+    bool parked_ = false;
     // When the header of the request being read is due (set by wait_for_request()).
     std::chrono::steady_clock::time_point header_deadline_;
     bool idle_ = false;

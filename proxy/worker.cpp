@@ -3,6 +3,8 @@
 #include "proxy/memory_budget.hpp"
 #include "proxy/session.hpp"
 
+#include <malloc.h>
+
 namespace ifm::proxy {
 
 namespace {
@@ -45,7 +47,69 @@ void worker::apply(std::shared_ptr<const runtime> r) {
 void worker::begin_drain() {
     draining = true;
     for (auto* s : sessions) s->close_if_idle();
+    for (auto& p : parked) {
+        // Closed now: the drain may stop the event loop before the wait's handler runs (which
+        // then only erases the entry and counts it out).
+        boost::system::error_code ec;
+        p.socket.close(ec);
+    }
     for (auto& p : *pools) p->close_idle();
+}
+
+void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_clock::time_point deadline) {
+    parked.push_back(parked_connection{std::move(socket), served, deadline});
+    // After a burst (thousands of connections served at once, then idle), the sessions' memory
+    // is free but glibc keeps the pages: give them back, at most once a second, after many parks.
+    if (++parked_since_trim >= 1024) {
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_trim >= std::chrono::seconds(1)) {
+            parked_since_trim = 0;
+            last_trim = now;
+            ::malloc_trim(0);
+        }
+    }
+    auto it = std::prev(parked.end());
+    // A plain handler, not a coroutine: the wait is all an idle connection holds. It always runs
+    // (readable, or cancelled by the sweep or the drain) and is the only one to erase the entry.
+    it->socket.async_wait(tcp::socket::wait_read,
+                          [this, it](boost::system::error_code ec) { on_parked_ready(it, ec); });
+    if (!park_timer_armed) {
+        park_timer_armed = true;
+        park_timer.expires_at(deadline);
+        park_timer.async_wait([this](boost::system::error_code ec) {
+            park_timer_armed = false;
+            if (!ec) sweep_parked();
+        });
+    }
+}
+
+void worker::on_parked_ready(parked_list::iterator it, boost::system::error_code ec) {
+    auto p = std::move(*it);
+    parked.erase(it);
+    if (ec || draining || std::chrono::steady_clock::now() >= p.deadline) {
+        boost::system::error_code ignored;
+        p.socket.close(ignored);   // idle timeout or drain: nothing to answer
+        stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
+        return;
+    }
+    resume_session(*this, std::move(p.socket), p.served);
+}
+
+void worker::sweep_parked() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& p : parked) {
+        if (p.deadline > now) {
+            park_timer_armed = true;
+            park_timer.expires_at(p.deadline);
+            park_timer.async_wait([this](boost::system::error_code ec) {
+                park_timer_armed = false;
+                if (!ec) sweep_parked();
+            });
+            return;
+        }
+        boost::system::error_code ec;
+        p.socket.cancel(ec);   // its handler closes it (cancelled twice if the handler is late: harmless)
+    }
 }
 
 }  // namespace ifm::proxy

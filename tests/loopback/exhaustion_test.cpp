@@ -584,3 +584,43 @@ TEST_CASE("a pipelined request while the origin works is not mistaken for a hang
     CHECK(all.find("HTTP/1.1 200", all.find("HTTP/1.1 200") + 1) != std::string::npos);
     CHECK(px.server().stats().client_aborts.load() == 0);
 }
+
+TEST_CASE("a keep-alive connection idle for a second is parked (no session) and keeps its limits") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.idle_timeout = 2500ms;
+        c.limits.max_requests_per_connection = 2;
+        c.limits.drain_timeout = 5s;
+    });
+    const std::string req = "GET /plain/p HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n";
+    // Served after parking; the request count survives it (the second response says close).
+    raw_connection a(px.port());
+    a.send(req);
+    CHECK(a.read_some(2s).starts_with("HTTP/1.1 200"));
+    std::this_thread::sleep_for(1500ms);
+    CHECK(open_clients(px) == 1);   // parked, still counted
+    a.send(req);
+    auto second = a.read_some(2s);
+    CHECK(second.starts_with("HTTP/1.1 200"));
+    CHECK(second.find("Connection: close") != std::string::npos);
+    CHECK(a.closed_by_peer(2s));
+    // Parked connections are closed at idle_timeout, counted out.
+    raw_connection b(px.port());
+    b.send(req);
+    CHECK(b.read_some(2s).starts_with("HTTP/1.1 200"));
+    auto idle_start = steady::now();
+    CHECK(b.closed_by_peer(5s));
+    auto idle = steady::now() - idle_start;
+    CHECK(idle > 2s);
+    CHECK(idle < 4s);
+    CHECK(b.read_some(1ms).empty());
+    CHECK(eventually([&] { return open_clients(px) == 0; }));
+    // A drain closes parked connections at once (not after drain_timeout).
+    raw_connection c(px.port());
+    c.send(req);
+    CHECK(c.read_some(2s).starts_with("HTTP/1.1 200"));
+    std::this_thread::sleep_for(1500ms);
+    auto drain_start = steady::now();
+    px.drain_and_wait();
+    CHECK(steady::now() - drain_start < 2s);
+    CHECK(c.closed_by_peer(1s));
+}

@@ -267,7 +267,6 @@ net::awaitable<bool> client_session::serve_one() {
 
     // The whole header block is buffered and screened before Beast parses it: once parsed,
     // obs-fold and whitespace around framing values are invisible (request_gate.hpp).
-    client_.expires_at(header_deadline_);
     boost::system::error_code ec;
     head_scanner scan;
     for (;;) {
@@ -290,6 +289,8 @@ net::awaitable<bool> client_session::serve_one() {
         }
     }
     if (!ec) {
+        // The whole header is buffered: Beast parses it without reading (the deadline is a guard).
+        client_.expires_at(header_deadline_);
         auto [hec, hn] = co_await http::async_read_header(client_, buffer_, *req_, use_tuple);
         ec = hec;
     }

@@ -53,6 +53,8 @@ struct upstream_config {
     std::uint16_t port = 0;
     duration connect_timeout = 1s;
     duration request_timeout = 10s;   // whole origin response, from the request's last byte
+    // Longest wait for a connection slot when max_connections are in use; then 503.
+    duration pool_wait = 1s;
     std::size_t max_connections = 256;     // concurrent origin connections per worker
     std::size_t max_idle_connections = 64; // pooled keep-alive connections per worker
     duration idle_timeout = 30s;      // pooled connection lifetime while unused
@@ -110,6 +112,8 @@ struct limits_config {
     std::size_t max_header_bytes = 16 * 1024;
     std::size_t max_body_bytes = 8 * 1024 * 1024;
     std::size_t max_hash_body = 8 * 1024 * 1024;
+    // Response bodies held in memory for hashing, per process; over it: streamed untracked.
+    std::size_t max_buffered_bytes = 256 * 1024 * 1024;
     std::size_t max_target_bytes = 8 * 1024;
     duration idle_timeout = 60s;      // client keep-alive idle
     duration header_timeout = 10s;    // whole request header (slowloris)

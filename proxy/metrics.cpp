@@ -1,5 +1,6 @@
 #include "proxy/metrics.hpp"
 
+#include "proxy/memory_budget.hpp"
 #include "proxy/runtime.hpp"
 
 #include <charconv>
@@ -289,6 +290,23 @@ std::string metrics::render() const {
     family(out, "ifmatch_untracked_large_bodies_total", "counter",
            "Representations over limits.max_hash_body, passed through untracked.");
     sample(out, "ifmatch_untracked_large_bodies_total", "", untracked_large_bodies.load(std::memory_order_relaxed));
+    family(out, "ifmatch_unbuffered_over_budget_total", "counter",
+           "Hash-route responses streamed unbuffered and untracked because limits.max_buffered_bytes was reached.");
+    sample(out, "ifmatch_unbuffered_over_budget_total", "", unbuffered_over_budget.load(std::memory_order_relaxed));
+    family(out, "ifmatch_buffered_bytes", "gauge", "Response body bytes held in memory for hashing (limits.max_buffered_bytes).");
+    sample(out, "ifmatch_buffered_bytes", "", static_cast<std::uint64_t>(buffered_budget().used()));
+    family(out, "ifmatch_accept_paused_total", "counter",
+           "Times a listener stopped accepting because limits.max_connections client connections were open.");
+    sample(out, "ifmatch_accept_paused_total", "", accept_paused.load(std::memory_order_relaxed));
+    family(out, "ifmatch_origin_pool_wait_seconds", "histogram",
+           "Time requests waited for an origin connection slot (only requests that had to wait).");
+    origin_pool_wait.render(out, "ifmatch_origin_pool_wait_seconds", "");
+    family(out, "ifmatch_origin_pool_exhausted_total", "counter",
+           "Requests refused with 503 because no origin connection slot freed up within pool_wait.");
+    sample(out, "ifmatch_origin_pool_exhausted_total", "", origin_pool_exhausted.load(std::memory_order_relaxed));
+    family(out, "ifmatch_client_aborts_total", "counter",
+           "Origin exchanges abandoned because the client closed its connection first.");
+    sample(out, "ifmatch_client_aborts_total", "", client_aborts.load(std::memory_order_relaxed));
     family(out, "ifmatch_config_reloads_total", "counter", "SIGHUP reloads, applied or rejected (old configuration kept).");
     sample(out, "ifmatch_config_reloads_total", label("result", "applied"), reloads[0].load(std::memory_order_relaxed));
     sample(out, "ifmatch_config_reloads_total", label("result", "rejected"), reloads[1].load(std::memory_order_relaxed));

@@ -123,6 +123,13 @@ public:
     std::atomic<std::int64_t> client_connections{0};
     std::atomic<std::uint64_t> client_connections_total{0};
     std::atomic<std::uint64_t> untracked_large_bodies{0};
+    // Hostile load (issue 15): hash-route bodies streamed unbuffered because limits.max_buffered_bytes
+    // was reached; times the listeners paused at limits.max_connections; origin pool waits.
+    std::atomic<std::uint64_t> unbuffered_over_budget{0};
+    std::atomic<std::uint64_t> accept_paused{0};
+    histogram origin_pool_wait;                          // requests that had to wait for a slot
+    std::atomic<std::uint64_t> origin_pool_exhausted{0};  // no slot within pool_wait: 503
+    std::atomic<std::uint64_t> client_aborts{0};         // origin exchanges cut because the client left
     std::atomic<std::uint64_t> origin_errors{0};
     std::atomic<std::int64_t> leases_held{0};   // taken by this process, not yet committed or lost
     std::array<histogram, 2> origin_duration;   // by origin_kind

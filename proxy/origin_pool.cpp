@@ -1,5 +1,7 @@
 #include "proxy/origin_pool.hpp"
 
+#include "proxy/metrics.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -51,8 +53,8 @@ void pooled_connection::reset() {
 }
 
 origin_pool::origin_pool(net::any_io_executor ex, const config::upstream_config& cfg,
-                         std::vector<tcp::endpoint> endpoints)
-    : ex_(std::move(ex)), cfg_(cfg), endpoints_(std::move(endpoints)) {}
+                         std::vector<tcp::endpoint> endpoints, metrics* stats)
+    : ex_(std::move(ex)), cfg_(cfg), endpoints_(std::move(endpoints)), stats_(stats) {}
 
 origin_pool::~origin_pool() {
     for (auto* w : waiters_) w->cancel();
@@ -94,18 +96,26 @@ std::unique_ptr<origin_connection> origin_pool::take_idle() {
 net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acquire(bool fresh) {
     // One deadline for the whole wait, however often the waiter is woken: release() wakes the
     // first waiter, but a request that runs before it may take the slot, and then it waits on.
-    const auto deadline = std::chrono::steady_clock::now() + cfg_.connect_timeout;
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + cfg_.pool_wait;
     std::optional<net::steady_timer> timer;
     for (bool expired = false;;) {
         if (!fresh) {
             if (auto c = take_idle()) {
+                if (timer && stats_) stats_->origin_pool_wait.observe(std::chrono::steady_clock::now() - start);
                 ++in_use_;
                 co_return pooled_connection(this, std::move(c), true);
             }
         }
         if (in_use_ + idle_.size() >= cfg_.max_connections && !idle_.empty()) idle_.pop_front();
         if (in_use_ < cfg_.max_connections) break;
-        if (expired) co_return make_error_code(origin_errc::pool_exhausted);
+        if (expired || cfg_.pool_wait.count() == 0) {
+            if (stats_) {
+                stats_->origin_pool_exhausted.fetch_add(1, std::memory_order_relaxed);
+                stats_->origin_pool_wait.observe(std::chrono::steady_clock::now() - start);
+            }
+            co_return make_error_code(origin_errc::pool_exhausted);
+        }
         if (!timer) {
             timer.emplace(ex_);
             timer->expires_at(deadline);
@@ -121,6 +131,7 @@ net::awaitable<boost::system::result<pooled_connection>> origin_pool::async_acqu
             expired = true;
         }
     }
+    if (timer && stats_) stats_->origin_pool_wait.observe(std::chrono::steady_clock::now() - start);
     ++in_use_;
     pooled_connection pc(this, std::make_unique<origin_connection>(ex_), false);
     // Beast reads at most the buffer's free capacity (never less than 512 bytes): without this a

@@ -1,6 +1,6 @@
 // Per-worker keep-alive pool of connections to one upstream (nghttpx's model: no locks, one
 // pool per worker thread). Bounded: at most `max_connections` in use or idle, waiters queue for
-// at most `connect_timeout`, at most `max_idle_connections` kept idle.
+// at most `pool_wait`, at most `max_idle_connections` kept idle.
 #pragma once
 
 #include "config/config.hpp"
@@ -32,6 +32,7 @@ struct origin_connection {
 };
 
 class origin_pool;
+class metrics;
 
 // A connection taken from the pool; returns it (or its slot) to the pool when destroyed.
 class pooled_connection {
@@ -61,15 +62,16 @@ private:
 enum class origin_errc {
     refused = 1,        // connect failed (refused, unreachable, reset): 502
     connect_timeout,    // 504
-    pool_exhausted,     // no connection slot within connect_timeout: 503
+    pool_exhausted,     // no connection slot within pool_wait: 503
 };
 const boost::system::error_category& origin_category();
 boost::system::error_code make_error_code(origin_errc e);
 
 class origin_pool {
 public:
+    // `stats` (may be null) receives pool waits and refusals.
     origin_pool(net::any_io_executor ex, const config::upstream_config& cfg,
-                std::vector<tcp::endpoint> endpoints);
+                std::vector<tcp::endpoint> endpoints, metrics* stats = nullptr);
     ~origin_pool();
 
     // A live idle connection when there is one (unless `fresh`), else a new one.
@@ -98,6 +100,7 @@ private:
     std::deque<std::unique_ptr<origin_connection>> idle_;
     std::deque<net::steady_timer*> waiters_;
     std::size_t in_use_ = 0;
+    metrics* stats_ = nullptr;
 };
 
 }  // namespace ifm::proxy

@@ -3,6 +3,7 @@
 #include "cache/store.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/admin.hpp"
+#include "proxy/memory_budget.hpp"
 #include "proxy/runtime.hpp"
 #include "proxy/session.hpp"
 #include "proxy/worker.hpp"
@@ -56,9 +57,30 @@ struct server::impl {
     std::uint16_t port = 0;
     std::atomic<std::int64_t> connections{0};
     std::atomic<bool> draining{false};
+    log_limiter accept_pause_log{std::chrono::seconds(10)};
 
+    // At limits.max_connections the listener stops accepting until a connection closes: new
+    // clients wait in the kernel's listen backlog (as HAProxy's maxconn) instead of being
+    // accepted and closed without a word. The workers' listeners check the shared count before
+    // each accept, so the limit can be passed by at most one connection per other worker.
     net::awaitable<void> run_acceptor(worker& w, tcp::acceptor& acc) {
+        net::steady_timer pause(w.ioc);
         for (;;) {
+            if (at_connection_limit(w)) {
+                stats.accept_paused.fetch_add(1, std::memory_order_relaxed);
+                std::uint64_t suppressed = 0;
+                if (accept_pause_log.ready(suppressed))
+                    spdlog::warn("limits.max_connections ({}) reached: not accepting new connections until one "
+                                 "closes ({} more pauses in the last 10 s)",
+                                 w.rt->cfg.limits.max_connections, suppressed);
+                // Sessions of every worker free slots, so the count is polled (10 ms: cheap, and
+                // short next to a client's connect timeout).
+                while (at_connection_limit(w) && acc.is_open()) {
+                    pause.expires_after(std::chrono::milliseconds(10));
+                    co_await pause.async_wait(use_tuple);
+                }
+                if (!acc.is_open()) co_return;
+            }
             auto [ec, socket] = co_await acc.async_accept(use_tuple);
             if (ec) {
                 if (!acc.is_open() || ec == net::error::operation_aborted) co_return;
@@ -69,15 +91,13 @@ struct server::impl {
                 co_await t.async_wait(use_tuple);
                 continue;
             }
-            if (static_cast<std::size_t>(stats.client_connections.load(std::memory_order_relaxed)) >=
-                w.rt->cfg.limits.max_connections) {
-                // Over the cap: refuse cleanly (close at once) rather than queue unbounded.
-                boost::system::error_code ignored;
-                socket.close(ignored);
-                continue;
-            }
             start_session(w, std::move(socket));
         }
+    }
+
+    bool at_connection_limit(const worker& w) const {
+        return static_cast<std::size_t>(stats.client_connections.load(std::memory_order_relaxed)) >=
+               w.rt->cfg.limits.max_connections;
     }
 
     // Pings until the store answers or the deadline passes; reports whether it answered.

@@ -9,7 +9,10 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -21,6 +24,8 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+
+#include <sys/socket.h>
 
 namespace ifm::proxy {
 
@@ -75,43 +80,56 @@ problem origin_problem(boost::system::error_code ec) {
     return {502, "origin-unreachable", "Bad gateway", ec.message(), {}, {}, 0};
 }
 
-net::awaitable<void> run_session(worker& w, tcp::socket socket) {
-    client_session s(w, std::move(socket));
+// Chunk extensions are neither validated nor bounded by Beast 1.81 (HARDENING.md). One callback
+// for every parser (Beast keeps a reference to it): stateless, so sharing it is safe.
+std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> chunk_header_check =
+    [](std::uint64_t size, std::string_view ext, boost::system::error_code& ec) { check_chunk_header(size, ext, ec); };
+
+// A keep-alive connection idle this long leaves its session and waits parked (worker::park).
+constexpr auto park_after = std::chrono::seconds(1);
+
+net::awaitable<void> run_session(worker& w, tcp::socket socket, std::uint64_t served) {
+    client_session s(w, std::move(socket), served);
     co_await s.run();
+}
+
+void report_exception(std::exception_ptr e) {
+    if (!e) return;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        spdlog::error("session ended by an exception (a bug): {}", ex.what());
+    }
 }
 
 }  // namespace
 
 void start_session(worker& w, tcp::socket socket) {
-    net::co_spawn(w.ioc, run_session(w, std::move(socket)), [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-            std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-            spdlog::error("session ended by an exception (a bug): {}", ex.what());
-        }
-    });
+    net::co_spawn(w.ioc, run_session(w, std::move(socket), 0), report_exception);
 }
 
-client_session::client_session(worker& w, tcp::socket socket)
+void resume_session(worker& w, tcp::socket socket, std::uint64_t served) {
+    net::co_spawn(w.ioc, run_session(w, std::move(socket), served), report_exception);
+}
+
+client_session::client_session(worker& w, tcp::socket socket, std::uint64_t served)
     : w_(w), client_(std::move(socket)),
-      buffer_(w.rt->cfg.limits.max_header_bytes + 16 * 1024) {
+      buffer_(w.rt->cfg.limits.max_header_bytes + 16 * 1024), served_(served) {
     boost::system::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "-" : ep.address().to_string();
     client_.socket().set_option(tcp::no_delay(true), ec);
+    client_.socket().non_blocking(true, ec);   // wait_for_request() reads only what is there
     w_.sessions.insert(this);
-    w_.stats.client_connections.fetch_add(1, std::memory_order_relaxed);
-    w_.stats.client_connections_total.fetch_add(1, std::memory_order_relaxed);
-    // Chunk extensions are neither validated nor bounded by Beast 1.81 (HARDENING.md).
-    on_chunk_ = [](std::uint64_t size, std::string_view ext, boost::system::error_code& ec) {
-        check_chunk_header(size, ext, ec);
-    };
+    if (served == 0) {
+        w_.stats.client_connections.fetch_add(1, std::memory_order_relaxed);
+        w_.stats.client_connections_total.fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 client_session::~client_session() {
     w_.sessions.erase(this);
-    w_.stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
+    if (!parked_) w_.stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
 char* client_session::relay_buffer() {
@@ -136,7 +154,14 @@ void client_session::close_if_idle() {
 
 net::awaitable<void> client_session::run() {
     while (!w_.draining) {
-        if (!co_await wait_for_request()) break;
+        auto n = co_await wait_for_request();
+        if (n == next::parked) {
+            // The socket outlives the session, still counted as open (see ~client_session).
+            parked_ = true;
+            w_.park(client_.release_socket(), served_, idle_deadline_);
+            co_return;
+        }
+        if (n == next::closed) break;
         if (!co_await serve_one()) break;
         // Between requests we hold no per-request memory: an idle connection costs only its
         // socket and coroutine frame (and the buffer, if a pipelined request is in it).
@@ -152,7 +177,7 @@ net::awaitable<void> client_session::run() {
     client_.close();
 }
 
-net::awaitable<bool> client_session::wait_for_request() {
+net::awaitable<client_session::next> client_session::wait_for_request() {
     // The limits are read through w_.rt each time, never kept across the wait: a reload (SIGHUP)
     // replaces the worker's runtime meanwhile, and nothing else holds the old one alive.
     // The first request's header is due within header_timeout of the accept (nginx's
@@ -162,18 +187,42 @@ net::awaitable<bool> client_session::wait_for_request() {
     const auto first_deadline = std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
     if (buffer_.size() > 0) {   // a pipelined request is already here
         header_deadline_ = first_deadline;
-        co_return true;
+        co_return next::request;
     }
-    idle_ = true;
-    if (served_ == 0) client_.expires_at(first_deadline);
-    else client_.expires_after(w_.rt->cfg.limits.idle_timeout);
-    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(2048), use_tuple);
-    idle_ = false;
-    if (ec) co_return false;   // closed, idle timeout or drain: nothing to answer
-    buffer_.commit(n);
+    // The wait holds no read buffer (2 KiB per idle connection before): the bytes are read once
+    // they are there. A kept-alive connection still idle after park_after leaves its session.
+    const auto now = std::chrono::steady_clock::now();
+    const auto deadline = served_ == 0 ? first_deadline : now + w_.rt->cfg.limits.idle_timeout;
+    const auto park_at = served_ == 0 ? deadline : std::min(deadline, now + park_after);
+    for (;;) {
+        idle_ = true;
+        bool readable = co_await wait_readable(park_at);
+        idle_ = false;
+        if (w_.draining) co_return next::closed;
+        if (!readable) {
+            if (park_at == deadline) co_return next::closed;   // idle timeout: nothing to answer
+            idle_deadline_ = deadline;
+            co_return next::parked;
+        }
+        boost::system::error_code ec;
+        auto n = client_.socket().read_some(buffer_.prepare(2048), ec);
+        if (ec == net::error::would_block || ec == net::error::try_again) continue;   // spurious wake-up
+        if (ec) co_return next::closed;   // closed by the client
+        buffer_.commit(n);
+        break;
+    }
     header_deadline_ = served_ == 0 ? first_deadline
                                     : std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
-    co_return true;
+    co_return next::request;
+}
+
+net::awaitable<bool> client_session::wait_readable(std::chrono::steady_clock::time_point deadline) {
+    client_.expires_never();
+    net::steady_timer timer(client_.get_executor(), deadline);
+    auto group = net::experimental::make_parallel_group(
+        client_.socket().async_wait(tcp::socket::wait_read, net::deferred), timer.async_wait(net::deferred));
+    auto [order, wec, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+    co_return order[0] == 0 && !wec;
 }
 
 net::awaitable<void> client_session::respond(request_context& ctx) {
@@ -213,6 +262,21 @@ net::awaitable<void> client_session::discard_body(request_context& ctx) {
     ctx.body_read = true;
 }
 
+// One read of request header bytes, due at header_deadline_. The deadline is a timer raced
+// against the read rather than the stream's expiry, which would close the socket: a client that
+// began a header and did not finish it in time is owed a 408 (as HAProxy sends), not a reset.
+net::awaitable<std::tuple<boost::system::error_code, std::size_t>> client_session::read_header_bytes(std::size_t room) {
+    client_.expires_never();
+    net::steady_timer timer(client_.get_executor(), header_deadline_);
+    auto group = net::experimental::make_parallel_group(
+        client_.socket().async_read_some(buffer_.prepare(room), net::deferred),
+        timer.async_wait(net::deferred));
+    auto [order, rec, rn, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+    // Bytes that arrived just as the timer fired are kept (the caller commits `rn`).
+    if (order[0] == 1) co_return std::tuple{boost::system::error_code(beast::error::timeout), rn};
+    co_return std::tuple{rec, rn};
+}
+
 net::awaitable<bool> client_session::serve_one() {
     const auto& limits = w_.rt->cfg.limits;
     request_context ctx;
@@ -222,11 +286,10 @@ net::awaitable<bool> client_session::serve_one() {
 
     req_.emplace();
     configure_request_parser(*req_, limits);   // before the header is read: Beast ignores later limits
-    req_->on_chunk_header(on_chunk_);
+    req_->on_chunk_header(chunk_header_check);
 
     // The whole header block is buffered and screened before Beast parses it: once parsed,
     // obs-fold and whitespace around framing values are invisible (request_gate.hpp).
-    client_.expires_at(header_deadline_);
     boost::system::error_code ec;
     head_scanner scan;
     for (;;) {
@@ -241,14 +304,16 @@ net::awaitable<bool> client_session::serve_one() {
             ec = http::error::header_limit;
             break;
         }
-        auto [rec, rn] = co_await client_.async_read_some(buffer_.prepare(4096), use_tuple);
+        auto [rec, rn] = co_await read_header_bytes(4096);
+        buffer_.commit(rn);
         if (rec) {
             ec = rec;
             break;
         }
-        buffer_.commit(rn);
     }
     if (!ec) {
+        // The whole header is buffered: Beast parses it without reading (the deadline is a guard).
+        client_.expires_at(header_deadline_);
         auto [hec, hn] = co_await http::async_read_header(client_, buffer_, *req_, use_tuple);
         ec = hec;
     }
@@ -371,6 +436,7 @@ net::awaitable<bool> client_session::serve_one() {
         ctx.key = key_for(ctx, ctx.target, ctx.host);
         for (const auto& name : route.vary) ctx.vary_values.emplace_back(name, joined_field(msg, name).value_or(""));
     }
+    ctx.abort_on_client_close = !judged;
     if (judged) {
         co_await serve_write(ctx);
     } else if (read) {
@@ -544,7 +610,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
         res_->body_limit(boost::none);
         if (msg.method() == http::verb::head) res_->skip(true);
         oc->stream.expires_at(ctx.deadline(up.request_timeout));
-        auto [hec, hn] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
+        auto hec = co_await read_origin_header(ctx, oc);
         if (hec) co_return hec;
         // 1xx interim responses (we never forward Expect) are dropped.
         if (res_->get().result_int() >= 200) break;
@@ -581,6 +647,11 @@ net::awaitable<void> client_session::fail_origin(request_context& ctx, boost::sy
     }
     if (ec == net::error::connection_aborted && ctx.framing_error) {
         ctx.status = 400;   // the client went away or sent a bad body: nobody to answer
+        co_return;
+    }
+    if (ec == net::error::connection_aborted && ctx.client_gone) {
+        ctx.status = 499;   // nginx's "client closed request", for the access log and metrics
+        ctx.client_keep_alive = false;
         co_return;
     }
     pending_ = origin_problem(ec);
@@ -668,12 +739,9 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         net::const_buffer bytes = !prefix.empty() ? net::buffer(prefix) : net::const_buffer(relay_buf_.get(), early);
         ctx.bytes_sent += bytes.size();
         std::array<net::const_buffer, 2> out{net::buffer(head), bytes};
+        release_origin(oc);   // nothing more to read: a stalled client must not hold the slot
         auto [wec, wn] = co_await net::async_write(client_, out, use_tuple);
-        if (wec) {
-            ctx.client_keep_alive = false;
-            co_return;
-        }
-        if (res_->keep_alive()) oc.keep();
+        if (wec) ctx.client_keep_alive = false;
         co_return;
     }
     http::response_serializer<http::buffer_body> sr{res};
@@ -688,6 +756,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     }
     bool origin_failed = false;
     bool first = true;
+    if (res_->is_done()) release_origin(oc);
     do {
         if (first && !prefix.empty()) {
             body.data = prefix.data();
@@ -709,6 +778,9 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
             body.size = relay_buffer_size - body.size;
             body.data = body.size > 0 ? relay_buffer() : nullptr;   // see exchange()
             body.more = !res_->is_done();
+            // The origin is done before the client: its connection goes back to the pool now,
+            // not after the last write (which a slow client may stretch to body_timeout).
+            if (res_->is_done()) release_origin(oc);
         } else {
             body.data = nullptr;
             body.size = 0;
@@ -729,7 +801,98 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         w_.stats.count_origin_error(ctx.rt.get(), ctx.route);
         co_return;
     }
-    if (res_->keep_alive()) oc.keep();
+    release_origin(oc);
+}
+
+// The origin's response has been read whole: its connection is pooled again (if the origin
+// keeps it alive) or closed, freeing its slot whatever the client does next.
+void client_session::release_origin(pooled_connection& oc) {
+    if (!oc) return;
+    if (res_->is_done() && res_->keep_alive()) oc.keep();
+    oc.reset();
+}
+
+namespace {
+
+// EOF or an error on the client's socket, without consuming anything.
+bool client_closed(int fd) {
+    char byte;
+    auto n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return false;
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+// Cancellation condition of read_origin_header()'s race: the origin's header ends it (the watch
+// on the client is cancelled); the client's socket becoming readable ends it only if the client
+// has gone (EOF or error), not for more request bytes (pipelining), which stay in the socket.
+struct until_header_or_client_gone {
+    int client_fd;
+    net::cancellation_type operator()(boost::system::error_code, std::size_t) const {
+        return net::cancellation_type::terminal;
+    }
+    net::cancellation_type operator()(boost::system::error_code ec) const {
+        if (ec) return net::cancellation_type::none;
+        return client_closed(client_fd) ? net::cancellation_type::terminal : net::cancellation_type::none;
+    }
+};
+
+log_limiter over_budget_log(std::chrono::seconds(10));
+
+}  // namespace
+
+net::awaitable<boost::system::error_code> client_session::read_origin_header(request_context& ctx, pooled_connection& oc) {
+    if (!ctx.abort_on_client_close || buffer_.size() > 0) {
+        auto [ec, n] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
+        co_return ec;
+    }
+    auto group = net::experimental::make_parallel_group(
+        http::async_read_header(oc->stream, oc->buffer, *res_, net::deferred),
+        client_.socket().async_wait(tcp::socket::wait_read, net::deferred));
+    auto [order, hec, hn, wec] = co_await group.async_wait(
+        until_header_or_client_gone{client_.socket().native_handle()}, net::use_awaitable);
+    if (order[0] == 1 && hec && client_closed(client_.socket().native_handle())) {
+        // The origin connection is left mid-exchange: dropped with `oc`, never pooled.
+        ctx.client_gone = true;
+        w_.stats.client_aborts.fetch_add(1, std::memory_order_relaxed);
+        co_return make_error_code(net::error::connection_aborted);
+    }
+    co_return hec;
+}
+
+net::awaitable<client_session::buffered> client_session::buffer_response_body(
+    request_context& ctx, pooled_connection& oc, std::string& out, std::size_t limit, buffer_reservation& budget) {
+    auto& body = res_->get().body();
+    const auto& up = ctx.pool->config();
+    auto length = res_->content_length();
+    if (length && *length > limit) co_return buffered::too_large;
+    // A known length is reserved whole before a byte is read; an unknown one a relay buffer
+    // ahead of what is read. Either way nothing is read that the budget does not cover.
+    bool fits = length ? budget.grow(*length > budget.size() ? *length - budget.size() : 0) : true;
+    if (fits && length) out.reserve(out.size() + *length);
+    char* chunk = relay_buffer();
+    while (fits && !res_->is_done() && out.size() <= limit) {
+        if (!length && out.size() + relay_buffer_size > budget.size() &&
+            !budget.grow(out.size() + relay_buffer_size - budget.size())) {
+            fits = false;
+            break;
+        }
+        body.data = chunk;
+        body.size = relay_buffer_size;
+        oc->stream.expires_after(up.request_timeout);
+        auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
+        out.append(chunk, relay_buffer_size - body.size);
+        if (ec && ec != http::error::need_buffer) co_return buffered::failed;
+    }
+    if (!fits) {
+        w_.stats.unbuffered_over_budget.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t suppressed = 0;
+        if (over_budget_log.ready(suppressed))
+            spdlog::warn("{}: limits.max_buffered_bytes ({} bytes) reached: response streamed without a validator, "
+                         "untracked ({} more like it in the last 10 s)",
+                         ctx.target, buffered_budget().limit(), suppressed);
+        co_return buffered::too_large;
+    }
+    co_return res_->is_done() && out.size() <= limit ? buffered::complete : buffered::too_large;
 }
 
 }  // namespace ifm::proxy

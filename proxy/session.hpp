@@ -3,6 +3,7 @@
 // requests are answered in order.
 #pragma once
 
+#include "proxy/memory_budget.hpp"
 #include "proxy/origin_pool.hpp"
 #include "proxy/precondition.hpp"
 #include "proxy/problem.hpp"
@@ -16,11 +17,16 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <tuple>
 
 namespace ifm::proxy {
 
-// Starts serving `socket` on worker `w` (detached; the session ends with the connection).
+// Starts serving `socket` on worker `w` (detached; the session ends with the connection, or
+// when it is parked while idle).
 void start_session(worker& w, tcp::socket socket);
+// Serves the next request of a parked keep-alive connection (worker::park) that has `served`
+// requests behind it.
+void resume_session(worker& w, tcp::socket socket, std::uint64_t served);
 
 // What the proxy knows of one request while serving it.
 struct request_context {
@@ -44,6 +50,13 @@ struct request_context {
     // The request went again on a fresh connection after its bytes had gone out on a reused one
     // that then failed: the first attempt may have been applied, whatever the second one says.
     bool origin_retried = false;
+    // Not a judged write: if the client closes while the origin works on the request, the origin
+    // connection is dropped and its slot freed (judged writes run to their commit).
+    bool abort_on_client_close = false;
+    bool client_gone = false;      // the client closed before the origin answered
+    // Bytes of limits.max_buffered_bytes held by a response body buffered for this request, until
+    // the request is over (the client has received it).
+    buffer_reservation buffered_bytes;
     unsigned status = 0;
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;
@@ -79,9 +92,28 @@ struct fetch_result {
     bool too_large = false;
 };
 
+// An optional kept on the heap: an idle connection holds a pointer, not a parser (272 bytes).
+template <class T>
+class boxed {
+public:
+    template <class... Args>
+    T& emplace(Args&&... args) {
+        p_ = std::make_unique<T>(std::forward<Args>(args)...);
+        return *p_;
+    }
+    void reset() { p_.reset(); }
+    T* operator->() const { return p_.get(); }
+    T& operator*() const { return *p_; }
+    explicit operator bool() const { return p_ != nullptr; }
+
+private:
+    std::unique_ptr<T> p_;
+};
+
 class client_session {
 public:
-    client_session(worker& w, tcp::socket socket);
+    // `served` > 0: a parked connection resumed (already counted as open).
+    client_session(worker& w, tcp::socket socket, std::uint64_t served = 0);
     ~client_session();
     net::awaitable<void> run();
     // Drain: closes the connection if it is waiting for a next request.
@@ -92,7 +124,11 @@ private:
     using response_parser = http::response_parser<http::buffer_body>;
 
     net::awaitable<bool> serve_one();
-    net::awaitable<bool> wait_for_request();
+    enum class next { request, closed, parked };
+    net::awaitable<next> wait_for_request();
+    // Waits until the client's socket is readable or `deadline` passes, holding no buffer.
+    net::awaitable<bool> wait_readable(std::chrono::steady_clock::time_point deadline);
+    net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_header_bytes(std::size_t room);
     // Sends `pending_` (staged by the caller: GCC 12 destroys non-trivial temporaries inside
     // co_await expressions twice, so none may appear there).
     net::awaitable<void> respond(request_context& ctx);
@@ -107,7 +143,18 @@ private:
     enum class buffered { complete, too_large, failed };
     net::awaitable<buffered> buffer_response_body(request_context& ctx, pooled_connection& oc,
                                                   std::string& out, std::size_t limit);
+    // The same within the process's budget of buffered bytes (limits.max_buffered_bytes): the
+    // bytes are reserved in `budget` (pass ctx.buffered_bytes, which holds them until the client
+    // has the response). A body that does not fit is not read: too_large, so it is streamed
+    // untracked like one over `limit` (counted in ifmatch_unbuffered_over_budget_total).
+    net::awaitable<buffered> buffer_response_body(request_context& ctx, pooled_connection& oc,
+                                                  std::string& out, std::size_t limit,
+                                                  buffer_reservation& budget);
+    // The origin's response header into res_; with ctx.abort_on_client_close, gives up with
+    // connection_aborted (and ctx.client_gone) when the client closes first.
+    net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);
+    void release_origin(pooled_connection& oc);
     net::awaitable<void> fail_origin(request_context& ctx, boost::system::error_code ec);
     void prepare_client_response(request_context& ctx, http::response_header<>& h);
 
@@ -136,13 +183,15 @@ private:
     beast::tcp_stream client_;
     beast::flat_buffer buffer_;
     std::string peer_;
-    std::optional<request_parser> req_;
-    std::optional<response_parser> res_;
-    std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> on_chunk_;
+    boxed<request_parser> req_;
+    boxed<response_parser> res_;
     std::unique_ptr<char[]> relay_buf_;
     problem pending_;
     std::string no_prefix_;
     std::uint64_t served_ = 0;
+    // wait_for_request() returned `parked`: the deadline handed to worker::park.
+    std::chrono::steady_clock::time_point idle_deadline_;
+    bool parked_ = false;
     // When the header of the request being read is due (set by wait_for_request()).
     std::chrono::steady_clock::time_point header_deadline_;
     bool idle_ = false;

@@ -1,6 +1,9 @@
 #include "proxy/worker.hpp"
 
+#include "proxy/memory_budget.hpp"
 #include "proxy/session.hpp"
+
+#include <malloc.h>
 
 namespace ifm::proxy {
 
@@ -12,17 +15,19 @@ std::chrono::milliseconds longest_lease(const runtime& rt) {
     return longest;
 }
 
-std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_io_executor ex, const runtime& rt) {
+std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_io_executor ex, const runtime& rt,
+                                                                      metrics& m) {
     auto pools = std::make_shared<std::vector<std::unique_ptr<origin_pool>>>();
     for (std::size_t i = 0; i < rt.cfg.upstreams.size(); ++i)
-        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i]));
+        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i], &m));
     return pools;
 }
 }  // namespace
 
 worker::worker(std::shared_ptr<const runtime> r, cache::store_factory& stores, metrics& m, unsigned i)
     : rt(std::move(r)), stats(m), index(i) {
-    pools = make_pools(ioc.get_executor(), *rt);
+    pools = make_pools(ioc.get_executor(), *rt, stats);
+    buffered_budget().set_limit(rt->cfg.limits.max_buffered_bytes);
     store = stores.make(ioc.get_executor());
     store->expect_leases_up_to(longest_lease(*rt));
 }
@@ -34,7 +39,8 @@ worker::~worker() {
 }
 
 void worker::apply(std::shared_ptr<const runtime> r) {
-    pools = make_pools(ioc.get_executor(), *r);
+    pools = make_pools(ioc.get_executor(), *r, stats);
+    buffered_budget().set_limit(r->cfg.limits.max_buffered_bytes);
     store->expect_leases_up_to(longest_lease(*r));
     rt = std::move(r);
 }
@@ -42,7 +48,69 @@ void worker::apply(std::shared_ptr<const runtime> r) {
 void worker::begin_drain() {
     draining = true;
     for (auto* s : sessions) s->close_if_idle();
+    for (auto& p : parked) {
+        // Closed now: the drain may stop the event loop before the wait's handler runs (which
+        // then only erases the entry and counts it out).
+        boost::system::error_code ec;
+        p.socket.close(ec);
+    }
     for (auto& p : *pools) p->close_idle();
+}
+
+void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_clock::time_point deadline) {
+    parked.push_back(parked_connection{std::move(socket), served, deadline});
+    // After a burst (thousands of connections served at once, then idle), the sessions' memory
+    // is free but glibc keeps the pages: give them back, at most once a second, after many parks.
+    if (++parked_since_trim >= 1024) {
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_trim >= std::chrono::seconds(1)) {
+            parked_since_trim = 0;
+            last_trim = now;
+            ::malloc_trim(0);
+        }
+    }
+    auto it = std::prev(parked.end());
+    // A plain handler, not a coroutine: the wait is all an idle connection holds. It always runs
+    // (readable, or cancelled by the sweep or the drain) and is the only one to erase the entry.
+    it->socket.async_wait(tcp::socket::wait_read,
+                          [this, it](boost::system::error_code ec) { on_parked_ready(it, ec); });
+    if (!park_timer_armed) {
+        park_timer_armed = true;
+        park_timer.expires_at(deadline);
+        park_timer.async_wait([this](boost::system::error_code ec) {
+            park_timer_armed = false;
+            if (!ec) sweep_parked();
+        });
+    }
+}
+
+void worker::on_parked_ready(parked_list::iterator it, boost::system::error_code ec) {
+    auto p = std::move(*it);
+    parked.erase(it);
+    if (ec || draining || std::chrono::steady_clock::now() >= p.deadline) {
+        boost::system::error_code ignored;
+        p.socket.close(ignored);   // idle timeout or drain: nothing to answer
+        stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
+        return;
+    }
+    resume_session(*this, std::move(p.socket), p.served);
+}
+
+void worker::sweep_parked() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& p : parked) {
+        if (p.deadline > now) {
+            park_timer_armed = true;
+            park_timer.expires_at(p.deadline);
+            park_timer.async_wait([this](boost::system::error_code ec) {
+                park_timer_armed = false;
+                if (!ec) sweep_parked();
+            });
+            return;
+        }
+        boost::system::error_code ec;
+        p.socket.cancel(ec);   // its handler closes it (cancelled twice if the handler is late: harmless)
+    }
 }
 
 }  // namespace ifm::proxy

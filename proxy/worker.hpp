@@ -8,7 +8,10 @@
 #include "proxy/runtime.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
+#include <chrono>
+#include <list>
 #include <memory>
 #include <unordered_set>
 #include <vector>
@@ -16,6 +19,15 @@
 namespace ifm::proxy {
 
 class client_session;
+
+// A kept-alive client connection between two requests, without a session (nginx's model): its
+// socket waits for the next request with no coroutine, buffer or timer of its own, so an idle
+// connection costs a few hundred bytes. The next byte starts a new session.
+struct parked_connection {
+    tcp::socket socket;
+    std::uint64_t served;   // requests served on it so far (max_requests_per_connection)
+    std::chrono::steady_clock::time_point deadline;   // idle_timeout
+};
 
 struct worker {
     worker(std::shared_ptr<const runtime> rt, cache::store_factory& stores, metrics& m, unsigned index);
@@ -42,6 +54,23 @@ struct worker {
     std::vector<std::unique_ptr<char[]>> spare_buffers;
     bool draining = false;
     std::uint64_t next_token = 0;
+
+    // Takes over an idle keep-alive connection until its next request or `deadline`. It stays
+    // counted in stats.client_connections.
+    void park(tcp::socket socket, std::uint64_t served, std::chrono::steady_clock::time_point deadline);
+    std::size_t parked_count() const { return parked.size(); }
+
+private:
+    using parked_list = std::list<parked_connection>;
+    void on_parked_ready(parked_list::iterator it, boost::system::error_code ec);
+    void sweep_parked();
+    // Oldest first: with one idle_timeout, deadlines are in order (after a reload that changes
+    // it, a shorter one may wait behind a longer one: closed late, never early).
+    parked_list parked;
+    net::steady_timer park_timer{ioc};
+    bool park_timer_armed = false;
+    std::size_t parked_since_trim = 0;
+    std::chrono::steady_clock::time_point last_trim{};
 };
 
 }  // namespace ifm::proxy

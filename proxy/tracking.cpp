@@ -86,25 +86,6 @@ net::awaitable<void> client_session::write_head_only(request_context& ctx, http:
     if (ec) ctx.client_keep_alive = false;
 }
 
-// Reads the rest of the origin's response body into `out`, stopping once it exceeds `limit`.
-net::awaitable<client_session::buffered> client_session::buffer_response_body(request_context& ctx, pooled_connection& oc,
-                                                              std::string& out, std::size_t limit) {
-    auto& body = res_->get().body();
-    const auto& up = ctx.pool->config();
-    if (auto length = res_->content_length(); length && *length <= limit) out.reserve(out.size() + *length);
-    // Read into the relay buffer and append: growing `out` by resize() would zero each chunk.
-    char* chunk = relay_buffer();
-    while (!res_->is_done() && out.size() <= limit) {
-        body.data = chunk;
-        body.size = relay_buffer_size;
-        oc->stream.expires_after(up.request_timeout);
-        auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
-        out.append(chunk, relay_buffer_size - body.size);
-        if (ec && ec != http::error::need_buffer) co_return buffered::failed;
-    }
-    co_return res_->is_done() && out.size() <= limit ? buffered::complete : buffered::too_large;
-}
-
 // GET/HEAD on a tracked route: forward, derive the validator, record it if nothing was written
 // meanwhile, answer If-None-Match ourselves where the validator is ours.
 net::awaitable<void> client_session::serve_read(request_context& ctx) {
@@ -118,7 +99,11 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     // not that variant's and the validator is recorded without comparing.
     auto connections = w_.store->reconnects();
     cache::resource_ref ref{ctx.key, variant_of(ctx, "")};
-    auto snap = co_await w_.store->async_snapshot(ref);
+    cache::result<cache::snapshot> snap;
+    {
+        store_timer t(ctx.store_time);
+        snap = co_await w_.store->async_snapshot(ref);
+    }
     bool may_hash = route.etag != etag_mode::origin;
     if (may_hash) {
         // The origin does not know our tags; a HEAD becomes a GET so that the body can be hashed.
@@ -154,7 +139,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
                 w_.stats.untracked_large_bodies.fetch_add(1, std::memory_order_relaxed);
                 spdlog::debug("{}: body of {} bytes exceeds max_hash_body: not tracked", ctx.target, *len);
             } else {
-                auto b = co_await buffer_response_body(ctx, *oc, body, limits.max_hash_body);
+                auto b = co_await buffer_response_body(ctx, *oc, body, limits.max_hash_body, ctx.buffered_bytes);
                 if (b == buffered::failed) {
                     pending_ = problem{502, "bad-origin-response", "Bad gateway",
                                            "the origin's response ended early", {}, {}, 0};
@@ -185,6 +170,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
         if (variant != ref.variant) before.state = resource_state::unknown();   // not comparable
         if (read_may_record(before, *seen, w_.store->reconnects() != connections)) {
             ref.variant = std::move(variant);
+            store_timer t(ctx.store_time);
             co_await w_.store->async_observe(ref, snap->generation, *seen);
         }
     }
@@ -210,7 +196,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
 
 // A GET (or HEAD) the proxy sends on its own, under the lease, to learn the current validator.
 net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool use_head) {
-    origin_timer timing(w_.stats, origin_kind::fetch);
+    origin_timer timing(w_.stats, origin_kind::fetch, &ctx.origin_time);
     fetch_result f;
     const auto& cfg = ctx.rt->cfg;
     const auto& up = ctx.pool->config();
@@ -221,6 +207,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
     strip_hop_by_hop(r.base());
     add_forwarding_headers(r.base(), cfg.headers.forwarded, peer_, ctx.host);
     if (!up.host_header.empty()) r.set(http::field::host, up.host_header);
+    r.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
     r.keep_alive(true);
 
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -450,7 +437,11 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
         case kind::acquire: {
             // A local, not a temporary, in the co_await expression: GCC 12 destroys those twice.
             auto c = a.unconditional ? cache::condition{} : cond;
-            auto r = co_await store.async_acquire(ref, std::move(c), params.lease);
+            cache::result<cache::acquire_result> r;
+            {
+                store_timer t(ctx.store_time);
+                r = co_await store.async_acquire(ref, std::move(c), params.lease);
+            }
             a = m.on_acquired(r, now());
             break;
         }
@@ -480,7 +471,11 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             break;
         }
         case kind::store: {
-            auto r = co_await store.async_store_under_lease(ref, m.token(), a.state);
+            cache::result<bool> r;
+            {
+                store_timer t(ctx.store_time);
+                r = co_await store.async_store_under_lease(ref, m.token(), a.state);
+            }
             a = m.on_stored(r, now());
             break;
         }
@@ -530,7 +525,8 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
         }
         case kind::refresh: {
             fetch_outcome fo;
-            auto b = co_await buffer_response_body(ctx, *oc, body, ctx.rt->cfg.limits.max_body_bytes);
+            auto b = co_await buffer_response_body(ctx, *oc, body, ctx.rt->cfg.limits.max_body_bytes,
+                                                   ctx.buffered_bytes);
             if (b == buffered::failed) {
                 fo.write_response_failed = true;
                 origin_error = make_error_code(http::error::partial_message);
@@ -550,7 +546,11 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             break;
         }
         case kind::commit: {
-            auto r = co_await store.async_commit(ref, m.token(), a.outcome, a.state, a.hold);
+            cache::result<bool> r;
+            {
+                store_timer t(ctx.store_time);
+                r = co_await store.async_commit(ref, m.token(), a.outcome, a.state, a.hold);
+            }
             if (!r) spdlog::warn("commit of {} failed: {}", ctx.key, r.error().message());
             if (!companion_token.empty()) {
                 // Whatever the write did to its Destination is unknown, unless it was not applied.

@@ -21,14 +21,16 @@ end
 -- that never saw this store's epoch and trusts a new store: store.young_server_wait false).
 -- `lease` (the caller's own) raises the longest lease recorded in the epoch, which acquire returns
 -- so that every proxy learns the fleet's longest lease before a loss.
--- A read (`lease` nil) that knows no fleet lease cannot start the wait: it would end it at once.
+-- ARGV[1] = 0 comes only from a proxy that never saw this store's epoch and trusts a new store
+-- (young_server_wait: false): it starts an epoch that is ready at once, read or write. (The memory
+-- backend, which never loses data in production, reads 0 as "unknown" instead: the simulator
+-- passes it after a loss.)
 local function recovering(lease)
   local ep = redis.call('HMGET', KEYS[3], 'r', 'l')
   local now = now_us()
   local wait = tonumber(ARGV[1]) or 0
   local l = math.max(wait, tonumber(lease) or 0)
   if not ep[1] then
-    if lease == nil and wait == 0 then return true end
     redis.call('HSET', KEYS[3], 'r', string.format('%.0f', now + wait * 1000), 'l', l)
     return wait > 0
   end

@@ -502,6 +502,9 @@ TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leave
     proxy_fixture px([&](ifm::config::config& c) {
         c.upstreams[0].port = origin.port();
         c.routes[1].settle_time = std::chrono::milliseconds(300);
+        // A 202 keeps the lease to its end (SPEC §5.4): the shortest lease the loader allows.
+        c.routes[1].write_lease = std::chrono::milliseconds(2100);
+        c.routes[1].lease_margin = std::chrono::milliseconds(0);
     });
     http_client c(px.port());
     origin.script(ok_v1);
@@ -536,9 +539,9 @@ TEST_CASE("a judged DELETE retried on a fresh connection, or answered 202, leave
         auto busy = c.request("PUT", "/doc", {{"If-Match", e1}}, "v2");
         CHECK(busy.status == 409);
         CHECK(origin.requests() == 2);
-        // Once it settled, the origin has not deleted it yet: the client's tag is still current,
-        // and a write conditioned on it is revalidated and forwarded, not refused as if gone.
-        std::this_thread::sleep_for(std::chrono::milliseconds(400));
+        // Once its lease ended, the origin has not deleted it yet: the client's tag is still
+        // current, and a write conditioned on it is revalidated and forwarded, not refused as if gone.
+        std::this_thread::sleep_for(std::chrono::milliseconds(2300));
         origin.script(ok_v1);
         origin.script("HTTP/1.1 204 No Content\r\n\r\n");
         CHECK(c.request("PUT", "/doc", {{"If-Match", e1}}, "v2").status == 204);

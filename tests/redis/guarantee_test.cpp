@@ -52,6 +52,14 @@ std::string proxy_yaml(std::uint16_t port, std::uint16_t origin_port, const std:
            "log: { level: warn, access_log: false }\n";
 }
 
+// One tracked `hash` route for every path (with `extra` YAML lines of its own).
+std::string hash_route(const std::string& extra = {}) {
+    return "  - match: { path_prefix: / }\n"
+           "    upstream: origin\n"
+           "    etag: hash\n"
+           "    write_lease: 5s\n" + extra;
+}
+
 // Waits until a proxy process's store connection is up (it accepts before).
 void warm_up(http_client& c) {
     unsigned last = 0;
@@ -97,11 +105,7 @@ TEST_CASE("guarantee 2: a COPY the route does not judge invalidates its Destinat
     nginx_webdav nginx({.copy_move = true});
     auto port = free_port();
     proxy_process px(proxy_yaml(port, nginx.port(), redis.url(),
-                                "  - match: { path_prefix: / }\n"
-                                "    upstream: origin\n"
-                                "    etag: hash\n"
-                                "    methods: [PUT, DELETE]\n"
-                                "    write_lease: 5s\n"),
+                                hash_route("    methods: [PUT, DELETE]\n")),
                      port);
     http_client c(port);
     warm_up(c);
@@ -267,10 +271,7 @@ TEST_CASE("guarantee 9: percent-encoded reserved characters name one resource") 
     nginx_webdav nginx;
     auto port = free_port();
     proxy_process px(proxy_yaml(port, nginx.port(), redis.url(),
-                                "  - match: { path_prefix: / }\n"
-                                "    upstream: origin\n"
-                                "    etag: hash\n"
-                                "    write_lease: 5s\n"),
+                                hash_route()),
                      port);
     http_client c(port);
     warm_up(c);
@@ -335,10 +336,7 @@ TEST_CASE("guarantee 14: content codings are variants: a tag just received is ac
     nginx_webdav nginx({.gzip = true});
     auto port = free_port();
     proxy_process px(proxy_yaml(port, nginx.port(), redis.url(),
-                                "  - match: { path_prefix: / }\n"
-                                "    upstream: origin\n"
-                                "    etag: hash\n"
-                                "    write_lease: 5s\n"),
+                                hash_route()),
                      port);
     http_client gz(port), plain(port);
     warm_up(gz);

@@ -49,6 +49,7 @@ const char* name(reply r) {
     case reply::relay: return "relay";
     case reply::relay_unchecked: return "relay_unchecked";
     case reply::reject: return "reject";
+    case reply::also_failed: return "also_failed";   // the WebDAV If header: not simulated
     case reply::busy: return "busy";
     case reply::store_unavailable: return "store_unavailable";
     case reply::lease_lost: return "lease_lost";

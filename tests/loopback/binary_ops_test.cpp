@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -113,6 +114,16 @@ TEST_CASE("core dumps are off unless --allow-core-dumps") {
         MESSAGE("this test process already has a core limit of 0: --allow-core-dumps not distinguishable");
         return;
     }
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer turns core dumps off at start-up (disable_coredump=1 on 64-bit) unless told
+    // otherwise; the proxy's own choice is what this test is about.
+    std::string saved_asan = std::getenv("ASAN_OPTIONS") ? std::getenv("ASAN_OPTIONS") : "";
+    ::setenv("ASAN_OPTIONS", (saved_asan + (saved_asan.empty() ? "" : ":") + "disable_coredump=0").c_str(), 1);
+    struct restore_env {
+        std::string v;
+        ~restore_env() { ::setenv("ASAN_OPTIONS", v.c_str(), 1); }
+    } restore_asan{saved_asan};
+#endif
     auto p2 = free_port();
     proxy_process on(yaml(p2), p2, {"--allow-core-dumps"});
     CHECK(core_limit(std::to_string(on.pid())) == mine);

@@ -116,7 +116,13 @@ TEST_CASE("idle keep-alive connections cost under 3 KiB of resident memory each"
     }
     auto per_connection = (rss_kib(px.pid()) - before) * 1024.0 / total;
     MESSAGE("idle keep-alive connection: " << per_connection << " bytes");
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer's redzones and quarantine multiply every allocation: the figure is the
+    // optimized build's to judge.
+    CHECK(per_connection < 64 * 1024);
+#else
     CHECK(per_connection < 3 * 1024);
+#endif
     // Still usable after parking.
     idle.front()->send(req);
     CHECK(idle.front()->read_some(2s).starts_with("HTTP/1.1 200"));

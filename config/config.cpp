@@ -3,6 +3,8 @@
 #include "config/config.hpp"
 
 #include <arpa/inet.h>
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -568,6 +570,7 @@ fields reader::limits_fields(limits_config& l) {
         {"idle_timeout", [&](auto& v, auto& p) { dur(v, p, l.idle_timeout); }},
         {"header_timeout", [&](auto& v, auto& p) { dur(v, p, l.header_timeout); }},
         {"body_timeout", [&](auto& v, auto& p) { dur(v, p, l.body_timeout); }},
+        {"tunnel_idle_timeout", [&](auto& v, auto& p) { dur(v, p, l.tunnel_idle_timeout); }},
         {"min_body_rate", [&](auto& v, auto& p) { size(v, p, l.min_body_rate); }},
         {"max_header_fields", [&](auto& v, auto& p) { integer(v, p, l.max_header_fields, 1, 10000); }},
         {"max_connections", [&](auto& v, auto& p) { integer(v, p, l.max_connections, 1, max_count); }},
@@ -587,6 +590,12 @@ fields reader::headers_fields(headers_config& h) {
                      {"none", forwarded_style::none}});
          }},
         {"via", [&](auto& v, auto& p) { boolean(v, p, h.via); }},
+        {"trusted_proxies", [&](auto& v, auto& p) {
+             list(v, p, "[10.0.0.0/8, \"::1\"]", h.trusted_proxies, [](std::string& c) -> std::optional<std::string> {
+                 if (!parse_cidr(c)) return "expected an IP network like 10.0.0.0/8 or an address";
+                 return std::nullopt;
+             });
+         }},
     };
 }
 
@@ -874,6 +883,34 @@ std::optional<std::size_t> parse_size(std::string_view text) {
     auto u = std::ranges::find(units, unit, &std::pair<std::string_view, std::uint64_t>::first);
     if (u == std::end(units) || *n > std::numeric_limits<std::size_t>::max() / u->second) return std::nullopt;
     return static_cast<std::size_t>(*n * u->second);
+}
+
+std::optional<cidr> parse_cidr(std::string_view text) {
+    auto slash = text.find('/');
+    boost::system::error_code ec;
+    auto addr = boost::asio::ip::make_address(std::string(text.substr(0, slash)), ec);
+    if (ec) return std::nullopt;
+    unsigned max = addr.is_v4() ? 32 : 128;
+    unsigned prefix = max;
+    if (slash != std::string_view::npos) {
+        auto digits = parse_digits(text.substr(slash + 1));
+        if (!digits || *digits > max || text.size() - slash - 1 > 3) return std::nullopt;
+        prefix = static_cast<unsigned>(*digits);
+    }
+    return cidr{addr, prefix};
+}
+
+bool cidr::contains(const boost::asio::ip::address& a) const {
+    auto peer = a;
+    if (peer.is_v6() && peer.to_v6().is_v4_mapped())
+        peer = boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, peer.to_v6());
+    if (peer.is_v4() != network.is_v4()) return false;
+    if (peer.is_v4()) {
+        auto mine = boost::asio::ip::network_v4(network.to_v4(), prefix).canonical();
+        return boost::asio::ip::network_v4(peer.to_v4(), prefix).canonical() == mine;
+    }
+    auto mine = boost::asio::ip::network_v6(network.to_v6(), prefix).canonical();
+    return boost::asio::ip::network_v6(peer.to_v6(), prefix).canonical() == mine;
 }
 
 std::optional<endpoint> parse_endpoint(std::string_view text) {

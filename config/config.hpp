@@ -2,6 +2,7 @@
 // error with its path and line. Defaults live here, in one place.
 #pragma once
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/system/result.hpp>
 
 #include <chrono>
@@ -118,6 +119,7 @@ struct limits_config {
     duration idle_timeout = 60s;      // client keep-alive idle
     duration header_timeout = 10s;    // whole request header (slowloris)
     duration body_timeout = 60s;      // gap between two reads of a request body
+    duration tunnel_idle_timeout = 300s;   // an upgraded (WebSocket) connection with no byte either way
     std::size_t min_body_rate = 512;  // bytes/s a request body must average after body_timeout; 0: off
     std::size_t max_header_fields = 100;            // request header fields; more: 431
     std::size_t max_connections = 10000;            // client connections per process
@@ -132,6 +134,9 @@ struct limits_config {
 struct headers_config {
     forwarded_style forwarded = forwarded_style::x_forwarded;
     bool via = true;
+    // Peers (CIDRs; a bare address is one host) whose X-Forwarded-* / Forwarded are kept and
+    // extended; from any other peer they are replaced.
+    std::vector<std::string> trusted_proxies;
     bool operator==(const headers_config&) const = default;
 };
 
@@ -189,5 +194,14 @@ std::optional<duration> parse_duration(std::string_view text);
 std::optional<std::size_t> parse_size(std::string_view text);
 // "host:port", "[::1]:8080" -> endpoint; nullopt when malformed.
 std::optional<endpoint> parse_endpoint(std::string_view text);
+
+// An IP network, "10.0.0.0/8", "fd00::/8", or one address ("::1": /128).
+struct cidr {
+    boost::asio::ip::address network;
+    unsigned prefix = 0;
+    // IPv4-mapped IPv6 peers (a dual-stack listener) are compared as IPv4.
+    bool contains(const boost::asio::ip::address& a) const;
+};
+std::optional<cidr> parse_cidr(std::string_view text);
 
 }  // namespace ifm::config

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 
 namespace ifm::proxy {
 
@@ -85,6 +86,56 @@ std::optional<std::string> joined_field(const http::fields& f, http::field name)
     return joined_field(f, http::to_string(name));
 }
 
+std::size_t field_count(const http::fields& f) {
+    return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
+}
+
+void drop_trailer_fields(http::fields& f, std::size_t header_fields) {
+    auto it = f.begin();
+    for (std::size_t i = 0; i < header_fields && it != f.end(); ++i) ++it;
+    while (it != f.end()) it = f.erase(it);
+}
+
+bool is_websocket_upgrade(const http::request_header<>& h) {
+    if (h.count(http::field::upgrade) != 1 || !iequals(trim(h[http::field::upgrade]), "websocket")) return false;
+    for (auto it = h.find(http::field::connection); it != h.end() && it->name() == http::field::connection; ++it)
+        for (auto& t : connection_tokens(it->value()))
+            if (t == "upgrade") return true;
+    return false;
+}
+
+std::optional<std::uint64_t> max_forwards_of(const http::fields& f) {
+    if (f.count(http::field::max_forwards) != 1) return std::nullopt;
+    auto v = trim(f[http::field::max_forwards]);
+    if (v.empty() || v.size() > 18) return std::nullopt;
+    std::uint64_t n = 0;
+    for (char c : v) {
+        if (c < '0' || c > '9') return std::nullopt;
+        n = n * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return n;
+}
+
+std::string trace_reflection(const http::request_header<>& h) {
+    std::string out;
+    out.append(h.method_string().data(), h.method_string().size());
+    out += ' ';
+    out.append(h.target().data(), h.target().size());
+    out += h.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
+    for (const auto& field : h) {
+        auto name = field.name();
+        if (name == http::field::authorization || name == http::field::proxy_authorization ||
+            name == http::field::cookie)
+            continue;
+        out.append(field.name_string().data(), field.name_string().size());
+        out += ": ";
+        out.append(field.value().data(), field.value().size());
+        out += "\r\n";
+    }
+    out += "\r\n";
+    return out;
+}
+
 void append_x_forwarded_for(http::fields& f, std::string_view client_ip) {
     auto existing = joined_field(f, "X-Forwarded-For");
     f.erase("X-Forwarded-For");
@@ -96,14 +147,20 @@ void append_x_forwarded_for(http::fields& f, std::string_view client_ip) {
 }
 
 void add_forwarding_headers(http::fields& f, config::forwarded_style style,
-                            std::string_view client_ip, std::string_view host) {
+                            std::string_view client_ip, std::string_view host, bool trusted) {
+    if (style == config::forwarded_style::none) return;
+    if (!trusted) {
+        for (auto name : {"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}) f.erase(name);
+        f.erase(http::field::forwarded);
+    }
     switch (style) {
     case config::forwarded_style::none:
         return;
     case config::forwarded_style::x_forwarded:
         append_x_forwarded_for(f, client_ip);
-        f.set("X-Forwarded-Proto", "http");
-        if (!host.empty()) f.set("X-Forwarded-Host", host);
+        // A trusted proxy in front (a TLS ingress) knows the scheme and host the client used.
+        if (f.count("X-Forwarded-Proto") == 0) f.set("X-Forwarded-Proto", "http");
+        if (!host.empty() && f.count("X-Forwarded-Host") == 0) f.set("X-Forwarded-Host", host);
         return;
     case config::forwarded_style::forwarded: {
         // RFC 7239: IPv6 addresses and anything with a colon must be quoted.

@@ -26,8 +26,11 @@ void strip_hop_by_hop(http::fields& f);
 void append_x_forwarded_for(http::fields& f, std::string_view client_ip);
 
 // Adds the forwarding headers of `style` for a request from `client_ip` that arrived with `host`.
+// From a `trusted` peer (headers.trusted_proxies) the incoming X-Forwarded-For / Forwarded are
+// extended and X-Forwarded-Proto / -Host kept; from any other they are all replaced (a client
+// must not choose the address or scheme the origin believes). Style `none` leaves them alone.
 void add_forwarding_headers(http::fields& f, config::forwarded_style style,
-                            std::string_view client_ip, std::string_view host);
+                            std::string_view client_ip, std::string_view host, bool trusted = false);
 
 // Appends our Via entry ("1.1 ifmatch-proxy").
 void append_via(http::fields& f, unsigned version);
@@ -35,6 +38,27 @@ void append_via(http::fields& f, unsigned version);
 // The value of every line of `name` joined with ", " (RFC 9110 §5.3); nullopt if absent.
 std::optional<std::string> joined_field(const http::fields& f, http::field name);
 std::optional<std::string> joined_field(const http::fields& f, std::string_view name);
+
+// The number of field lines in `f`.
+std::size_t field_count(const http::fields& f);
+
+// Beast 1.81 appends a chunked message's trailer section (RFC 9110 §6.5) to its header map once
+// the last chunk is parsed. Trailers are never merged into the header (§6.5.1: a trailer
+// Set-Cookie must not become a header): erases every field line after the first `header_fields`,
+// the count taken when the header was parsed.
+void drop_trailer_fields(http::fields& f, std::size_t header_fields);
+
+// The Max-Forwards value (RFC 9110 §7.6.2: 1*DIGIT, one field line); nullopt when absent or
+// malformed (then it is forwarded as it came).
+std::optional<std::uint64_t> max_forwards_of(const http::fields& f);
+
+// The body of a TRACE answered here (RFC 9110 §9.3.8): the request as received, start line and
+// fields, minus those likely to hold credentials (Authorization, Proxy-Authorization, Cookie).
+std::string trace_reflection(const http::request_header<>& h);
+
+// A WebSocket opening handshake's header (RFC 6455 §4.1): `Upgrade: websocket` and a
+// Connection naming `upgrade`.
+bool is_websocket_upgrade(const http::request_header<>& h);
 
 // Case-insensitive ASCII equality.
 bool iequals(std::string_view a, std::string_view b);

@@ -201,11 +201,14 @@ problem read_error_problem(const boost::system::error_code& ec) {
 
 boost::system::error_code parse_body_bytes(request_parser& p, std::string_view data, std::size_t& used) {
     used = 0;
-    auto fields = std::distance(p.get().begin(), p.get().end());
+    // Beast parses a trailer section whole, in the put() that finishes the message, and appends
+    // it to the header map: the count from before this call is the header's.
+    auto fields = field_count(p.get());
     for (;;) {
         if (p.is_done()) {
-            // Trailers arrive with the last chunk; the header went out long ago.
-            if (std::distance(p.get().begin(), p.get().end()) != fields) return http::error::bad_field;
+            // Trailer fields are discarded (RFC 9110 §6.5.1), never merged into the header, which
+            // may not have gone out yet (a request sent in one piece).
+            drop_trailer_fields(p.get(), fields);
             return {};
         }
         if (used == data.size()) return http::error::need_more;
@@ -246,6 +249,15 @@ request_check check_request(http::request_header<>& h, const config::limits_conf
     if (h.target().size() > limits.max_target_bytes) {
         out.refusal = problem{414, "target-too-long", "URI too long",
                               "the request target exceeds limits.max_target_bytes", "-", {}, 0};
+        return out;
+    }
+    // Asterisk-form (RFC 9112 §3.2.4): OPTIONS about the server as a whole, routed as "/" and
+    // forwarded as "*".
+    if (h.target() == "*") {
+        if (h.method() != http::verb::options)
+            out.refusal = bad_request("the asterisk-form target \"*\" is for OPTIONS only");
+        else
+            out.normalized = "/";
         return out;
     }
     // Absolute-form (RFC 9112 §3.2.2): the authority must agree with Host; forward origin-form.

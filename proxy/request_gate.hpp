@@ -56,9 +56,10 @@ void check_chunk_header(std::uint64_t size, std::string_view extensions, boost::
 // Parses body bytes (`data`: what is buffered, from the start) into the parser's buffer_body
 // buffer until the parser is done ({}), its buffer is full (need_buffer), it needs more bytes
 // (need_more), or the body is malformed. `used` says how much of `data` was consumed. Two gaps of
-// Beast 1.81 are closed here: trailer fields (which Beast merges into the header map) are refused
-// (bad_field), and a chunk line whose quoted extension runs past its CRLF, on which Beast would
-// wait for a closing quote forever, is refused (bad_chunk_extension).
+// Beast 1.81 are closed here: trailer fields (which Beast merges into the header map) are
+// discarded, and a chunk line whose quoted extension runs past its CRLF, on which Beast would
+// wait for a closing quote forever, is refused (bad_chunk_extension). A trailer Content-Length or
+// Transfer-Encoding still fails the parse (Beast checks them against the framing): refused.
 boost::system::error_code parse_body_bytes(request_parser& p, std::string_view data, std::size_t& used);
 
 // The problem sent when reading a request header failed (431, 413, 408 or 400).

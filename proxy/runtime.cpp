@@ -32,6 +32,8 @@ int runtime::match(std::string_view host, std::string_view path, std::string_vie
 
 std::shared_ptr<const runtime> make_runtime(config::config cfg) {
     auto rt = std::make_shared<runtime>();
+    for (const auto& t : cfg.headers.trusted_proxies)
+        if (auto n = config::parse_cidr(t)) rt->trusted_proxies.push_back(*n);   // checked by the loader
     boost::asio::io_context ioc;
     tcp::resolver resolver(ioc);
     for (const auto& u : cfg.upstreams) {

@@ -18,6 +18,14 @@ struct runtime {
     config::config cfg;
     std::vector<std::vector<tcp::endpoint>> upstream_endpoints;  // aligned with cfg.upstreams
     std::vector<std::size_t> route_upstream;                      // aligned with cfg.routes
+    std::vector<config::cidr> trusted_proxies;                    // cfg.headers.trusted_proxies, parsed
+
+    // Is `peer` one whose X-Forwarded-* / Forwarded are kept and extended?
+    bool trusted_proxy(const boost::asio::ip::address& peer) const {
+        for (const auto& n : trusted_proxies)
+            if (n.contains(peer)) return true;
+        return false;
+    }
 
     // The first route (file order) matching host, normalized path and method; -1 if none.
     int match(std::string_view host, std::string_view path, std::string_view method) const;

@@ -118,6 +118,7 @@ client_session::client_session(worker& w, tcp::socket socket, std::uint64_t serv
     boost::system::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
     peer_ = ec ? "-" : ep.address().to_string();
+    if (!ec) peer_address_ = ep.address();
     client_.socket().set_option(tcp::no_delay(true), ec);
     client_.socket().non_blocking(true, ec);   // wait_for_request() reads only what is there
     w_.sessions.insert(this);
@@ -241,6 +242,19 @@ net::awaitable<void> client_session::respond(request_context& ctx) {
     co_await http::async_write(client_, res, use_tuple);
 }
 
+// A response of the proxy's own that is not a problem (OPTIONS / TRACE at Max-Forwards: 0).
+net::awaitable<void> client_session::answer_here(request_context& ctx, http::response<http::string_body> res) {
+    if (!ctx.body_read && ctx.client_keep_alive) co_await discard_body(ctx);
+    ctx.client_keep_alive = ctx.client_keep_alive && ctx.body_read && !w_.draining;
+    res.content_length(res.body().size());
+    prepare_client_response(ctx, res.base());
+    ctx.status = res.result_int();
+    ctx.bytes_sent = res.body().size();
+    client_.expires_after(ctx.rt->cfg.limits.body_timeout);
+    auto [ec, n] = co_await http::async_write(client_, res, use_tuple);
+    if (ec) ctx.client_keep_alive = false;
+}
+
 // After a rejection the body was never read. Small bodies are read and dropped so that the
 // connection stays usable; otherwise the connection is closed after the response.
 net::awaitable<void> client_session::discard_body(request_context& ctx) {
@@ -346,6 +360,7 @@ net::awaitable<bool> client_session::serve_one() {
     ctx.method = msg.method();
     ctx.method_name = std::string(msg.method_string());
     ctx.head = ctx.method == http::verb::head;
+    ctx.client_version = msg.version();
     ctx.target = std::string(msg.target());
     ctx.client_keep_alive = msg.keep_alive() &&
         (limits.max_requests_per_connection == 0 || served_ < limits.max_requests_per_connection);
@@ -389,7 +404,24 @@ net::awaitable<bool> client_session::serve_one() {
         finish();
         co_return false;
     }
-    ctx.target = std::string(msg.target());   // origin-form now
+    ctx.target = std::string(msg.target());   // origin-form now (or "*")
+    // Max-Forwards (RFC 9110 §7.6.2) on OPTIONS and TRACE: 0 makes the proxy the final
+    // recipient, which answers itself; otherwise one less goes on.
+    if (ctx.method == http::verb::options || ctx.method == http::verb::trace) {
+        if (auto mf = max_forwards_of(msg)) {
+            if (*mf == 0) {
+                http::response<http::string_body> own{http::status::ok, 11};
+                if (ctx.method == http::verb::trace) {
+                    own.set(http::field::content_type, "message/http");
+                    own.body() = trace_reflection(msg.base());
+                }
+                co_await answer_here(ctx, std::move(own));
+                finish();
+                co_return ctx.client_keep_alive;
+            }
+            msg.set(http::field::max_forwards, std::to_string(*mf - 1));
+        }
+    }
     std::optional<std::string> normalized = std::move(checked.normalized);
     std::string_view path = *normalized;
     path = path.substr(0, path.find('?'));
@@ -414,6 +446,10 @@ net::awaitable<bool> client_session::serve_one() {
         co_return ctx.client_keep_alive;
     }
 
+    if (ctx.method == http::verb::get && ctx.client_version == 11 && req_->is_done() &&
+        is_websocket_upgrade(msg.base()))
+        ctx.upgrade = std::string(msg[http::field::upgrade]);
+
     const auto& route = *ctx.route;
     const bool safe = ctx.method == http::verb::get || ctx.method == http::verb::head ||
                       ctx.method == http::verb::options || ctx.method == http::verb::trace;
@@ -428,9 +464,10 @@ net::awaitable<bool> client_session::serve_one() {
             co_return ctx.client_keep_alive;
         }
     }
-    bool judged = route.track &&
+    const bool asterisk = ctx.target == "*" || !ctx.upgrade.empty();   // no resource: never tracked
+    bool judged = !asterisk && route.track &&
         std::find(route.methods.begin(), route.methods.end(), ctx.method_name) != route.methods.end();
-    bool read = route.track && (ctx.method == http::verb::get || ctx.method == http::verb::head);
+    bool read = !asterisk && route.track && (ctx.method == http::verb::get || ctx.method == http::verb::head);
     bool unjudged_write = route.track && !safe && !judged;
     if (judged || read || unjudged_write) {
         ctx.key = key_for(ctx, ctx.target, ctx.host);
@@ -484,10 +521,14 @@ void client_session::prepare_origin_request(request_context& ctx) {
         msg.chunked(true);
     }
     msg.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
-    add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host);
+    add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host, ctx.rt->trusted_proxy(peer_address_));
     if (cfg.headers.via) append_via(msg.base(), client_version);
     if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);
     msg.keep_alive(true);
+    if (!ctx.upgrade.empty()) {
+        msg.set(http::field::upgrade, ctx.upgrade);
+        msg.set(http::field::connection, "upgrade");
+    }
 }
 
 // Sends the request (header + streamed body) and reads the response header into res_.
@@ -535,6 +576,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
             client_.expires_at(ctx.deadline(limits.body_timeout));
             auto [cec, cn] = co_await net::async_write(client_, net::buffer(cont), use_tuple);
             if (cec) co_return make_error_code(net::error::connection_aborted);
+            ctx.continue_sent = true;
         }
     }
     auto body_start = std::chrono::steady_clock::now();
@@ -606,14 +648,39 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
         // An origin that sends 1xx responses without end would hold the request forever.
         if (interim == max_interim_responses) co_return make_error_code(http::error::bad_status);
         res_.emplace();
+        res_trailer_at_ = no_trailer;
+        res_->on_chunk_header(res_chunk_header_);
         res_->header_limit(static_cast<std::uint32_t>(ctx.rt->cfg.limits.max_header_bytes * 4));
         res_->body_limit(boost::none);
         if (msg.method() == http::verb::head) res_->skip(true);
         oc->stream.expires_at(ctx.deadline(up.request_timeout));
         auto hec = co_await read_origin_header(ctx, oc);
         if (hec) co_return hec;
-        // 1xx interim responses (we never forward Expect) are dropped.
-        if (res_->get().result_int() >= 200) break;
+        auto status = res_->get().result_int();
+        if (status >= 200) break;
+        if (status == 101) {
+            // Final for a forwarded Upgrade; else a switch nobody asked for: a broken origin.
+            if (!ctx.upgrade.empty()) break;
+            co_return make_error_code(http::error::bad_status);
+        }
+        // Other 1xx (103 Early Hints, 102...) go on to the client, as RFC 9110 §15.2 asks of a
+        // proxy, but not to an HTTP/1.0 client (which cannot take them), and not a 100 when the
+        // client has had ours (Expect is answered here, never forwarded).
+        if (ctx.client_version < 11 || (status == 100 && ctx.continue_sent)) continue;
+        auto& interim_header = res_->get().base();
+        strip_hop_by_hop(interim_header);
+        if (ctx.rt->cfg.headers.via) append_via(interim_header, 11);
+        interim_header.version(11);
+        std::string head;
+        serialize_header(interim_header, head);
+        if (status == 100) ctx.continue_sent = true;
+        client_.expires_at(ctx.deadline(limits.body_timeout));
+        auto [iec, in] = co_await net::async_write(client_, net::buffer(head), use_tuple);
+        if (iec) {
+            ctx.client_gone = true;
+            ctx.client_keep_alive = false;
+            co_return make_error_code(net::error::connection_aborted);
+        }
     }
     ++oc->requests;
     co_return boost::system::error_code{};
@@ -682,7 +749,8 @@ net::awaitable<boost::system::result<pooled_connection>> client_session::send_to
         // Complete with its header (HEAD, 204, 304, Content-Length: 0) yet more bytes follow:
         // the origin frames its responses differently from us (a body to HEAD...). Those bytes
         // must never be read as the response to the next request on this connection.
-        if (res_->is_done()) {
+        // (A 101's bytes after the header belong to the new protocol: the tunnel relays them.)
+        if (res_->is_done() && res_->get().result_int() != 101) {
             boost::system::error_code aec;
             if ((*oc)->buffer.size() > 0 || (*oc)->stream.socket().available(aec) > 0)
                 co_return make_error_code(http::error::unexpected_body);
@@ -698,7 +766,99 @@ net::awaitable<void> client_session::forward(request_context& ctx) {
         co_await fail_origin(ctx, oc.error());
         co_return;
     }
+    if (res_->get().result_int() == 101) {
+        co_await tunnel(ctx, std::move(*oc));
+        co_return;
+    }
     co_await relay_response(ctx, *oc, no_prefix_);
+}
+
+namespace {
+
+struct tunnel_state {
+    std::chrono::steady_clock::time_point last_activity;
+    int running = 2;
+    net::steady_timer* wake;
+};
+
+// One direction of a tunnel. EOF is passed on as a half-close; an error ends both directions.
+net::awaitable<void> pump(tunnel_state& st, tcp::socket& from, tcp::socket& to, char* buf, std::size_t size,
+                          std::uint64_t& moved) {
+    for (;;) {
+        auto [ec, n] = co_await from.async_read_some(net::buffer(buf, size), use_tuple);
+        if (n > 0) {
+            st.last_activity = std::chrono::steady_clock::now();
+            auto [wec, wn] = co_await net::async_write(to, net::buffer(buf, n), use_tuple);
+            moved += wn;
+            if (wec) ec = wec;
+        }
+        if (ec) {
+            boost::system::error_code ignored;
+            if (ec == net::error::eof) {
+                to.shutdown(tcp::socket::shutdown_send, ignored);
+            } else {
+                from.close(ignored);
+                to.close(ignored);
+            }
+            break;
+        }
+    }
+    --st.running;
+    st.wake->cancel();
+}
+
+}  // namespace
+
+net::awaitable<void> client_session::tunnel(request_context& ctx, pooled_connection oc) {
+    auto& res = res_->get();
+    // The origin's 101, with our hop-by-hop handling, and the Upgrade it agreed to.
+    auto agreed = std::string(res[http::field::upgrade]);
+    strip_hop_by_hop(res.base());
+    if (ctx.rt->cfg.headers.via) append_via(res.base(), 11);
+    if (!agreed.empty()) res.set(http::field::upgrade, agreed);
+    res.set(http::field::connection, "upgrade");
+    res.set("X-Request-Id", ctx.request_id);
+    res.version(11);
+    ctx.status = 101;
+    ctx.client_keep_alive = false;   // the connection is the tunnel's now
+    std::string head;
+    serialize_header(res.base(), head);
+    // What either side sent already after its header is relayed first.
+    std::string from_origin(static_cast<const char*>(oc->buffer.data().data()), oc->buffer.size());
+    oc->buffer.consume(oc->buffer.size());
+    std::string from_client(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    buffer_.consume(buffer_.size());
+    client_.expires_after(ctx.rt->cfg.limits.body_timeout);
+    std::array<net::const_buffer, 2> out{net::buffer(head), net::buffer(from_origin)};
+    auto [wec, wn] = co_await net::async_write(client_, out, use_tuple);
+    if (wec) co_return;
+    ctx.bytes_sent += from_origin.size();
+    if (!from_client.empty()) {
+        oc->stream.expires_after(ctx.pool->config().request_timeout);
+        auto [oec, on] = co_await net::async_write(oc->stream, net::buffer(from_client), use_tuple);
+        if (oec) co_return;
+    }
+    client_.expires_never();
+    oc->stream.expires_never();
+    const auto idle = ctx.rt->cfg.limits.tunnel_idle_timeout;
+    net::steady_timer wake(client_.get_executor());
+    tunnel_state st{std::chrono::steady_clock::now(), 2, &wake};
+    auto back = std::make_unique<char[]>(relay_buffer_size);
+    std::uint64_t to_origin = 0;
+    auto& cs = client_.socket();
+    auto& os = oc->stream.socket();
+    net::co_spawn(client_.get_executor(), pump(st, cs, os, relay_buffer(), relay_buffer_size, to_origin), net::detached);
+    net::co_spawn(client_.get_executor(), pump(st, os, cs, back.get(), relay_buffer_size, ctx.bytes_sent), net::detached);
+    // The pumps use this frame: it outlives them (running reaches 0 only when both have ended).
+    while (st.running > 0) {
+        wake.expires_at(st.last_activity + idle);
+        auto [tec] = co_await wake.async_wait(use_tuple);
+        if (st.running > 0 && std::chrono::steady_clock::now() >= st.last_activity + idle) {
+            boost::system::error_code ignored;
+            cs.close(ignored);
+            os.close(ignored);
+        }
+    }
 }
 
 // Writes the response header and streams the body (after `prefix`, bytes already read).
@@ -726,6 +886,8 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         }
         early = relay_buffer_size - body.size;
     }
+    // The whole chunked body, trailers included, may have come with the header.
+    drop_response_trailers();
     prepare_client_response(ctx, res.base());
     ctx.status = res.result_int();
     const auto& up = ctx.pool->config();
@@ -778,6 +940,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
             body.size = relay_buffer_size - body.size;
             body.data = body.size > 0 ? relay_buffer() : nullptr;   // see exchange()
             body.more = !res_->is_done();
+            drop_response_trailers();
             // The origin is done before the client: its connection goes back to the pool now,
             // not after the last write (which a slow client may stretch to body_timeout).
             if (res_->is_done()) release_origin(oc);
@@ -802,6 +965,12 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         co_return;
     }
     release_origin(oc);
+}
+
+void client_session::drop_response_trailers() {
+    if (res_trailer_at_ == no_trailer) return;
+    drop_trailer_fields(res_->get(), res_trailer_at_);
+    res_trailer_at_ = no_trailer;
 }
 
 // The origin's response has been read whole: its connection is pooled again (if the origin
@@ -883,6 +1052,8 @@ net::awaitable<client_session::buffered> client_session::buffer_response_body(
         out.append(chunk, relay_buffer_size - body.size);
         if (ec && ec != http::error::need_buffer) co_return buffered::failed;
     }
+    // What the tracking code reads next (ETag, Last-Modified, Content-Encoding) is the header's.
+    drop_response_trailers();
     if (!fits) {
         w_.stats.unbuffered_over_budget.fetch_add(1, std::memory_order_relaxed);
         std::uint64_t suppressed = 0;

@@ -3,6 +3,7 @@
 // requests are answered in order.
 #pragma once
 
+#include "proxy/http_util.hpp"
 #include "proxy/memory_budget.hpp"
 #include "proxy/origin_pool.hpp"
 #include "proxy/precondition.hpp"
@@ -12,6 +13,7 @@
 
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 
 #include <chrono>
 #include <functional>
@@ -44,6 +46,11 @@ struct request_context {
     bool head = false;
     bool client_keep_alive = true;
     bool expect_continue = false;
+    // A WebSocket handshake (GET, Upgrade: websocket, Connection: upgrade, no body): forwarded
+    // untracked with its Upgrade; an origin's 101 turns the connection into a byte tunnel.
+    std::string upgrade;
+    bool continue_sent = false;    // the client has had a 100 Continue (ours or the origin's)
+    unsigned client_version = 11;  // of the request as received (10 or 11)
     bool body_read = false;        // the request body was consumed (forwarded or discarded)
     bool framing_error = false;
     bool origin_sent = false;      // some request bytes may have reached the origin
@@ -133,6 +140,7 @@ private:
     // co_await expressions twice, so none may appear there).
     net::awaitable<void> respond(request_context& ctx);
     net::awaitable<void> discard_body(request_context& ctx);
+    net::awaitable<void> answer_here(request_context& ctx, http::response<http::string_body> res);
 
     // Forwarding.
     void prepare_origin_request(request_context& ctx);
@@ -140,6 +148,9 @@ private:
     net::awaitable<boost::system::result<pooled_connection>> send_to_origin(request_context& ctx);
     net::awaitable<void> forward(request_context& ctx);
     net::awaitable<void> write_head_only(request_context& ctx, http::response_header<> h);
+    // After the origin's 101: relays bytes both ways until both sides close, one fails, or
+    // limits.tunnel_idle_timeout passes with no byte either way. The client connection ends with it.
+    net::awaitable<void> tunnel(request_context& ctx, pooled_connection oc);
     enum class buffered { complete, too_large, failed };
     net::awaitable<buffered> buffer_response_body(request_context& ctx, pooled_connection& oc,
                                                   std::string& out, std::size_t limit);
@@ -155,6 +166,8 @@ private:
     net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);
     void release_origin(pooled_connection& oc);
+    // Trailer fields are dropped, never merged into the header (RFC 9110 §6.5.1, README).
+    void drop_response_trailers();
     net::awaitable<void> fail_origin(request_context& ctx, boost::system::error_code ec);
     void prepare_client_response(request_context& ctx, http::response_header<>& h);
 
@@ -183,8 +196,17 @@ private:
     beast::tcp_stream client_;
     beast::flat_buffer buffer_;
     std::string peer_;
+    boost::asio::ip::address peer_address_;   // unspecified when unknown: never trusted
     boxed<request_parser> req_;
     boxed<response_parser> res_;
+    // The field count of res_ when its last chunk began: Beast 1.81 appends the trailer section
+    // to the header map after it (drop_response_trailers() erases it; RFC 9110 §6.5.1).
+    static constexpr std::size_t no_trailer = static_cast<std::size_t>(-1);
+    std::size_t res_trailer_at_ = no_trailer;
+    std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> res_chunk_header_ =
+        [this](std::uint64_t size, std::string_view, boost::system::error_code&) {
+            if (size == 0) res_trailer_at_ = field_count(res_->get());
+        };
     std::unique_ptr<char[]> relay_buf_;
     problem pending_;
     std::string no_prefix_;

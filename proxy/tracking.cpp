@@ -205,7 +205,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
     for (const auto& field : orig)
         if (!excluded_from_fetch(field.name())) r.insert(field.name_string(), field.value());
     strip_hop_by_hop(r.base());
-    add_forwarding_headers(r.base(), cfg.headers.forwarded, peer_, ctx.host);
+    add_forwarding_headers(r.base(), cfg.headers.forwarded, peer_, ctx.host, ctx.rt->trusted_proxy(peer_address_));
     if (!up.host_header.empty()) r.set(http::field::host, up.host_header);
     r.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
     r.keep_alive(true);
@@ -219,10 +219,17 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
         (*oc)->stream.expires_after(up.request_timeout);
         auto [wec, wn] = co_await http::async_write((*oc)->stream, r, use_tuple);
         // 1xx interim responses are skipped; each response needs a parser of its own.
+        // Trailers are dropped (RFC 9110 §6.5.1): a trailer ETag must not pass for the header's.
         std::optional<http::response_parser<http::string_body>> p;
+        std::size_t trailer_at = no_trailer;
+        std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> on_chunk =
+            [&](std::uint64_t size, std::string_view, boost::system::error_code&) {
+                if (size == 0) trailer_at = field_count(p->get());
+            };
         boost::system::error_code ec = wec;
         while (!ec && (!p || p->get().result_int() < 200)) {
             p.emplace();
+            p->on_chunk_header(on_chunk);
             p->body_limit(cfg.limits.max_hash_body);
             p->header_limit(static_cast<std::uint32_t>(cfg.limits.max_header_bytes * 4));
             if (use_head) p->skip(true);
@@ -242,6 +249,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
             co_return f;
         }
         auto& res = p->get();
+        if (trailer_at != no_trailer) drop_trailer_fields(res, trailer_at);
         if (auto why = check_response_framing(res.base()); !why.empty()) {
             f.ec = make_error_code(http::error::bad_transfer_encoding);
             co_return f;

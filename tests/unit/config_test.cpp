@@ -281,6 +281,8 @@ TEST_CASE("config: bad values name the path, the line and what was expected") {
     check_error(only_error(base + "headers: { forwarded: rfc7239 }\n"), "headers.forwarded", 5,
                 "expected one of x_forwarded|forwarded|none");
     check_error(only_error(base + "workers: 257\n"), "workers", 5, "expected an integer from 0 to 256");
+    check_error(only_error(base + "headers: { trusted_proxies: [10.0.0.0/8, 10.0.0.0/33] }\n"),
+                "headers.trusted_proxies[1]", 5, "expected an IP network like 10.0.0.0/8");
     check_error(only_error(base + "    track: false\n    require_precondition: true\n"), "routes[0].require_precondition",
                 6, "has no effect when track is false");
     check_error(only_error(R"(upstreams:

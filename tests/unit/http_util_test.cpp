@@ -59,8 +59,59 @@ TEST_CASE("X-Forwarded-For is appended to, joining repeated lines") {
 TEST_CASE("Forwarded quotes IPv6 nodes and appends to an existing value") {
     http::fields f;
     f.set(http::field::forwarded, "for=1.2.3.4");
-    add_forwarding_headers(f, ifm::config::forwarded_style::forwarded, "::1", "h.test:8080");
+    add_forwarding_headers(f, ifm::config::forwarded_style::forwarded, "::1", "h.test:8080", true);
     CHECK(f[http::field::forwarded] == "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h.test:8080\"");
+    // From a peer that is not a trusted proxy the incoming value is replaced.
+    add_forwarding_headers(f, ifm::config::forwarded_style::forwarded, "::1", "h", false);
+    CHECK(f[http::field::forwarded] == "for=\"[::1]\";proto=http;host=h");
+}
+
+TEST_CASE("trailer fields appended after the header are dropped, the header kept") {
+    http::fields f;
+    f.set("A", "1");
+    f.insert("Set-Cookie", "x=1");
+    auto header = field_count(f);
+    f.insert("Set-Cookie", "evil=1");
+    f.insert("X-T", "2");
+    drop_trailer_fields(f, header);
+    CHECK(field_count(f) == 2);
+    CHECK(f.count("Set-Cookie") == 1);
+    CHECK(f["Set-Cookie"] == "x=1");
+    CHECK(f.count("X-T") == 0);
+}
+
+TEST_CASE("Max-Forwards values and WebSocket handshakes") {
+    http::request_header<> h;
+    CHECK_FALSE(max_forwards_of(h));
+    h.set(http::field::max_forwards, " 3 ");
+    CHECK(max_forwards_of(h) == 3u);
+    for (const char* bad : {"", "-1", "1,2", "0x1", "9999999999999999999999"}) {
+        h.set(http::field::max_forwards, bad);
+        CHECK_FALSE(max_forwards_of(h));
+    }
+    h.set(http::field::upgrade, "WebSocket");
+    h.set(http::field::connection, "keep-alive, Upgrade");
+    CHECK(is_websocket_upgrade(h));
+    h.set(http::field::connection, "keep-alive");
+    CHECK_FALSE(is_websocket_upgrade(h));
+    h.set(http::field::connection, "upgrade");
+    h.set(http::field::upgrade, "h2c");
+    CHECK_FALSE(is_websocket_upgrade(h));
+}
+
+TEST_CASE("trusted proxy networks") {
+    namespace ip = boost::asio::ip;
+    auto n = ifm::config::parse_cidr("10.0.0.0/8");
+    REQUIRE(n);
+    CHECK(n->contains(ip::make_address("10.200.1.1")));
+    CHECK_FALSE(n->contains(ip::make_address("11.0.0.1")));
+    CHECK(n->contains(ip::make_address("::ffff:10.1.2.3")));   // dual-stack listener
+    auto one = ifm::config::parse_cidr("::1");
+    REQUIRE(one);
+    CHECK(one->contains(ip::make_address("::1")));
+    CHECK_FALSE(one->contains(ip::make_address("127.0.0.1")));
+    for (const char* bad : {"10.0.0.0/33", "10.0.0/8", "host.example", "::1/129", "10.0.0.0/", "1.2.3.4/0008"})
+        CHECK_FALSE(ifm::config::parse_cidr(bad));
 }
 
 TEST_CASE("Via is appended") {

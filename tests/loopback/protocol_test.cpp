@@ -1,0 +1,283 @@
+// A proxy's protocol duties (RFC 9110 §6.5, §7.6, §15.2; RFC 9112 §7.1), checked as raw bytes at
+// both ends: what the client sends and receives, and what the origin receives.
+#include "tests/support/http_client.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/proxy_fixture.hpp"
+#include "tests/support/raw_origin.hpp"
+#include "tests/support/scripted_origin.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <thread>
+
+using namespace ifm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A proxy whose only upstream is a scripted origin.
+struct protocol_env {
+    scripted_origin origin;
+    proxy_fixture px{[this](ifm::config::config& c) { c.upstreams[0].port = origin.port(); }};
+};
+
+// Reads one complete response (Content-Length or chunked, as the origin's framing detector
+// parses requests: it skips the start line the same way), or what came within 2 s.
+std::string read_response(raw_connection& c) {
+    std::string in;
+    for (int i = 0; i < 200; ++i) {
+        auto len = raw_request_length(in);
+        if (len != 0 && len != std::string::npos) break;
+        in += c.read_some(10ms);
+    }
+    return in;
+}
+
+std::string header_section(const std::string& response) {
+    return response.substr(0, response.find("\r\n\r\n") + 2);
+}
+
+// An origin response whose trailer section arrives in the same read as its header.
+const std::string trailered_response =
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Set-Cookie, ETag\r\n\r\n"
+    "2\r\nok\r\n0\r\nSet-Cookie: sid=evil\r\nETag: \"trailer\"\r\n\r\n";
+
+}  // namespace
+
+TEST_CASE("an origin's trailer fields are dropped, never merged into the response header") {
+    protocol_env env;
+    // Untracked (streamed) and tracked (buffered and hashed) routes.
+    for (const char* target : {"/plain/t", "/t"}) {
+        INFO("target: " << target);
+        env.origin.script(trailered_response);
+        raw_connection c(env.px.port());
+        c.send(std::string("GET ") + target + " HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n");
+        auto r = read_response(c);
+        REQUIRE(r.starts_with("HTTP/1.1 200 "));
+        CHECK(r.find("sid=evil") == std::string::npos);
+        CHECK(r.find("\"trailer\"") == std::string::npos);
+        CHECK(header_section(r).find("Set-Cookie") == std::string::npos);
+        CHECK(r.find("ok") != std::string::npos);
+    }
+}
+
+TEST_CASE("a chunked request with a trailer is forwarded without it, not refused") {
+    protocol_env env;
+    raw_connection c(env.px.port());
+    c.send("POST /plain/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "2\r\nab\r\n0\r\nX-Trailer: 1\r\nSet-Cookie: no\r\n\r\n");
+    auto r = read_response(c);
+    CHECK(r.starts_with("HTTP/1.1 200 "));
+    auto seen = env.origin.received();
+    CHECK(seen.find("X-Trailer") == std::string::npos);
+    CHECK(seen.find("Set-Cookie") == std::string::npos);
+    CHECK(seen.find("2\r\nab\r\n0\r\n\r\n") != std::string::npos);
+    // The connection stays usable.
+    c.send("GET /plain/b HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(read_response(c).starts_with("HTTP/1.1 200 "));
+}
+
+TEST_CASE("1xx interim responses reach an HTTP/1.1 client before the final one; not an HTTP/1.0 one") {
+    protocol_env env;
+    const std::string hints = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n";
+    const std::string final_response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    SUBCASE("103 Early Hints to HTTP/1.1") {
+        env.origin.script(hints + final_response);
+        raw_connection c(env.px.port());
+        c.send("GET /plain/h HTTP/1.1\r\nHost: a\r\n\r\n");
+        std::string in;
+        for (int i = 0; i < 200 && in.find("\r\n\r\nok") == std::string::npos; ++i) in += c.read_some(10ms);
+        REQUIRE(in.starts_with("HTTP/1.1 103 Early Hints\r\n"));
+        auto interim = in.substr(0, in.find("\r\n\r\n") + 4);
+        CHECK(interim.find("Link: </s.css>; rel=preload\r\n") != std::string::npos);
+        CHECK(in.substr(interim.size()).starts_with("HTTP/1.1 200 OK\r\n"));
+    }
+    SUBCASE("100 Continue the origin sends on its own, to HTTP/1.1") {
+        env.origin.script("HTTP/1.1 100 Continue\r\n\r\n" + final_response);
+        raw_connection c(env.px.port());
+        c.send("POST /plain/h HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab");
+        std::string in;
+        for (int i = 0; i < 200 && in.find("\r\n\r\nok") == std::string::npos; ++i) in += c.read_some(10ms);
+        CHECK(in.starts_with("HTTP/1.1 100 Continue\r\n"));
+        CHECK(in.find("HTTP/1.1 200 OK\r\n") != std::string::npos);
+    }
+    SUBCASE("dropped for HTTP/1.0") {
+        env.origin.script(hints + final_response);
+        raw_connection c(env.px.port());
+        c.send("GET /plain/h HTTP/1.0\r\nHost: a\r\n\r\n");
+        auto in = c.read_until_closed(2s);
+        CHECK(in.starts_with("HTTP/1.1 200 OK\r\n"));
+        CHECK(in.find("103") == std::string::npos);
+    }
+}
+
+TEST_CASE("OPTIONS * is forwarded in asterisk-form; * with another method is refused") {
+    protocol_env env;
+    raw_connection c(env.px.port());
+    c.send("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(read_response(c).starts_with("HTTP/1.1 200 "));
+    CHECK(env.origin.received().starts_with("OPTIONS * HTTP/1.1\r\n"));
+    raw_connection d(env.px.port());
+    d.send("GET * HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(read_response(d).starts_with("HTTP/1.1 400 "));
+    CHECK(env.origin.requests() == 1);
+}
+
+TEST_CASE("Max-Forwards on OPTIONS and TRACE: 0 is answered by the proxy, else decremented") {
+    protocol_env env;
+    SUBCASE("OPTIONS with 0") {
+        raw_connection c(env.px.port());
+        c.send("OPTIONS /plain/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n");
+        auto r = read_response(c);
+        CHECK(r.starts_with("HTTP/1.1 200 "));
+        CHECK(r.find("Content-Length: 0\r\n") != std::string::npos);
+        CHECK(env.origin.requests() == 0);
+    }
+    SUBCASE("TRACE with 0 reflects the request, without credentials") {
+        raw_connection c(env.px.port());
+        c.send("TRACE /plain/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nX-Probe: 7\r\n"
+               "Cookie: secret=1\r\nAuthorization: Basic c2VjcmV0\r\n\r\n");
+        auto r = read_response(c);
+        CHECK(r.starts_with("HTTP/1.1 200 "));
+        CHECK(r.find("Content-Type: message/http\r\n") != std::string::npos);
+        auto body = r.substr(r.find("\r\n\r\n") + 4);
+        CHECK(body.starts_with("TRACE /plain/x HTTP/1.1\r\n"));
+        CHECK(body.find("X-Probe: 7\r\n") != std::string::npos);
+        CHECK(body.find("secret") == std::string::npos);
+        CHECK(body.find("c2VjcmV0") == std::string::npos);
+        CHECK(env.origin.requests() == 0);
+    }
+    SUBCASE("OPTIONS with 3 goes on with 2; GET's is left alone") {
+        raw_connection c(env.px.port());
+        c.send("OPTIONS /plain/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 3\r\n\r\n");
+        CHECK(read_response(c).starts_with("HTTP/1.1 200 "));
+        c.send("GET /plain/y HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n");
+        CHECK(read_response(c).starts_with("HTTP/1.1 200 "));
+        auto seen = env.origin.received();
+        CHECK(seen.find("Max-Forwards: 2\r\n") != std::string::npos);
+        CHECK(seen.find("Max-Forwards: 0\r\n") != std::string::npos);
+        CHECK(env.origin.requests() == 2);
+    }
+}
+
+namespace {
+
+const std::string ws_handshake =
+    "GET /plain/ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+const std::string switching =
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+}  // namespace
+
+TEST_CASE("a WebSocket through the proxy: a real client and echo server (python3-websockets)") {
+    temp_dir dir;
+    const std::string script = IFM_SOURCE_DIR "/tests/support/ws_echo.py";
+    auto origin_port = free_port();
+    child_process server({"/usr/bin/python3", script, "serve", std::to_string(origin_port)}, dir.path() + "/server.log");
+    REQUIRE(wait_for_port(origin_port, 5s));
+    proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin_port; });
+    auto base = "ws://127.0.0.1:" + std::to_string(px.port());
+    // An untracked route and a tracked one (a tracked GET is never tracked when it upgrades).
+    child_process client({"/usr/bin/python3", script, "client", base + "/plain/ws", base + "/ws"}, dir.path() + "/client.log");
+    CHECK(client.wait(20s) == 0);
+}
+
+TEST_CASE("an upgraded connection is relayed byte for byte, both ways, and closed when idle") {
+    scripted_origin origin;
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.upstreams[0].port = origin.port();
+        c.limits.tunnel_idle_timeout = std::chrono::milliseconds(300);
+    });
+    origin.script(switching + "\x81\x02hi");   // a frame right behind the 101
+    raw_connection c(px.port());
+    c.send(ws_handshake);
+    std::string in;
+    for (int i = 0; i < 200 && in.find("\x81\x02hi") == std::string::npos; ++i) in += c.read_some(10ms);
+    REQUIRE(in.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+    CHECK(in.find("Upgrade: websocket\r\n") != std::string::npos);
+    CHECK(in.find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") != std::string::npos);
+    CHECK(in.ends_with("\r\n\r\n\x81\x02hi"));
+    auto seen = origin.received();
+    CHECK(seen.find("Upgrade: websocket\r\n") != std::string::npos);
+    CHECK(seen.find("Connection: upgrade\r\n") != std::string::npos);
+    // Client bytes that are not HTTP reach the origin untouched.
+    const std::string frame("\x82\x04\x00\r\n\xff", 6);
+    c.send(frame);
+    for (int i = 0; i < 200 && origin.received().find(frame) == std::string::npos; ++i)
+        std::this_thread::sleep_for(10ms);
+    CHECK(origin.received().ends_with(frame));
+    CHECK(origin.requests() == 1);
+    // No byte either way: the tunnel is closed after tunnel_idle_timeout.
+    CHECK(c.closed_by_peer(5s));
+}
+
+TEST_CASE("without an Upgrade asked for, a 101 is a bad origin response; a refused upgrade stays HTTP") {
+    scripted_origin origin;
+    proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
+    SUBCASE("101 to a plain GET: 502, nothing tunnelled") {
+        origin.script(switching + "TUNNELLED");
+        raw_connection c(px.port());
+        c.send("GET /plain/x HTTP/1.1\r\nHost: a\r\n\r\n");
+        auto r = read_response(c);
+        CHECK(r.starts_with("HTTP/1.1 502 "));
+        CHECK(r.find("TUNNELLED") == std::string::npos);
+    }
+    SUBCASE("the origin answers the handshake 200: the connection goes on as HTTP") {
+        origin.script("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
+        raw_connection c(px.port());
+        c.send(ws_handshake);
+        auto r = read_response(c);
+        CHECK(r.starts_with("HTTP/1.1 200 OK\r\n"));
+        CHECK(r.find("Upgrade") == std::string::npos);
+        c.send("GET /plain/y HTTP/1.1\r\nHost: a\r\n\r\n");
+        auto next = read_response(c);
+        CHECK(next.starts_with("HTTP/1.1 200 OK\r\n"));
+        CHECK(next.ends_with("fine"));
+        CHECK(origin.requests() == 2);
+    }
+}
+
+TEST_CASE("X-Forwarded-* and Forwarded: kept and extended from a trusted proxy, replaced from others") {
+    const std::vector<std::pair<std::string, std::string>> spoofed = {
+        {"X-Forwarded-For", "10.9.9.9"}, {"X-Forwarded-Proto", "https"},
+        {"X-Forwarded-Host", "shop.example"}, {"Forwarded", "for=10.9.9.9;proto=https"}, {"Host", "inner.test"}};
+    SUBCASE("untrusted (the default): replaced") {
+        proxy_fixture px;
+        http_client c(px.port());
+        CHECK(c.request("GET", "/plain/f", spoofed).status == 200);
+        auto req = px.origin().requests().back();
+        CHECK(req.header("x-forwarded-for") == "127.0.0.1");
+        CHECK(req.header("x-forwarded-proto") == "http");
+        CHECK(req.header("x-forwarded-host") == "inner.test");
+        CHECK_FALSE(req.has_header("forwarded"));
+    }
+    SUBCASE("trusted x_forwarded: kept and extended") {
+        proxy_fixture px([](ifm::config::config& c) { c.headers.trusted_proxies = {"10.0.0.0/8", "127.0.0.0/8"}; });
+        http_client c(px.port());
+        CHECK(c.request("GET", "/plain/f", spoofed).status == 200);
+        auto req = px.origin().requests().back();
+        CHECK(req.header("x-forwarded-for") == "10.9.9.9, 127.0.0.1");
+        CHECK(req.header("x-forwarded-proto") == "https");
+        CHECK(req.header("x-forwarded-host") == "shop.example");
+        CHECK(req.header("forwarded") == "for=10.9.9.9;proto=https");
+    }
+    SUBCASE("trusted Forwarded style: extended") {
+        proxy_fixture px([](ifm::config::config& c) {
+            c.headers.trusted_proxies = {"127.0.0.1"};
+            c.headers.forwarded = ifm::config::forwarded_style::forwarded;
+        });
+        http_client c(px.port());
+        CHECK(c.request("GET", "/plain/f", spoofed).status == 200);
+        auto req = px.origin().requests().back();
+        CHECK(req.header("forwarded") == "for=10.9.9.9;proto=https, for=127.0.0.1;proto=http;host=inner.test");
+    }
+    SUBCASE("a network that does not hold the peer is not trusted") {
+        proxy_fixture px([](ifm::config::config& c) { c.headers.trusted_proxies = {"10.0.0.0/8", "::1/128"}; });
+        http_client c(px.port());
+        CHECK(c.request("GET", "/plain/f", spoofed).status == 200);
+        CHECK(px.origin().requests().back().header("x-forwarded-proto") == "http");
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/python3
+"""A real WebSocket peer for the tunnel tests (Debian's python3-websockets).
+
+  ws_echo.py serve PORT        echo server on 127.0.0.1:PORT (text and binary, frame for frame)
+  ws_echo.py client URL...     for each URL: handshake, a text and a 200 KiB binary message
+                               echoed back exactly, a ping answered, a clean close; exit 0 if so
+"""
+import asyncio
+import os
+import sys
+
+import websockets
+
+
+async def echo(ws, *_):
+    async for message in ws:
+        await ws.send(message)
+
+
+async def serve(port):
+    async with websockets.serve(echo, "127.0.0.1", port, max_size=None):
+        await asyncio.Future()
+
+
+async def client(urls):
+    for url in urls:
+        async with websockets.connect(url, max_size=None, open_timeout=5, close_timeout=5) as ws:
+            await ws.send("hello through the proxy")
+            got = await asyncio.wait_for(ws.recv(), 5)
+            assert got == "hello through the proxy", f"{url}: text echo {got!r}"
+            blob = os.urandom(200 * 1024)
+            await ws.send(blob)
+            got = await asyncio.wait_for(ws.recv(), 5)
+            assert got == blob, f"{url}: binary echo differs"
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, 5)
+        print(f"ok {url}", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        asyncio.run(serve(int(sys.argv[2])))
+    else:
+        asyncio.run(client(sys.argv[2:]))

@@ -243,7 +243,8 @@ TEST_CASE("without an Upgrade asked for, a 101 is a bad origin response; a refus
 TEST_CASE("X-Forwarded-* and Forwarded: kept and extended from a trusted proxy, replaced from others") {
     const std::vector<std::pair<std::string, std::string>> spoofed = {
         {"X-Forwarded-For", "10.9.9.9"}, {"X-Forwarded-Proto", "https"},
-        {"X-Forwarded-Host", "shop.example"}, {"Forwarded", "for=10.9.9.9;proto=https"}, {"Host", "inner.test"}};
+        {"X-Forwarded-Host", "shop.example"}, {"Forwarded", "for=10.9.9.9;proto=https"}, {"Host", "inner.test"},
+        {"x-fake-status", "200"}};
     SUBCASE("untrusted (the default): replaced") {
         proxy_fixture px;
         http_client c(px.port());

@@ -58,7 +58,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             FUZZ_CHECK(out.count(name) == 0);
         FUZZ_CHECK(r.consumed > 0 && r.consumed <= input.size());
         FUZZ_CHECK(r.body.size() <= limits.max_body_bytes);
-        FUZZ_CHECK(r.target.size() <= limits.max_target_bytes && !r.target.empty() && r.target[0] == '/');
+        // Origin-form, or the asterisk-form of OPTIONS (RFC 9112 §3.2.4).
+        FUZZ_CHECK(r.target.size() <= limits.max_target_bytes && !r.target.empty() &&
+                   (r.target[0] == '/' || (r.target == "*" && r.method == "OPTIONS")));
         // Whatever is forwarded was a valid request to begin with, ending where ours ended.
         FUZZ_CHECK(client.status == strict_request::kind::complete);
         FUZZ_CHECK(client.consumed == r.consumed);

@@ -464,10 +464,11 @@ net::awaitable<bool> client_session::serve_one() {
             co_return ctx.client_keep_alive;
         }
     }
-    const bool asterisk = ctx.target == "*" || !ctx.upgrade.empty();   // no resource: never tracked
-    bool judged = !asterisk && route.track &&
+    // OPTIONS * names no resource; a WebSocket is no representation: neither is tracked.
+    const bool untracked = ctx.target == "*" || !ctx.upgrade.empty();
+    bool judged = !untracked && route.track &&
         std::find(route.methods.begin(), route.methods.end(), ctx.method_name) != route.methods.end();
-    bool read = !asterisk && route.track && (ctx.method == http::verb::get || ctx.method == http::verb::head);
+    bool read = !untracked && route.track && (ctx.method == http::verb::get || ctx.method == http::verb::head);
     bool unjudged_write = route.track && !safe && !judged;
     if (judged || read || unjudged_write) {
         ctx.key = key_for(ctx, ctx.target, ctx.host);

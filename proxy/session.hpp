@@ -166,7 +166,7 @@ private:
     net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
     net::awaitable<void> forward_unjudged(request_context& ctx, std::optional<cache::resource_ref> destination,
                                           bool wait_for_lease);
-    net::awaitable<void> forward_despite(request_context& ctx, outcome would, resource_state current);
+    net::awaitable<void> forward_despite(request_context& ctx, outcome would, cache::resource_state current);
     // `dav_if`: where the If header's rewrite lands once judged (proxy/dav_if.hpp), or null.
     net::awaitable<void> run_write(request_context& ctx, write_params params,
                                    std::optional<cache::resource_ref> companion,

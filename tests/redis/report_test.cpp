@@ -143,3 +143,34 @@ TEST_CASE("enforce: report forwards a write that arrives while another is in pro
     CHECK(outcome_count(admin, "rejected_busy") == 0);
     CHECK(c.request("GET", "/busy").body == "v3");
 }
+
+// enforce: off judges nothing (no 409, no 428, no outcome counted) but still forwards every write
+// under the resource's lease and makes its validators unknown (SPEC §5.5), so that switching to
+// `on` starts from a right state. Fails if off refuses, counts a judgement, or leaves t1 current.
+TEST_CASE("enforce: off forwards without judging, and tracking stays right for a switch to on") {
+    redis_server redis;
+    fake_origin origin;
+    origin.put("/off", "v1");
+    auto port = free_port(), admin = free_port();
+    proxy_process px(config(port, admin, redis, origin, "off"), port);
+    REQUIRE(wait_for_port(admin, 5s));
+    http_client c(port);
+    REQUIRE(eventually([&] { return c.request("GET", "/off").status == 200; }, 5s));
+    auto t1 = c.request("GET", "/off").header("etag");
+    REQUIRE(!t1.empty());
+
+    CHECK(c.request("PUT", "/off", {{"If-Match", "\"not-the-current-tag\""}}, "v2").status == 204);
+    CHECK(c.request("PUT", "/off", {}, "v3").status == 204);
+    CHECK(puts_to(origin, "/off") == 2);
+    CHECK(origin.get("/off") == "v3");
+    for (auto o : {"passed", "rejected_stale", "missing", "would_reject_stale", "would_reject_missing"}) {
+        CAPTURE(o);
+        CHECK(outcome_count(admin, o) == 0);
+    }
+
+    std::ofstream(px.config_path(), std::ios::trunc) << config(port, admin, redis, origin, "on");
+    REQUIRE(::kill(px.pid(), SIGHUP) == 0);
+    REQUIRE(eventually([&] { return px.log().find("configuration reloaded") != std::string::npos; }, 5s));
+    CHECK(c.request("PUT", "/off", {{"If-Match", t1}}, "lost update").status == 409);
+    CHECK(puts_to(origin, "/off") == 2);
+}

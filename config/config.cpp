@@ -524,6 +524,9 @@ fields reader::route_fields(route_config& r) {
          }},
         {"methods", [&](auto& v, auto& p) { methods(v, p, r.methods, true); }},
         {"require_precondition", [&](auto& v, auto& p) { boolean(v, p, r.require_precondition); }},
+        {"enforce", [&](auto& v, auto& p) {
+             choice(v, p, r.enforce, {{"off", enforce_mode::off}, {"report", enforce_mode::report}, {"on", enforce_mode::on}});
+         }},
         {"reject_status", [&](auto& v, auto& p) { choice(v, p, r.reject_status, {{"409", 409u}, {"412", 412u}}); }},
         {"write_lease", [&](auto& v, auto& p) { dur(v, p, r.write_lease); }},
         {"lease_margin", [&](auto& v, auto& p) { dur(v, p, r.lease_margin, 0ms); }},
@@ -700,6 +703,8 @@ void reader::check(config& c) {
         }
         if (r.require_precondition && !r.track)
             fail(line_at(p + ".require_precondition"), p + ".require_precondition", "has no effect when track is false");
+        if (r.enforce != enforce_mode::on && !r.track && present(p + ".enforce"))
+            fail(line_at(p + ".enforce"), p + ".enforce", "has no effect when track is false");
         if (failed_under(p + ".upstream") || !present(p + ".upstream")) continue;
         auto* up = c.find_upstream(r.upstream);
         if (!up) {

@@ -71,6 +71,9 @@ enum class forwarded_style { x_forwarded, forwarded, none };
 enum class store_error_policy { fail_closed, fail_open };
 // Unsafe methods a tracked route does not judge (outside `methods`: WebDAV COPY/MOVE, extensions).
 enum class unjudged_policy { lease, refuse };
+// Report-only rollout (SPEC §9, README "Report-only rollout"): on refuses what fails, report
+// forwards it and counts it as would_reject_*, off judges nothing (writes forwarded as unjudged).
+enum class enforce_mode { off, report, on };
 
 struct route_match {
     std::string path_prefix = "/";
@@ -89,6 +92,7 @@ struct route_config {
     // Methods whose preconditions are judged (unsafe methods).
     std::vector<std::string> methods = {"PUT", "PATCH", "DELETE", "POST"};
     bool require_precondition = false;
+    enforce_mode enforce = enforce_mode::on;
     unsigned reject_status = 409;     // 409 or 412
     duration write_lease = 15s;
     // Forward only while more than the origin's request_timeout plus this margin of the lease

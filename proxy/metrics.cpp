@@ -244,7 +244,7 @@ std::string metrics::render() const {
 
     family(out, "ifmatch_precondition_outcomes_total", "counter",
            "Judged writes by precondition outcome (passed, revalidated, rejected_stale, rejected_busy, "
-           "rejected_exists, missing, malformed, store_error, aborted).");
+           "rejected_exists, missing, malformed, store_error, aborted; would_reject_* on enforce: report routes).");
     for (std::size_t i = 1; i < precondition_outcomes.size(); ++i)
         sample(out, "ifmatch_precondition_outcomes_total", label("outcome", to_string(static_cast<outcome>(i))),
                precondition_outcomes[i].load(std::memory_order_relaxed));

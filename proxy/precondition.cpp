@@ -397,6 +397,10 @@ std::string_view to_string(outcome o) {
     case outcome::malformed: return "malformed";
     case outcome::store_error: return "store_error";
     case outcome::aborted: return "aborted";
+    case outcome::would_reject_stale: return "would_reject_stale";
+    case outcome::would_reject_busy: return "would_reject_busy";
+    case outcome::would_reject_exists: return "would_reject_exists";
+    case outcome::would_reject_missing: return "would_reject_missing";
     }
     return "unknown";
 }

@@ -84,8 +84,13 @@ enum class outcome : std::uint8_t {
     store_error,      // 503 (or forwarded unchecked under fail_open)
     aborted,          // judged, then neither forwarded nor rejected: revalidation failed (502/504), or
                       // the lease ran out before the write could be forwarded safely (503)
+    // enforce: report (README "Report-only rollout"): judged as failing, forwarded all the same.
+    would_reject_stale,
+    would_reject_busy,
+    would_reject_exists,
+    would_reject_missing,
 };
-inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::aborted) + 1;
+inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::would_reject_missing) + 1;
 std::string_view to_string(outcome o);
 
 }  // namespace ifm::proxy

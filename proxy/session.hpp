@@ -67,6 +67,8 @@ struct request_context {
     unsigned status = 0;
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;
+    // enforce: report: what `on` would have refused; reported as the outcome once forwarded.
+    outcome would_reject = outcome::not_judged;
     std::chrono::steady_clock::time_point start;
     // For the access log and correlation (X-Request-Id, traceparent, what explains a 409).
     std::string request_id;                   // the client's if valid, else generated
@@ -175,6 +177,9 @@ private:
     net::awaitable<void> serve_read(request_context& ctx);
     net::awaitable<void> serve_write(request_context& ctx);
     net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
+    net::awaitable<void> forward_unjudged(request_context& ctx, std::optional<cache::resource_ref> destination,
+                                          bool wait_for_lease);
+    net::awaitable<void> forward_despite(request_context& ctx, outcome would, cache::resource_state current);
     // `dav_if`: where the If header's rewrite lands once judged (proxy/dav_if.hpp), or null.
     net::awaitable<void> run_write(request_context& ctx, write_params params,
                                    std::optional<cache::resource_ref> companion,

@@ -351,6 +351,12 @@ write_params client_session::write_params_for(const request_context& ctx, cache:
 // A judged write (SPEC §3): its preconditions, then the write protocol.
 net::awaitable<void> client_session::serve_write(request_context& ctx) {
     const auto& route = *ctx.route;
+    if (route.enforce == config::enforce_mode::off) {
+        // Not judged, but still tracked: forwarded like a write outside `methods` (SPEC §5.5).
+        std::optional<cache::resource_ref> none;
+        co_await forward_unjudged(ctx, std::move(none), true);
+        co_return;
+    }
     auto& msg = req_->get();
     conditional_headers ch{joined_field(msg, http::field::if_match), joined_field(msg, http::field::if_none_match),
                            joined_field(msg, http::field::if_unmodified_since),
@@ -378,7 +384,13 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
             if (rewrite_dav_if(*parsed, ctx.target, ctx.host, {}, false).has_etags) dav = std::move(*parsed);
         }
     }
-    if (pre.type == write_precondition::kind::none && !dav && route.require_precondition) {
+    if (pre.type == write_precondition::kind::none && !dav && route.require_precondition &&
+        route.enforce == config::enforce_mode::report) {
+        // Judged as the unconditional write it is (leased, committed by the origin's answer).
+        ctx.would_reject = outcome::would_reject_missing;
+        spdlog::info("enforce: report: {} {} has no precondition; forwarded (on would answer 428)", ctx.method_name,
+                     ctx.target);
+    } else if (pre.type == write_precondition::kind::none && !dav && route.require_precondition) {
         ctx.precondition = outcome::missing;
         pending_ = problem{428, "precondition-required", "Precondition required",
                                "this route requires If-Match or If-None-Match on " + ctx.method_name, {}, {}, 0};
@@ -411,11 +423,35 @@ net::awaitable<void> client_session::serve_unjudged_write(request_context& ctx, 
         co_await respond(ctx);
         co_return;
     }
+    co_await forward_unjudged(ctx, std::move(destination), false);
+}
+
+// Forwarded under the lease of its target (and Destination), whose validators it makes unknown.
+// `wait_for_lease`: wait for a busy lease up to a whole lease (which bounds every holder's), as
+// enforce: off and report must not refuse what `on` would; else the route's on_busy.
+net::awaitable<void> client_session::forward_unjudged(request_context& ctx, std::optional<cache::resource_ref> destination,
+                                                      bool wait_for_lease) {
     auto p = write_params_for(ctx, {});
     p.invalidate_only = true;
     p.revalidate_on_mismatch = false;
     p.refresh_after_write = false;
+    if (wait_for_lease) {
+        p.wait_on_busy = true;
+        p.busy_wait = p.lease;
+    }
     co_await run_write(ctx, std::move(p), std::move(destination));
+}
+
+// enforce: report (README "Report-only rollout"). The judged write failed and holds no lease; it
+// is forwarded all the same, as a write the proxy does not judge: its result is not ours to know,
+// so the resource's validators become unknown (SPEC §5.5) and a later write with the old tag is
+// revalidated against the origin instead of being accepted on a tag this write made stale.
+net::awaitable<void> client_session::forward_despite(request_context& ctx, outcome would, resource_state current) {
+    ctx.would_reject = would;
+    if (current.state == resource_state::kind::present && !current.etag.empty()) ctx.current_etag = current.etag;
+    spdlog::info("enforce: report: {} {} would be refused ({}); forwarded", ctx.method_name, ctx.target, to_string(would));
+    std::optional<cache::resource_ref> none;
+    co_await forward_unjudged(ctx, std::move(none), true);
 }
 
 // Executes the write machine's actions (proxy/write_protocol.hpp) against the store and origin.
@@ -571,7 +607,9 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             break;
         }
         case kind::respond:
-            ctx.precondition = m.precondition();
+            // A write `on` would have refused and that went through is reported as such.
+            ctx.precondition = ctx.would_reject != outcome::not_judged && m.forwarded() ? ctx.would_reject
+                                                                                        : m.precondition();
             switch (a.reply) {
             case reply_kind::relay:
             case reply_kind::relay_unchecked: {
@@ -588,6 +626,12 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 break;
             }
             case reply_kind::reject:
+                if (ctx.route->enforce == config::enforce_mode::report && !params.invalidate_only) {
+                    auto would = a.verdict == cache::verdict::exists ? outcome::would_reject_exists
+                                                                     : outcome::would_reject_stale;
+                    co_await forward_despite(ctx, would, a.current);
+                    co_return;
+                }
                 co_await reject(ctx, a.verdict, a.current);
                 break;
             case reply_kind::also_failed: {
@@ -601,6 +645,11 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 break;
             }
             case reply_kind::busy:
+                if (ctx.route->enforce == config::enforce_mode::report && !params.invalidate_only) {
+                    resource_state unknown;
+                    co_await forward_despite(ctx, outcome::would_reject_busy, unknown);
+                    co_return;
+                }
                 co_await refuse_busy(ctx);
                 break;
             case reply_kind::store_unavailable:
@@ -632,7 +681,8 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 }
                 break;
             }
-            ctx.precondition = m.precondition();
+            ctx.precondition = ctx.would_reject != outcome::not_judged && m.forwarded() ? ctx.would_reject
+                                                                                        : m.precondition();
             co_return;
         }
     }

@@ -110,6 +110,7 @@ routes:
     etag: auto
     methods: [PUT, DELETE]
     require_precondition: true
+    enforce: report
     reject_status: 412
     write_lease: 7s
     on_busy: wait
@@ -175,6 +176,7 @@ log: { level: debug, json: true, access_log: false }
     CHECK(api.etag == cfg::etag_mode::auto_);
     CHECK(api.methods == std::vector<std::string>{"PUT", "DELETE"});
     CHECK(api.require_precondition);
+    CHECK(api.enforce == cfg::enforce_mode::report);
     CHECK(api.reject_status == 412);
     CHECK(api.write_lease == 7s);
     CHECK(api.on_busy == cfg::busy_policy::wait);
@@ -191,6 +193,7 @@ log: { level: debug, json: true, access_log: false }
     CHECK_FALSE(dav.track);
     CHECK(dav.etag == cfg::etag_mode::origin);
     CHECK(dav.methods == std::vector<std::string>{"PUT", "PATCH", "DELETE", "POST"});
+    CHECK(dav.enforce == cfg::enforce_mode::on);
     CHECK(dav.reject_status == 409);
     CHECK(dav.write_lease == 15s);
     CHECK(dav.on_busy == cfg::busy_policy::reject);
@@ -285,6 +288,9 @@ TEST_CASE("config: bad values name the path, the line and what was expected") {
                 "headers.trusted_proxies[1]", 5, "expected an IP network like 10.0.0.0/8");
     check_error(only_error(base + "    track: false\n    require_precondition: true\n"), "routes[0].require_precondition",
                 6, "has no effect when track is false");
+    check_error(only_error(base + "    enforce: warn\n"), "routes[0].enforce", 5, "expected one of off|report|on");
+    check_error(only_error(base + "    track: false\n    enforce: report\n"), "routes[0].enforce", 6,
+                "has no effect when track is false");
     check_error(only_error(R"(upstreams:
   legacy: { address: 127.0.0.1:3000, max_connections: 4, max_idle_connections: 8 }
 routes:

@@ -613,4 +613,9 @@ TEST_CASE("outcome: snake_case names") {
     CHECK(to_string(outcome::missing) == "missing");
     CHECK(to_string(outcome::malformed) == "malformed");
     CHECK(to_string(outcome::store_error) == "store_error");
+    CHECK(to_string(outcome::aborted) == "aborted");
+    CHECK(to_string(outcome::would_reject_stale) == "would_reject_stale");
+    CHECK(to_string(outcome::would_reject_busy) == "would_reject_busy");
+    CHECK(to_string(outcome::would_reject_exists) == "would_reject_exists");
+    CHECK(to_string(outcome::would_reject_missing) == "would_reject_missing");
 }

@@ -397,6 +397,9 @@ std::string_view to_string(outcome o) {
     case outcome::malformed: return "malformed";
     case outcome::store_error: return "store_error";
     case outcome::aborted: return "aborted";
+    case outcome::replayed: return "replayed";
+    case outcome::idempotency_in_flight: return "idempotency_in_flight";
+    case outcome::idempotency_mismatch: return "idempotency_mismatch";
     }
     return "unknown";
 }

@@ -84,8 +84,13 @@ enum class outcome : std::uint8_t {
     store_error,      // 503 (or forwarded unchecked under fail_open)
     aborted,          // judged, then neither forwarded nor rejected: revalidation failed (502/504), or
                       // the lease ran out before the write could be forwarded safely (503)
+    // Idempotent retries (README "Idempotent retries"): the stored response replayed, not
+    // forwarded; the key is in use by a write in flight (409); used with another request (422).
+    replayed,
+    idempotency_in_flight,
+    idempotency_mismatch,
 };
-inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::aborted) + 1;
+inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::idempotency_mismatch) + 1;
 std::string_view to_string(outcome o);
 
 }  // namespace ifm::proxy

@@ -217,6 +217,50 @@ bool memory_backend::observe(const resource_ref& ref, std::uint64_t generation, 
     return view(e, ref.variant).etag == s.etag;   // false: not recorded (max_variants)
 }
 
+memory_backend::idem_entry* memory_backend::idem_at(const std::string& id, clock::time_point now) {
+    auto it = idem_.find(id);
+    if (it == idem_.end()) return nullptr;
+    if (it->second.expires <= now) {
+        idem_.erase(it);
+        return nullptr;
+    }
+    return &it->second;
+}
+
+idem_result memory_backend::idem_begin(const std::string& id, const std::string& fingerprint, const std::string& owner,
+                                       std::chrono::milliseconds in_flight_ttl) {
+    std::lock_guard lock(mutex_);
+    auto now = now_();
+    auto* e = idem_at(id, now);
+    if (!e) {
+        idem_[id] = idem_entry{fingerprint, owner, false, {}, now + in_flight_ttl};
+        return {idem_status::reserved, {}};
+    }
+    if (e->fingerprint != fingerprint) return {idem_status::mismatch, {}};
+    if (!e->completed) return {idem_status::in_flight, {}};
+    return {idem_status::completed, e->response};
+}
+
+bool memory_backend::idem_complete(const std::string& id, const std::string& owner, const std::string& response,
+                                   std::chrono::milliseconds ttl) {
+    std::lock_guard lock(mutex_);
+    auto now = now_();
+    auto* e = idem_at(id, now);
+    if (!e || e->owner != owner) return false;
+    e->completed = true;
+    e->response = response;
+    e->expires = now + ttl;
+    return true;
+}
+
+bool memory_backend::idem_forget(const std::string& id, const std::string& owner) {
+    std::lock_guard lock(mutex_);
+    auto* e = idem_at(id, now_());
+    if (!e || e->owner != owner) return false;
+    idem_.erase(id);
+    return true;
+}
+
 std::size_t memory_backend::size() const {
     std::lock_guard lock(mutex_);
     return entries_.size();
@@ -237,6 +281,7 @@ void memory_backend::restore(const image& i) {
 void memory_backend::lose_data() {
     std::lock_guard lock(mutex_);
     entries_.clear();
+    idem_.clear();
     ready_at_.reset();
     longest_lease_ = std::chrono::milliseconds(0);
 }
@@ -274,6 +319,30 @@ net::awaitable<result<bool>> memory_store::async_observe(
     resource_ref ref, std::uint64_t generation, resource_state state) {
     if (closed_) co_return detail::fail(store_errc::unavailable);
     co_return backend_->observe(ref, generation, state, longest_lease_);
+}
+
+namespace {
+std::string idem_id(const std::string& resource, const std::string& key) {
+    return std::to_string(resource.size()) + ":" + resource + key;
+}
+}  // namespace
+
+net::awaitable<result<idem_result>> memory_store::async_idem_begin(
+    std::string resource, std::string key, std::string fingerprint, std::string owner,
+    std::chrono::milliseconds in_flight_ttl) {
+    if (closed_) co_return detail::fail(store_errc::unavailable);
+    co_return backend_->idem_begin(idem_id(resource, key), fingerprint, owner, in_flight_ttl);
+}
+
+net::awaitable<result<bool>> memory_store::async_idem_complete(
+    std::string resource, std::string key, std::string owner, std::string response, std::chrono::milliseconds ttl) {
+    if (closed_) co_return detail::fail(store_errc::unavailable);
+    co_return backend_->idem_complete(idem_id(resource, key), owner, response, ttl);
+}
+
+net::awaitable<result<bool>> memory_store::async_idem_forget(std::string resource, std::string key, std::string owner) {
+    if (closed_) co_return detail::fail(store_errc::unavailable);
+    co_return backend_->idem_forget(idem_id(resource, key), owner);
 }
 
 net::awaitable<result<void>> memory_store::async_ping() {

@@ -35,6 +35,13 @@ public:
     bool observe(const resource_ref& ref, std::uint64_t generation, const resource_state& state,
                  std::chrono::milliseconds fleet_lease = {});
 
+    // Idempotency records (validator_store::async_idem_*).
+    idem_result idem_begin(const std::string& id, const std::string& fingerprint, const std::string& owner,
+                           std::chrono::milliseconds in_flight_ttl);
+    bool idem_complete(const std::string& id, const std::string& owner, const std::string& response,
+                       std::chrono::milliseconds ttl);
+    bool idem_forget(const std::string& id, const std::string& owner);
+
     // Resources with a state (expired ones included until touched).
     std::size_t size() const;
 
@@ -68,8 +75,18 @@ private:
     resource_state view(const entry& e, const std::string& variant) const;
     bool recovering(clock::time_point now, std::chrono::milliseconds fleet_lease, bool reading = false);
 
+    struct idem_entry {
+        std::string fingerprint, owner;
+        bool completed = false;
+        std::string response;
+        clock::time_point expires;
+    };
+    // The live record of `id`, or null (an expired one is removed).
+    idem_entry* idem_at(const std::string& id, clock::time_point now);
+
     clock_fn now_;
     std::chrono::milliseconds validator_ttl_;
+    std::unordered_map<std::string, idem_entry> idem_;
     mutable std::mutex mutex_;
     std::unordered_map<std::string, entry> entries_;
     std::uint64_t clock_;  // generations: monotonic, seeded from the wall clock in µs like Redis TIME
@@ -100,6 +117,13 @@ public:
     net::awaitable<result<snapshot>> async_snapshot(resource_ref ref) override;
     net::awaitable<result<bool>> async_observe(
         resource_ref ref, std::uint64_t generation, resource_state state) override;
+    net::awaitable<result<idem_result>> async_idem_begin(
+        std::string resource, std::string key, std::string fingerprint, std::string owner,
+        std::chrono::milliseconds in_flight_ttl) override;
+    net::awaitable<result<bool>> async_idem_complete(
+        std::string resource, std::string key, std::string owner, std::string response,
+        std::chrono::milliseconds ttl) override;
+    net::awaitable<result<bool>> async_idem_forget(std::string resource, std::string key, std::string owner) override;
     net::awaitable<result<void>> async_ping() override;
     void close() override { closed_ = true; }
     void expect_leases_up_to(std::chrono::milliseconds lease) override {

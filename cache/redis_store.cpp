@@ -18,6 +18,7 @@ extern const std::string_view store_under_lease;
 extern const std::string_view commit;
 extern const std::string_view snapshot;
 extern const std::string_view observe;
+extern const std::string_view idempotency;
 }  // namespace lua
 
 namespace {
@@ -25,7 +26,7 @@ namespace {
 using boost::system::error_code;
 
 // Indexes into redis_options::scripts.
-enum script : std::size_t { acquire_script, store_script, commit_script, snapshot_script, observe_script };
+enum script : std::size_t { acquire_script, store_script, commit_script, snapshot_script, observe_script, idem_script };
 
 }  // namespace
 
@@ -39,7 +40,7 @@ const std::vector<lua_script>& redis_store::scripts() {
     static const std::vector<lua_script> scripts{
         {"acquire", with_prelude(lua::acquire)},   {"store_under_lease", with_prelude(lua::store_under_lease)},
         {"commit", with_prelude(lua::commit)},     {"snapshot", with_prelude(lua::snapshot)},
-        {"observe", with_prelude(lua::observe)},
+        {"observe", with_prelude(lua::observe)},   {"idempotency", std::string(lua::idempotency)},
     };
     return scripts;
 }
@@ -367,6 +368,52 @@ net::awaitable<result<bool>> redis_store::async_observe(
     if (!r) co_return detail::failure{r.error()};
     saw_epoch(ref.key);
     co_return decode_flag("observe", r->reply);
+}
+
+// "<resource hash key>:i:<sha1 of the idempotency key>": the resource's hash tag (one cluster
+// slot with it, though no script needs both), a key of any bytes kept out of the Redis key.
+std::string redis_store::idem_key(std::string_view resource, std::string_view key) const {
+    return resource_key(prefix_, resource) + ":i:" + sha1_hex(key);
+}
+
+net::awaitable<result<idem_result>> redis_store::async_idem_begin(
+    std::string resource, std::string key, std::string fingerprint, std::string owner,
+    std::chrono::milliseconds in_flight_ttl) {
+    std::vector<std::string> k{idem_key(resource, key)};
+    std::vector<std::string> a{"begin", std::move(fingerprint), std::move(owner),
+                               std::to_string(std::max<long long>(1, in_flight_ttl.count()))};
+    auto r = co_await router_->async_eval(idem_script, std::move(k), std::move(a));
+    if (!r) co_return detail::failure{r.error()};
+    const auto& v = r->reply;
+    const std::string* f[2];
+    if (v.kind != redis_reply::type::array || v.elements.size() != 2 || !(f[0] = as_string(v.elements[0])) ||
+        !(f[1] = as_string(v.elements[1])))
+        co_return detail::failure{reply_error("idempotency", v)};
+    idem_result out;
+    if (*f[0] == "reserved") out.status = idem_status::reserved;
+    else if (*f[0] == "in_flight") out.status = idem_status::in_flight;
+    else if (*f[0] == "mismatch") out.status = idem_status::mismatch;
+    else if (*f[0] == "completed") out.status = idem_status::completed, out.response = *f[1];
+    else co_return detail::failure{reply_error("idempotency", v)};
+    co_return out;
+}
+
+net::awaitable<result<bool>> redis_store::async_idem_complete(
+    std::string resource, std::string key, std::string owner, std::string response, std::chrono::milliseconds ttl) {
+    std::vector<std::string> k{idem_key(resource, key)};
+    std::vector<std::string> a{"complete", std::move(owner), std::move(response),
+                               std::to_string(std::max<long long>(1, ttl.count()))};
+    auto r = co_await router_->async_eval(idem_script, std::move(k), std::move(a));
+    if (!r) co_return detail::failure{r.error()};
+    co_return decode_flag("idempotency", r->reply);
+}
+
+net::awaitable<result<bool>> redis_store::async_idem_forget(std::string resource, std::string key, std::string owner) {
+    std::vector<std::string> k{idem_key(resource, key)};
+    std::vector<std::string> a{"forget", std::move(owner)};
+    auto r = co_await router_->async_eval(idem_script, std::move(k), std::move(a));
+    if (!r) co_return detail::failure{r.error()};
+    co_return decode_flag("idempotency", r->reply);
 }
 
 net::awaitable<result<void>> redis_store::async_ping() {

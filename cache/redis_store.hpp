@@ -41,6 +41,13 @@ public:
     net::awaitable<result<snapshot>> async_snapshot(resource_ref ref) override;
     net::awaitable<result<bool>> async_observe(
         resource_ref ref, std::uint64_t generation, resource_state state) override;
+    net::awaitable<result<idem_result>> async_idem_begin(
+        std::string resource, std::string key, std::string fingerprint, std::string owner,
+        std::chrono::milliseconds in_flight_ttl) override;
+    net::awaitable<result<bool>> async_idem_complete(
+        std::string resource, std::string key, std::string owner, std::string response,
+        std::chrono::milliseconds ttl) override;
+    net::awaitable<result<bool>> async_idem_forget(std::string resource, std::string key, std::string owner) override;
     net::awaitable<result<void>> async_ping() override;
     void close() override;
     void expect_leases_up_to(std::chrono::milliseconds lease) override {
@@ -66,6 +73,7 @@ private:
     void saw_epoch(std::string_view key);
     std::size_t epoch_index(std::string_view key) const;
     std::string new_token();
+    std::string idem_key(std::string_view resource, std::string_view key) const;
 
     // Confirms a lease just taken (see above); false: it was released again.
     net::awaitable<bool> async_confirm_lease(resource_ref ref, std::string token, routed_reply via);

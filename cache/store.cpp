@@ -31,6 +31,19 @@ boost::system::error_code make_error_code(store_errc e) {
     return {static_cast<int>(e), store_category()};
 }
 
+// Stores without idempotency records (test doubles) refuse: the proxy answers 503.
+net::awaitable<result<idem_result>> validator_store::async_idem_begin(
+    std::string, std::string, std::string, std::string, std::chrono::milliseconds) {
+    co_return detail::fail(store_errc::unavailable);
+}
+net::awaitable<result<bool>> validator_store::async_idem_complete(
+    std::string, std::string, std::string, std::string, std::chrono::milliseconds) {
+    co_return detail::fail(store_errc::unavailable);
+}
+net::awaitable<result<bool>> validator_store::async_idem_forget(std::string, std::string, std::string) {
+    co_return detail::fail(store_errc::unavailable);
+}
+
 namespace detail {
 
 std::mt19937_64 make_token_rng() {

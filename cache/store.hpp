@@ -77,6 +77,18 @@ enum class commit_outcome : std::uint8_t {
     unknown,  // outcome unknown (5xx, timeout, reset): state becomes unknown
 };
 
+// Idempotent retries (SPEC §9, proxy/idempotency.hpp): one record per (resource, key).
+enum class idem_status : std::uint8_t {
+    reserved,    // no record: one is now in flight, owned by the caller's token
+    in_flight,   // same fingerprint, the first attempt has not completed
+    completed,   // same fingerprint, `response` is the stored response
+    mismatch,    // the key was used with another fingerprint
+};
+struct idem_result {
+    idem_status status = idem_status::in_flight;
+    std::string response;
+};
+
 class validator_store {
 public:
     virtual ~validator_store() = default;
@@ -115,6 +127,19 @@ public:
     // not fill it); a new variant only while fewer than `max_variants` are recorded.
     virtual net::awaitable<result<bool>> async_observe(
         resource_ref ref, std::uint64_t generation, resource_state state) = 0;
+
+    // Idempotency records (not tied to the resource's lease or state; their key shares the
+    // resource's cluster slot but no script touches both). `begin`: atomically, no record ->
+    // create one in flight owned by `owner`, expiring after `in_flight_ttl`, reserved; else say
+    // what it is. `complete`: if `owner` still owns it, store `response` and expire it after
+    // `ttl`. `forget`: if `owner` still owns it, delete it. Both return whether it was owned.
+    virtual net::awaitable<result<idem_result>> async_idem_begin(
+        std::string resource, std::string key, std::string fingerprint, std::string owner,
+        std::chrono::milliseconds in_flight_ttl);
+    virtual net::awaitable<result<bool>> async_idem_complete(
+        std::string resource, std::string key, std::string owner, std::string response,
+        std::chrono::milliseconds ttl);
+    virtual net::awaitable<result<bool>> async_idem_forget(std::string resource, std::string key, std::string owner);
 
     // Reachability check for /readyz.
     virtual net::awaitable<result<void>> async_ping() = 0;

@@ -233,6 +233,7 @@ public:
     fields upstream_fields(upstream_config& u);
     fields route_fields(route_config& r);
     fields match_fields(route_match& m);
+    fields idempotency_fields(idempotency_config& i);
     fields limits_fields(limits_config& l);
     fields headers_fields(headers_config& h);
     fields log_fields(log_config& l);
@@ -542,6 +543,15 @@ fields reader::route_fields(route_config& r) {
         {"query", [&](auto& v, auto& p) {
              choice(v, p, r.query, {{"keep", query_mode::keep}, {"sorted", query_mode::sorted}, {"ignore", query_mode::ignore}});
          }},
+        {"idempotency", [&](auto& v, auto& p) { read_map(v, p, idempotency_fields(r.idempotency)); }, true},
+    };
+}
+
+fields reader::idempotency_fields(idempotency_config& i) {
+    return {
+        {"enabled", [&](auto& v, auto& p) { boolean(v, p, i.enabled); }},
+        {"ttl", [&](auto& v, auto& p) { dur(v, p, i.ttl, 1s); }},
+        {"max_response_bytes", [&](auto& v, auto& p) { size(v, p, i.max_response_bytes, 0, 16 * MiB); }},
     };
 }
 
@@ -705,6 +715,9 @@ void reader::check(config& c) {
             fail(line_at(p + ".require_precondition"), p + ".require_precondition", "has no effect when track is false");
         if (r.enforce != enforce_mode::on && !r.track && present(p + ".enforce"))
             fail(line_at(p + ".enforce"), p + ".enforce", "has no effect when track is false");
+        if (r.idempotency.enabled && !r.track)
+            fail(line_at(p + ".idempotency.enabled"), p + ".idempotency.enabled",
+                 "needs track: true (only judged writes are recorded)");
         if (failed_under(p + ".upstream") || !present(p + ".upstream")) continue;
         auto* up = c.find_upstream(r.upstream);
         if (!up) {
@@ -860,6 +873,7 @@ std::vector<std::string> known_keys() {
     add("upstreams.<name>.", r.upstream_fields(u));
     add("routes[].", r.route_fields(rt));
     add("routes[].match.", r.match_fields(rt.match));
+    add("routes[].idempotency.", r.idempotency_fields(rt.idempotency));
     add("limits.", r.limits_fields(c.limits));
     add("headers.", r.headers_fields(c.headers));
     add("log.", r.log_fields(c.log));
@@ -1003,7 +1017,8 @@ std::string json_schema() {
         return out + extra + "}}";
     };
     auto match = object(r.match_fields(rt.match), "");
-    std::string route = object(r.route_fields(rt), ",\"match\":" + match);
+    auto idempotency = object(r.idempotency_fields(rt.idempotency), "");
+    std::string route = object(r.route_fields(rt), ",\"match\":" + match + ",\"idempotency\":" + idempotency);
     std::string upstream = object(r.upstream_fields(u), "");
     std::string sections =
         ",\"store\":" + object(r.store_fields(c.store), "") +

@@ -82,6 +82,14 @@ struct route_match {
     bool operator==(const route_match&) const = default;
 };
 
+// Idempotent retries (SPEC §9, README "Idempotent retries"): opt-in per route.
+struct idempotency_config {
+    bool enabled = false;
+    duration ttl = 24h;                          // how long a completed write's response is replayed
+    std::size_t max_response_bytes = 64 * 1024;  // larger bodies: replayed without a body
+    bool operator==(const idempotency_config&) const = default;
+};
+
 struct route_config {
     std::string name;                 // default "route<i>" (route0, route1...); used in keys, logs and metrics
     route_match match;
@@ -110,6 +118,7 @@ struct route_config {
     bool refresh_after_write = false;
     std::vector<std::string> vary;    // request header names, lower-cased by the loader
     query_mode query = query_mode::keep;
+    idempotency_config idempotency;
     bool operator==(const route_config&) const = default;
 };
 

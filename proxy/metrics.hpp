@@ -65,11 +65,12 @@ struct route_upstream_stats {
 
 // The problem types (RFC 9457 `type` slugs) of the responses the proxy makes itself: a fixed
 // set so that the label stays bounded; a slug not listed counts as "other" (the last entry).
-inline constexpr std::array<std::string_view, 21> problem_types = {
+inline constexpr std::array<std::string_view, 25> problem_types = {
     "malformed-request", "malformed-precondition", "no-route", "request-timeout", "body-too-large",
     "target-too-long", "expectation-failed", "precondition-required", "header-too-large",
     "stale-precondition", "already-exists", "write-in-progress", "bad-origin-response", "origin-unreachable",
     "revalidation-failed", "lease-lost", "lease-too-short", "store-unavailable", "origin-busy", "origin-timeout",
+    "malformed-idempotency-key", "idempotency-key-in-use", "idempotency-key-reused", "idempotency-body-unsupported",
     "other"};
 
 // Store operations, for the store latency histogram and error counter.

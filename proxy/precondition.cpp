@@ -401,6 +401,9 @@ std::string_view to_string(outcome o) {
     case outcome::would_reject_busy: return "would_reject_busy";
     case outcome::would_reject_exists: return "would_reject_exists";
     case outcome::would_reject_missing: return "would_reject_missing";
+    case outcome::replayed: return "replayed";
+    case outcome::idempotency_in_flight: return "idempotency_in_flight";
+    case outcome::idempotency_mismatch: return "idempotency_mismatch";
     }
     return "unknown";
 }

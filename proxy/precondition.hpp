@@ -89,8 +89,13 @@ enum class outcome : std::uint8_t {
     would_reject_busy,
     would_reject_exists,
     would_reject_missing,
+    // Idempotent retries (README "Idempotent retries"): the stored response replayed, not
+    // forwarded; the key is in use by a write in flight (409); used with another request (422).
+    replayed,
+    idempotency_in_flight,
+    idempotency_mismatch,
 };
-inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::would_reject_missing) + 1;
+inline constexpr std::size_t outcome_count = static_cast<std::size_t>(outcome::idempotency_mismatch) + 1;
 std::string_view to_string(outcome o);
 
 }  // namespace ifm::proxy

@@ -174,6 +174,11 @@ private:
     void prepare_client_response(request_context& ctx, http::response_header<>& h);
 
     // Tracking (SPEC §4, §5).
+    struct idempotent_write {   // an Idempotency-Key's record (proxy/idempotency_session.cpp)
+        bool active = false;    // a record is reserved: it must be completed or forgotten
+        std::string key, owner;
+        std::size_t normal_buffer = 0;   // buffer_'s max_size before it grew to hold the body
+    };
     net::awaitable<void> serve_read(request_context& ctx);
     net::awaitable<void> serve_write(request_context& ctx);
     net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
@@ -183,8 +188,22 @@ private:
     // `dav_if`: where the If header's rewrite lands once judged (proxy/dav_if.hpp), or null.
     net::awaitable<void> run_write(request_context& ctx, write_params params,
                                    std::optional<cache::resource_ref> companion,
-                                   const std::optional<std::string>* dav_if_forward = nullptr);
+                                   const std::optional<std::string>* dav_if_forward = nullptr,
+                                   idempotent_write* idem = nullptr);
     write_params write_params_for(const request_context& ctx, cache::condition cond) const;
+
+    // Idempotent retries (proxy/idempotency_session.cpp, SPEC §9).
+    // With an Idempotency-Key on a route that enables it: reads the body, fingerprints the
+    // request and reserves its record. False when it has answered (replay, 400, 409, 411, 413,
+    // 422, 503).
+    net::awaitable<bool> begin_idempotent(request_context& ctx, idempotent_write& idem);
+    // Before a judged write's response is relayed: a 2xx (not 202) from the origin is stored
+    // (its body read into `body` up to max_response_bytes), anything else forgets the record.
+    // Returns true when `body` holds bytes already read from the origin that must be relayed.
+    net::awaitable<bool> record_idempotent(request_context& ctx, idempotent_write& idem, pooled_connection& oc,
+                                           std::string& body, bool& body_buffered, bool relayable);
+    net::awaitable<void> forget_idempotent(request_context& ctx, idempotent_write& idem);
+    void end_idempotent(idempotent_write& idem);
     // The store key of `target` on `ctx`'s route and origin (SPEC §4).
     std::string key_for(const request_context& ctx, std::string_view target, std::string_view host) const;
     static std::string variant_of(const request_context& ctx, std::string_view content_encoding);

@@ -410,8 +410,15 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
             return r.passes;
         };
     }
-    std::optional<cache::resource_ref> no_companion;
-    co_await run_write(ctx, std::move(params), std::move(no_companion), dav ? &dav_forward : nullptr);
+    // Idempotent retries (proxy/idempotency_session.cpp): a replay or a refusal ends here.
+    idempotent_write idem;
+    bool go_on = co_await begin_idempotent(ctx, idem);
+    if (go_on) {
+        std::optional<cache::resource_ref> no_companion;
+        co_await run_write(ctx, std::move(params), std::move(no_companion), dav ? &dav_forward : nullptr, &idem);
+    }
+    co_await forget_idempotent(ctx, idem);   // only if still reserved (a path that did not answer)
+    end_idempotent(idem);
 }
 
 // SPEC §5.5: an unsafe method the route does not judge still changes its target (and, for WebDAV
@@ -459,7 +466,8 @@ net::awaitable<void> client_session::forward_despite(request_context& ctx, outco
 // and committed with it.
 net::awaitable<void> client_session::run_write(request_context& ctx, write_params params,
                                                std::optional<cache::resource_ref> companion,
-                                               const std::optional<std::string>* dav_if_forward) {
+                                               const std::optional<std::string>* dav_if_forward,
+                                               idempotent_write* idem) {
     using kind = write_action::kind;
     using reply_kind = write_action::reply_kind;
     auto& store = *w_.store;
@@ -610,6 +618,9 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             // A write `on` would have refused and that went through is reported as such.
             ctx.precondition = ctx.would_reject != outcome::not_judged && m.forwarded() ? ctx.would_reject
                                                                                         : m.precondition();
+            // Not relayed from the origin: a retry is judged anew, not told the key is in use.
+            if (idem && a.reply != reply_kind::relay && a.reply != reply_kind::relay_unchecked)
+                co_await forget_idempotent(ctx, *idem);
             switch (a.reply) {
             case reply_kind::relay:
             case reply_kind::relay_unchecked: {
@@ -619,9 +630,13 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                     (ctx.route->etag == etag_mode::auto_ && !strong_etag(field_value(res, http::field::etag)).empty());
                 if (!origin_tag_is_ours) res.erase(http::field::etag);
                 if (!a.etag.empty()) res.set(http::field::etag, a.etag);
+                bool read_ahead = false;   // body bytes read to be stored for an idempotent retry
+                if (idem && idem->active)
+                    read_ahead = co_await record_idempotent(ctx, *idem, *oc, body, body_buffered,
+                                                            a.reply == reply_kind::relay);
                 if (body_buffered) res.content_length(body.size());
-                if (!body_buffered) body.clear();
-                auto& prefix = body_buffered ? body : no_prefix_;
+                if (!body_buffered && !read_ahead) body.clear();
+                auto& prefix = body_buffered || read_ahead ? body : no_prefix_;
                 co_await relay_response(ctx, *oc, prefix);
                 break;
             }

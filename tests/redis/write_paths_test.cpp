@@ -278,8 +278,9 @@ TEST_CASE("lease squatting: a stalled 1-byte upload does not hold the resource's
     auto e1 = c.request("GET", "/sq").header("ETag");
     REQUIRE_FALSE(e1.empty());
 
+    // The same Host as http_client's: the same resource key.
     raw_connection squatter(px.port());
-    squatter.send("PUT /sq HTTP/1.1\r\nHost: a\r\nIf-Match: " + e1 + "\r\nContent-Length: 100\r\n\r\nx");
+    squatter.send("PUT /sq HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(px.port()) + "\r\nIf-Match: " + e1 + "\r\nContent-Length: 100\r\n\r\nx");
     std::this_thread::sleep_for(300ms);   // let the proxy act on its header (the old code: the lease)
 
     auto ok = c.request("PUT", "/sq", {{"If-Match", e1}}, std::string(100, 'b'));
@@ -307,7 +308,7 @@ TEST_CASE("prebuffered write bodies over limits.max_buffered_bytes: 503 memory-b
     px.origin().put("/b1", "v1");
     px.origin().put("/b2", "v1");
     raw_connection first(px.port());
-    first.send("PUT /b1 HTTP/1.1\r\nHost: a\r\nIf-Match: *\r\nContent-Length: 60000\r\n\r\nx");
+    first.send("PUT /b1 HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(px.port()) + "\r\nIf-Match: *\r\nContent-Length: 60000\r\n\r\nx");
     std::this_thread::sleep_for(300ms);   // let the proxy reserve its body
 
     http_client c(px.port());

@@ -579,6 +579,7 @@ fields reader::limits_fields(limits_config& l) {
         {"max_body_bytes", [&](auto& v, auto& p) { size(v, p, l.max_body_bytes); }},
         {"max_hash_body", [&](auto& v, auto& p) { size(v, p, l.max_hash_body); }},
         {"max_buffered_bytes", [&](auto& v, auto& p) { size(v, p, l.max_buffered_bytes); }},
+        {"max_prebuffered_body", [&](auto& v, auto& p) { size(v, p, l.max_prebuffered_body, 0); }},
         {"max_target_bytes", [&](auto& v, auto& p) { size(v, p, l.max_target_bytes, 1, MiB); }},
         {"idle_timeout", [&](auto& v, auto& p) { dur(v, p, l.idle_timeout); }},
         {"header_timeout", [&](auto& v, auto& p) { dur(v, p, l.header_timeout); }},

@@ -128,6 +128,9 @@ struct limits_config {
     std::size_t max_hash_body = 8 * 1024 * 1024;
     // Response bodies held in memory for hashing, per process; over it: streamed untracked.
     std::size_t max_buffered_bytes = 256 * 1024 * 1024;
+    // Write bodies up to this Content-Length are read whole (within max_buffered_bytes) before
+    // the write lease is taken, so that a slow upload cannot hold the resource (0: never).
+    std::size_t max_prebuffered_body = 1024 * 1024;
     std::size_t max_target_bytes = 8 * 1024;
     duration idle_timeout = 60s;      // client keep-alive idle
     duration header_timeout = 10s;    // whole request header (slowloris)

@@ -563,7 +563,9 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
             // The whole request is at hand: header and body in one write, our own serialization.
             std::string head;
             serialize_header(msg.base(), head);
-            std::array<net::const_buffer, 2> out{net::buffer(head), net::const_buffer(relay_buf_.get(), early)};
+            // A prebuffered body (prebuffer_body) is sent from where it was read.
+            auto rest = ctx.prebody.empty() ? net::const_buffer(relay_buf_.get(), early) : net::buffer(ctx.prebody);
+            std::array<net::const_buffer, 2> out{net::buffer(head), rest};
             auto [ec, n] = co_await net::async_write(oc->stream, out, use_tuple);
             if (ec) co_return ec;
             whole = true;

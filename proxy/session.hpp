@@ -64,6 +64,10 @@ struct request_context {
     // Bytes of limits.max_buffered_bytes held by a response body buffered for this request, until
     // the request is over (the client has received it).
     buffer_reservation buffered_bytes;
+    // A write's body read whole before its lease was taken (limits.max_prebuffered_body), with
+    // the bytes of limits.max_buffered_bytes it holds; empty when the body is streamed.
+    std::string prebody;
+    buffer_reservation prebody_bytes;
     unsigned status = 0;
     std::uint64_t bytes_sent = 0;
     outcome precondition = outcome::not_judged;
@@ -143,6 +147,9 @@ private:
     net::awaitable<void> respond(request_context& ctx);
     net::awaitable<void> discard_body(request_context& ctx);
     net::awaitable<void> answer_here(request_context& ctx, http::response<http::string_body> res);
+    // Reads a bounded request body whole into ctx.prebody; false when the client was answered
+    // (or is gone) instead.
+    net::awaitable<bool> prebuffer_body(request_context& ctx);
 
     // Forwarding.
     void prepare_origin_request(request_context& ctx);

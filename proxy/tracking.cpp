@@ -4,6 +4,7 @@
 
 #include "proxy/dav_if.hpp"
 #include "proxy/hasher.hpp"
+#include "proxy/request_gate.hpp"
 #include "proxy/http_util.hpp"
 #include "proxy/resource_key.hpp"
 #include "proxy/write_protocol.hpp"
@@ -461,6 +462,77 @@ net::awaitable<void> client_session::forward_despite(request_context& ctx, outco
     co_await forward_unjudged(ctx, std::move(none), true);
 }
 
+// Lease squatting (issue 15): were the lease taken before the body is read, a client that sends
+// one byte of its body and stalls would hold the resource for the whole lease (every other
+// writer: 409 write-in-progress), with no say of the origin. A body whose Content-Length is at
+// most limits.max_prebuffered_body is therefore read whole first, bounded by the client's own
+// deadlines (body_timeout, min_body_rate) and counted in limits.max_buffered_bytes; the lease
+// then covers only the forward. Larger and chunked bodies still stream under the lease, whose
+// end (ctx.write_deadline) cuts them off (README, "Operations").
+net::awaitable<bool> client_session::prebuffer_body(request_context& ctx) {
+    const auto& limits = ctx.rt->cfg.limits;
+    auto len = req_->content_length();
+    // A body the whole budget could never hold streams, as a larger one does.
+    auto bound = std::min(limits.max_prebuffered_body, limits.max_buffered_bytes);
+    if (req_->is_done() || !len || *len == 0 || *len > bound) co_return true;
+    if (!ctx.prebody_bytes.grow(*len)) {
+        pending_ = problem{503, "memory-budget-exhausted", "Memory budget exhausted",
+                           "the proxy holds limits.max_buffered_bytes of bodies already; retry", {}, {}, 1};
+        co_await respond(ctx);
+        co_return false;
+    }
+    if (ctx.expect_continue && buffer_.size() == 0) {
+        // The client waits for our word before it sends the body: we read it before the origin
+        // has seen anything, so the 100 is ours to send.
+        static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+        client_.expires_after(limits.body_timeout);
+        auto [cec, cn] = co_await net::async_write(client_, net::buffer(cont), use_tuple);
+        if (cec) {
+            ctx.client_keep_alive = false;
+            ctx.status = 499;
+            co_return false;
+        }
+    }
+    ctx.expect_continue = false;
+    ctx.prebody.resize(static_cast<std::size_t>(*len));
+    auto& body = req_->get().body();
+    body.data = ctx.prebody.data();
+    body.size = ctx.prebody.size();
+    auto body_start = std::chrono::steady_clock::now();
+    boost::system::error_code bec;
+    for (;;) {
+        std::size_t used = 0;
+        bec = parse_body_bytes(*req_, {static_cast<const char*>(buffer_.data().data()), buffer_.size()}, used);
+        buffer_.consume(used);
+        if (bec != http::error::need_more) break;
+        std::uint64_t received = ctx.prebody.size() - body.size;
+        auto room = std::min(buffer_.max_size() - buffer_.size(), relay_buffer_size);
+        client_.expires_at(body_read_deadline(body_start, received, limits, std::chrono::steady_clock::now()));
+        auto [rec, rn] = co_await client_.async_read_some(buffer_.prepare(room), use_tuple);
+        if (rec) {
+            bec = rec;
+            break;
+        }
+        buffer_.commit(rn);
+    }
+    if (bec == http::error::need_buffer && req_->is_done()) bec = {};
+    if (!bec && req_->is_done()) {
+        ctx.body_read = true;
+        co_return true;
+    }
+    // As exchange() does when a client fails in its body: answered if still there, else gone.
+    ctx.framing_error = true;
+    ctx.client_keep_alive = false;
+    auto answer = body_error_problem(bec ? bec : make_error_code(http::error::partial_message));
+    if (answer) {
+        pending_ = std::move(*answer);
+        co_await respond(ctx);
+    } else {
+        ctx.status = 400;
+    }
+    co_return false;
+}
+
 // Executes the write machine's actions (proxy/write_protocol.hpp) against the store and origin.
 // `companion`: a second resource the write changes (WebDAV Destination), leased after the target
 // and committed with it.
@@ -481,6 +553,8 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
     std::string body;           // the write's response body, buffered for a refresh
     bool body_buffered = false;
     const auto cond = params.cond;
+    bool body_at_hand = co_await prebuffer_body(ctx);
+    if (!body_at_hand) co_return;
     write_machine m(params);
 
     auto a = m.start(now());

@@ -14,6 +14,7 @@
 
 #include <ctime>
 #include <string>
+#include <thread>
 
 using namespace ifm::test;
 using namespace std::chrono_literals;
@@ -262,4 +263,65 @@ TEST_CASE("If-None-Match list on a write: a weakly matching tag -> 409, none mat
     CHECK(origin.get("/n") == "v2");
     CHECK(c.request("PUT", "/n", {{"If-None-Match", "W/" + tag}}, "v3").status == 204);   // v1's tag: not current
     CHECK(origin.get("/n") == "v3");
+}
+
+// Lease squatting (issue 15): a client sends the header and 1 byte of a 100-byte conditional PUT
+// and stalls. Were the lease taken before the body is read, it would hold /sq for the whole
+// write lease (5 s here) and a well-formed write would get 409 write-in-progress. The body is
+// read first (limits.max_prebuffered_body), so the second write goes through at once; the
+// squatter, once it finishes its body, is judged against the new state: 409.
+TEST_CASE("lease squatting: a stalled 1-byte upload does not hold the resource's write lease") {
+    redis_server redis;
+    proxy_fixture px([&](ifm::config::config& c) { use_redis_store(c, redis.url()); });
+    px.origin().put("/sq", "v1");
+    http_client c(px.port());
+    auto e1 = c.request("GET", "/sq").header("ETag");
+    REQUIRE_FALSE(e1.empty());
+
+    // The same Host as http_client's: the same resource key.
+    raw_connection squatter(px.port());
+    squatter.send("PUT /sq HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(px.port()) + "\r\nIf-Match: " + e1 + "\r\nContent-Length: 100\r\n\r\nx");
+    std::this_thread::sleep_for(300ms);   // let the proxy act on its header (the old code: the lease)
+
+    auto ok = c.request("PUT", "/sq", {{"If-Match", e1}}, std::string(100, 'b'));
+    CHECK(ok.status / 100 == 2);
+    CHECK(ok.body.find("write-in-progress") == std::string::npos);
+    CHECK(px.origin().get("/sq") == std::string(100, 'b'));
+
+    squatter.send(std::string(99, 'x'));
+    auto late = squatter.read_some(5s);
+    CHECK(late.starts_with("HTTP/1.1 409"));
+    CHECK(requests_to(px.origin(), "PUT", "/sq") == 1);
+    CHECK(px.origin().get("/sq") == std::string(100, 'b'));
+}
+
+// Bodies read before the lease count in limits.max_buffered_bytes: stalled uploads cannot grow
+// the process. With a 100 KB budget, one stalled 60 KB upload leaves no room for another: 503
+// memory-budget-exhausted (problem+json, Retry-After), nothing forwarded; once the first is
+// over, the budget is free again.
+TEST_CASE("prebuffered write bodies over limits.max_buffered_bytes: 503 memory-budget-exhausted") {
+    redis_server redis;
+    proxy_fixture px([&](ifm::config::config& c) {
+        use_redis_store(c, redis.url());
+        c.limits.max_buffered_bytes = 100000;
+    });
+    px.origin().put("/b1", "v1");
+    px.origin().put("/b2", "v1");
+    raw_connection first(px.port());
+    first.send("PUT /b1 HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(px.port()) + "\r\nIf-Match: *\r\nContent-Length: 60000\r\n\r\nx");
+    std::this_thread::sleep_for(300ms);   // let the proxy reserve its body
+
+    http_client c(px.port());
+    auto refused = c.request("PUT", "/b2", {{"If-Match", "*"}}, std::string(60000, 'b'));
+    CHECK(refused.status == 503);
+    CHECK(refused.header("Content-Type") == "application/problem+json");
+    CHECK(problem_type(refused).ends_with("memory-budget-exhausted"));
+    CHECK_FALSE(refused.header("Retry-After").empty());
+    CHECK(requests_to(px.origin(), "PUT", "/b2") == 0);
+
+    first.send(std::string(59999, 'x'));
+    CHECK(first.read_some(5s).starts_with("HTTP/1.1 204"));
+    http_client again(px.port());
+    CHECK(again.request("PUT", "/b2", {{"If-Match", "*"}}, std::string(60000, 'b')).status == 204);
+    CHECK(px.origin().get("/b2") == std::string(60000, 'b'));
 }

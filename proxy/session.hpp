@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 namespace ifm::proxy {
@@ -37,6 +38,11 @@ struct request_context {
     std::string target;            // as received (origin-form after absolute-form conversion)
     std::string host;
     std::string key;               // store key of the resource; empty when untracked
+    // Other resources a write changes (a WebDAV Destination, the route's `dependencies`): leased
+    // with it and made unknown by its commit (SPEC §5.5, §9).
+    std::vector<cache::resource_ref> companions;
+    std::size_t dependents = 0;    // the first ones come from the route's dependencies
+    std::size_t companions_invalidated = 0;
     // The values of the route's `vary` headers (with the content coding: the variant, SPEC §4).
     std::vector<std::pair<std::string, std::string>> vary_values;
     http::verb method = http::verb::unknown;
@@ -161,11 +167,14 @@ private:
     // Tracking (SPEC §4, §5).
     net::awaitable<void> serve_read(request_context& ctx);
     net::awaitable<void> serve_write(request_context& ctx);
-    net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
+    net::awaitable<void> serve_unjudged_write(request_context& ctx);
     // `dav_if`: where the If header's rewrite lands once judged (proxy/dav_if.hpp), or null.
     net::awaitable<void> run_write(request_context& ctx, write_params params,
-                                   std::optional<cache::resource_ref> companion,
                                    const std::optional<std::string>* dav_if_forward = nullptr);
+    // ctx.companions of a write on ctx's route: the Destination's key (if any) and the route's
+    // dependencies (proxy/dependencies.hpp), each on the route that serves its path.
+    void add_companion(request_context& ctx, std::string_view path, std::string_view host);
+    void add_dependents(request_context& ctx);
     write_params write_params_for(const request_context& ctx, cache::condition cond) const;
     // The store key of `target` on `ctx`'s route and origin (SPEC §4).
     std::string key_for(const request_context& ctx, std::string_view target, std::string_view host) const;

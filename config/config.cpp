@@ -237,6 +237,7 @@ public:
     fields limits_fields(limits_config& l);
     fields headers_fields(headers_config& h);
     fields log_fields(log_config& l);
+    fields dependency_fields(dependency_rule& d);
 
     // What reading a value of the wrong kind reports ("expected a duration..."): json_schema()
     // describes each key with it.
@@ -278,6 +279,7 @@ private:
     bool read_map(const node& n, const std::string& path, const fields& fs);
     void read_upstreams(const node& n, const std::string& path, config& c);
     void read_routes(const node& n, const std::string& path, config& c);
+    void read_dependencies(const node& n, const std::string& path, std::vector<dependency_rule>& out);
     void finish_store(store_config& s);
     void check(config& c);
 
@@ -543,6 +545,7 @@ fields reader::route_fields(route_config& r) {
         {"query", [&](auto& v, auto& p) {
              choice(v, p, r.query, {{"keep", query_mode::keep}, {"sorted", query_mode::sorted}, {"ignore", query_mode::ignore}});
          }},
+        {"dependencies", [&](auto& v, auto& p) { read_dependencies(v, p, r.dependencies); }, true},
         {"idempotency", [&](auto& v, auto& p) { read_map(v, p, idempotency_fields(r.idempotency)); }, true},
     };
 }
@@ -553,6 +556,50 @@ fields reader::idempotency_fields(idempotency_config& i) {
         {"ttl", [&](auto& v, auto& p) { dur(v, p, i.ttl, 1s); }},
         {"max_response_bytes", [&](auto& v, auto& p) { size(v, p, i.max_response_bytes, 0, 16 * MiB); }},
     };
+}
+
+fields reader::dependency_fields(dependency_rule& d) {
+    return {
+        {"path", [&](auto& v, auto& p) {
+             text(v, p, d.path, [](std::string_view s) { return path_template_vars(s).has_value(); },
+                  "expected a path template like /users/{id}/email");
+         }},
+        {"invalidates", [&](auto& v, auto& p) {
+             list(v, p, "[/users/{id}, /users]", d.invalidates, [](std::string& t) -> std::optional<std::string> {
+                 if (!path_template_vars(t)) return "expected a path template like /users/{id}";
+                 return std::nullopt;
+             });
+         }},
+    };
+}
+
+void reader::read_dependencies(const node& n, const std::string& path, std::vector<dependency_rule>& out) {
+    if (!n.IsSequence()) return fail(n, path, "expected a list of {path, invalidates} rules" + got(n));
+    for (const auto& item : n) {
+        auto p = path + "[" + std::to_string(out.size()) + "]";
+        lines_[p] = item.Mark().line + 1;
+        dependency_rule d;
+        if (read_map(item, p, dependency_fields(d))) {
+            if (!present(p + ".path")) fail(item, p + ".path", "required key missing");
+            if (!present(p + ".invalidates")) fail(item, p + ".invalidates", "required key missing");
+        }
+        if (!failed_under(p)) {
+            auto bound = path_template_vars(d.path).value_or(std::vector<std::string>{});
+            if (d.invalidates.empty())
+                fail(line_at(p + ".invalidates"), p + ".invalidates", "expected at least one path template");
+            if (d.invalidates.size() > max_dependents)
+                fail(line_at(p + ".invalidates"), p + ".invalidates",
+                     "at most " + std::to_string(max_dependents) + " resources per rule (each is leased with the write)");
+            for (std::size_t i = 0; i < d.invalidates.size(); ++i) {
+                auto names = path_template_vars(d.invalidates[i]).value_or(std::vector<std::string>{});
+                for (const auto& name : names)
+                    if (std::ranges::find(bound, name) == bound.end())
+                        fail(line_at(p + ".invalidates"), p + ".invalidates[" + std::to_string(i) + "]",
+                             "{" + name + "} is not bound by path '" + d.path + "'");
+            }
+        }
+        out.push_back(std::move(d));
+    }
 }
 
 fields reader::match_fields(route_match& m) {
@@ -719,6 +766,8 @@ void reader::check(config& c) {
         if (r.idempotency.enabled && !r.track)
             fail(line_at(p + ".idempotency.enabled"), p + ".idempotency.enabled",
                  "needs track: true (only judged writes are recorded)");
+        if (!r.dependencies.empty() && !r.track)
+            fail(line_at(p + ".dependencies"), p + ".dependencies", "has no effect when track is false");
         if (failed_under(p + ".upstream") || !present(p + ".upstream")) continue;
         auto* up = c.find_upstream(r.upstream);
         if (!up) {
@@ -875,10 +924,40 @@ std::vector<std::string> known_keys() {
     add("routes[].", r.route_fields(rt));
     add("routes[].match.", r.match_fields(rt.match));
     add("routes[].idempotency.", r.idempotency_fields(rt.idempotency));
+    dependency_rule d;
+    add("routes[].dependencies[].", r.dependency_fields(d));
     add("limits.", r.limits_fields(c.limits));
     add("headers.", r.headers_fields(c.headers));
     add("log.", r.log_fields(c.log));
     return keys;
+}
+
+std::optional<std::vector<std::string>> path_template_vars(std::string_view t) {
+    if (!t.starts_with('/')) return std::nullopt;
+    std::vector<std::string> names;
+    std::string_view rest = t.substr(1);
+    for (;;) {
+        auto slash = rest.find('/');
+        auto seg = rest.substr(0, slash);
+        bool last = slash == std::string_view::npos;
+        if (seg.empty() && !last) return std::nullopt;   // "//": ambiguous at the origin
+        if (seg.find_first_of("{}") != std::string_view::npos) {
+            if (seg.size() < 3 || seg.front() != '{' || seg.back() != '}') return std::nullopt;
+            auto name = seg.substr(1, seg.size() - 2);
+            bool ident = !std::isdigit(static_cast<unsigned char>(name.front())) &&
+                         std::ranges::all_of(name, [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+            if (!ident || std::ranges::find(names, name) != names.end()) return std::nullopt;
+            names.emplace_back(name);
+        } else if (seg == "." || seg == ".." || std::ranges::any_of(seg, [](char c) {
+                       return c == '?' || c == '#' || std::isspace(static_cast<unsigned char>(c)) ||
+                              std::iscntrl(static_cast<unsigned char>(c));
+                   })) {
+            return std::nullopt;
+        }
+        if (last) break;
+        rest = rest.substr(slash + 1);
+    }
+    return names;
 }
 
 std::optional<duration> parse_duration(std::string_view text) {
@@ -1019,7 +1098,10 @@ std::string json_schema() {
     };
     auto match = object(r.match_fields(rt.match), "");
     auto idempotency = object(r.idempotency_fields(rt.idempotency), "");
-    std::string route = object(r.route_fields(rt), ",\"match\":" + match + ",\"idempotency\":" + idempotency);
+    dependency_rule d;
+    auto dependency = object(r.dependency_fields(d), "");
+    std::string route = object(r.route_fields(rt), ",\"match\":" + match + ",\"idempotency\":" + idempotency +
+                                                       ",\"dependencies\":{\"type\":\"array\",\"items\":" + dependency + "}");
     std::string upstream = object(r.upstream_fields(u), "");
     std::string sections =
         ",\"store\":" + object(r.store_fields(c.store), "") +

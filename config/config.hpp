@@ -6,9 +6,11 @@
 #include <boost/system/result.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ifm::config {
@@ -90,6 +92,24 @@ struct idempotency_config {
     bool operator==(const idempotency_config&) const = default;
 };
 
+// A resource dependency (SPEC §9): a committed write to a path matching `path` also changes the
+// resources `invalidates` names, whose validators become unknown with it. Templates are absolute
+// paths whose segments are literals or `{name}` (exactly one non-empty segment); every name in
+// `invalidates` is bound by `path` (docs/configuration.md, "Resource dependencies").
+struct dependency_rule {
+    std::string path;
+    std::vector<std::string> invalidates;
+    bool operator==(const dependency_rule&) const = default;
+};
+
+// Most resources one dependency rule may name: each is leased along with the write.
+inline constexpr std::size_t max_dependents = 8;
+
+// The variable names of a path template ("/users/{id}" -> {"id"}), or nullopt when it is not one:
+// an absolute path whose segments are literals (no "//", ".", "..", '?', '#', blanks) or exactly
+// `{name}` (a C identifier, each name once).
+std::optional<std::vector<std::string>> path_template_vars(std::string_view t);
+
 struct route_config {
     std::string name;                 // default "route<i>" (route0, route1...); used in keys, logs and metrics
     route_match match;
@@ -119,6 +139,7 @@ struct route_config {
     std::vector<std::string> vary;    // request header names, lower-cased by the loader
     query_mode query = query_mode::keep;
     idempotency_config idempotency;
+    std::vector<dependency_rule> dependencies;
     bool operator==(const route_config&) const = default;
 };
 

@@ -206,6 +206,7 @@ void log_access(const access_entry& e) {
         if (e.if_none_match) json_field(line, "ifmatch.if_none_match", *e.if_none_match);
         if (e.current_etag) json_field(line, "ifmatch.current_etag", *e.current_etag);
         json_field(line, "ifmatch.outcome", to_string(e.precondition));
+        if (e.invalidated) fmt::format_to(out, ",\"ifmatch.invalidated\":{}", e.invalidated);
         fmt::format_to(out, ",\"ifmatch.store_ms\":{:.3f},\"ifmatch.origin_ms\":{:.3f},\"ifmatch.total_ms\":{:.3f},"
                             "\"ecs.version\":\"{}\"}}",
                        to_ms(e.store_time), to_ms(e.origin_time), to_ms(e.duration), ecs_version);
@@ -227,6 +228,7 @@ void log_access(const access_entry& e) {
         if (e.if_match) text_field(line, "if_match", *e.if_match);
         if (e.if_none_match) text_field(line, "if_none_match", *e.if_none_match);
         if (e.current_etag) text_field(line, "current_etag", *e.current_etag);
+        if (e.invalidated) fmt::format_to(out, " invalidated={}", e.invalidated);
         fmt::format_to(out, " store_ms={:.3f} origin_ms={:.3f}", to_ms(e.store_time), to_ms(e.origin_time));
     }
     writer().append(line);

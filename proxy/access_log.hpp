@@ -34,6 +34,8 @@ struct access_entry {
     std::optional<std::string_view> current_etag;   // the validator a rejection named
     std::chrono::microseconds store_time{0};        // summed over the request's store calls
     std::chrono::microseconds origin_time{0};       // summed over its origin exchanges
+    // Other resources the write made unknown (its WebDAV Destination, the route's dependencies).
+    std::size_t invalidated = 0;
 };
 
 // Sets the default logger's level and the access log's format. Safe to call again on reload.

@@ -240,6 +240,13 @@ std::string metrics::render() const {
             sample(out, "ifmatch_route_origin_errors_total",
                    label("route", names.first) + "," + label("upstream", names.second),
                    us->origin_errors.load(std::memory_order_relaxed));
+        family(out, "ifmatch_route_dependent_invalidations_total", "counter",
+               "Resources named by a route's dependencies whose validators a committed write made unknown, "
+               "by route and upstream of the write.");
+        for (const auto& [names, us] : by_route_upstream_)
+            sample(out, "ifmatch_route_dependent_invalidations_total",
+                   label("route", names.first) + "," + label("upstream", names.second),
+                   us->dependent_invalidations.load(std::memory_order_relaxed));
     }
 
     family(out, "ifmatch_precondition_outcomes_total", "counter",

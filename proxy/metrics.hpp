@@ -61,6 +61,7 @@ struct route_stats {
 struct route_upstream_stats {
     std::array<std::atomic<std::uint64_t>, outcome_count> outcomes{};
     std::atomic<std::uint64_t> origin_errors{0};
+    std::atomic<std::uint64_t> dependent_invalidations{0};   // routes[].dependencies made unknown
 };
 
 // The problem types (RFC 9457 `type` slugs) of the responses the proxy makes itself: a fixed
@@ -109,6 +110,10 @@ public:
     // An origin connect, timeout or protocol failure (the unlabelled total and, with a route,
     // by route and upstream).
     void count_origin_error(const runtime* rt, const config::route_config* route);
+    // A resource named by the route's `dependencies` made unknown by a write's commit.
+    void count_dependent_invalidation(const runtime* rt, const config::route_config* route) {
+        if (auto* us = upstream_stats_for(rt, route)) us->dependent_invalidations.fetch_add(1, std::memory_order_relaxed);
+    }
     void observe_store(store_op op, std::chrono::steady_clock::duration d, bool ok);
     void observe_origin(origin_kind k, std::chrono::steady_clock::duration d) {
         origin_duration[static_cast<std::size_t>(k)].observe(d);

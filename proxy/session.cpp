@@ -1,5 +1,7 @@
 #include "proxy/session.hpp"
 
+#include "proxy/dependencies.hpp"
+
 #include "proxy/access_log.hpp"
 #include "proxy/hasher.hpp"
 #include "proxy/http_util.hpp"
@@ -391,7 +393,7 @@ net::awaitable<bool> client_session::serve_one() {
                     .precondition = ctx.precondition, .request_id = ctx.request_id, .trace_id = ctx.trace_id,
                     .key = ctx.key, .if_match = opt(ctx.if_match), .if_none_match = opt(ctx.if_none_match),
                     .current_etag = opt(ctx.current_etag), .store_time = ctx.store_time,
-                    .origin_time = ctx.origin_time});
+                    .origin_time = ctx.origin_time, .invalidated = ctx.companions_invalidated});
     };
 
     // Field count, framing, target length, absolute-form and target syntax (request_gate.hpp):
@@ -475,13 +477,13 @@ net::awaitable<bool> client_session::serve_one() {
         for (const auto& name : route.vary) ctx.vary_values.emplace_back(name, joined_field(msg, name).value_or(""));
     }
     ctx.abort_on_client_close = !judged;
+    if (judged || unjudged_write) add_dependents(ctx);
     if (judged) {
         co_await serve_write(ctx);
     } else if (read) {
         co_await serve_read(ctx);
     } else if (unjudged_write) {
         // WebDAV COPY/MOVE also change their Destination (RFC 4918 §10.3).
-        std::optional<cache::resource_ref> destination;
         if (auto d = joined_field(msg, "destination")) {
             auto dest = destination_of(*d, ctx.host);
             if (!dest) {
@@ -491,22 +493,34 @@ net::awaitable<bool> client_session::serve_one() {
                 finish();
                 co_return ctx.client_keep_alive;
             }
-            int di = ctx.rt->match(dest->second, dest->first.substr(0, dest->first.find('?')), ctx.method_name);
-            if (di >= 0 && ctx.rt->cfg.routes[di].track) {
-                request_context dctx;
-                dctx.route = &ctx.rt->cfg.routes[di];
-                dctx.pool = (*ctx.pools)[ctx.rt->route_upstream[di]].get();
-                auto dkey = key_for(dctx, dest->first, dest->second);
-                if (dkey != ctx.key) destination.emplace(std::move(dkey));
-            }
+            add_companion(ctx, dest->first, dest->second);
         }
-        co_await serve_unjudged_write(ctx, std::move(destination));
+        co_await serve_unjudged_write(ctx);
     } else {
         prepare_origin_request(ctx);
         co_await forward(ctx);
     }
     finish();
     co_return ctx.client_keep_alive && !w_.draining;
+}
+
+void client_session::add_companion(request_context& ctx, std::string_view path, std::string_view host) {
+    int i = ctx.rt->match(host, path.substr(0, path.find('?')), ctx.method_name);
+    if (i < 0 || !ctx.rt->cfg.routes[i].track) return;
+    request_context other;
+    other.route = &ctx.rt->cfg.routes[i];
+    other.pool = (*ctx.pools)[ctx.rt->route_upstream[i]].get();
+    auto key = key_for(other, path, host);
+    if (key == ctx.key || std::ranges::any_of(ctx.companions, [&](const auto& c) { return c.key == key; })) return;
+    ctx.companions.push_back({std::move(key), ""});
+}
+
+void client_session::add_dependents(request_context& ctx) {
+    if (ctx.route->dependencies.empty()) return;
+    auto path = normalize_target(ctx.target, config::query_mode::ignore);
+    if (!path) return;
+    for (const auto& p : dependent_paths(ctx.route->dependencies, *path)) add_companion(ctx, p, ctx.host);
+    ctx.dependents = ctx.companions.size();
 }
 
 void client_session::prepare_origin_request(request_context& ctx) {

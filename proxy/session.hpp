@@ -19,6 +19,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 namespace ifm::proxy {
@@ -39,6 +40,11 @@ struct request_context {
     std::string target;            // as received (origin-form after absolute-form conversion)
     std::string host;
     std::string key;               // store key of the resource; empty when untracked
+    // Other resources a write changes (a WebDAV Destination, the route's `dependencies`): leased
+    // with it and made unknown by its commit (SPEC §5.5, §9).
+    std::vector<cache::resource_ref> companions;
+    std::size_t dependents = 0;    // the first ones come from the route's dependencies
+    std::size_t companions_invalidated = 0;
     // The values of the route's `vary` headers (with the content coding: the variant, SPEC §4).
     std::vector<std::pair<std::string, std::string>> vary_values;
     http::verb method = http::verb::unknown;
@@ -188,15 +194,17 @@ private:
     };
     net::awaitable<void> serve_read(request_context& ctx);
     net::awaitable<void> serve_write(request_context& ctx);
-    net::awaitable<void> serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination);
-    net::awaitable<void> forward_unjudged(request_context& ctx, std::optional<cache::resource_ref> destination,
-                                          bool wait_for_lease);
+    net::awaitable<void> serve_unjudged_write(request_context& ctx);
+    net::awaitable<void> forward_unjudged(request_context& ctx, bool wait_for_lease);
     net::awaitable<void> forward_despite(request_context& ctx, outcome would, cache::resource_state current);
     // `dav_if`: where the If header's rewrite lands once judged (proxy/dav_if.hpp), or null.
     net::awaitable<void> run_write(request_context& ctx, write_params params,
-                                   std::optional<cache::resource_ref> companion,
                                    const std::optional<std::string>* dav_if_forward = nullptr,
                                    idempotent_write* idem = nullptr);
+    // ctx.companions of a write on ctx's route: the Destination's key (if any) and the route's
+    // dependencies (proxy/dependencies.hpp), each on the route that serves its path.
+    void add_companion(request_context& ctx, std::string_view path, std::string_view host);
+    void add_dependents(request_context& ctx);
     write_params write_params_for(const request_context& ctx, cache::condition cond) const;
 
     // Idempotent retries (proxy/idempotency_session.cpp, SPEC §9).

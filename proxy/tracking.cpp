@@ -354,8 +354,7 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
     const auto& route = *ctx.route;
     if (route.enforce == config::enforce_mode::off) {
         // Not judged, but still tracked: forwarded like a write outside `methods` (SPEC §5.5).
-        std::optional<cache::resource_ref> none;
-        co_await forward_unjudged(ctx, std::move(none), true);
+        co_await forward_unjudged(ctx, true);
         co_return;
     }
     auto& msg = req_->get();
@@ -415,8 +414,7 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
     idempotent_write idem;
     bool go_on = co_await begin_idempotent(ctx, idem);
     if (go_on) {
-        std::optional<cache::resource_ref> no_companion;
-        co_await run_write(ctx, std::move(params), std::move(no_companion), dav ? &dav_forward : nullptr, &idem);
+        co_await run_write(ctx, std::move(params), dav ? &dav_forward : nullptr, &idem);
     }
     co_await forget_idempotent(ctx, idem);   // only if still reserved (a path that did not answer)
     end_idempotent(idem);
@@ -424,21 +422,20 @@ net::awaitable<void> client_session::serve_write(request_context& ctx) {
 
 // SPEC §5.5: an unsafe method the route does not judge still changes its target (and, for WebDAV
 // COPY/MOVE, its Destination): refused, or forwarded under both leases and made unknown.
-net::awaitable<void> client_session::serve_unjudged_write(request_context& ctx, std::optional<cache::resource_ref> destination) {
+net::awaitable<void> client_session::serve_unjudged_write(request_context& ctx) {
     if (ctx.route->unjudged_writes == config::unjudged_policy::refuse) {
         pending_ = problem{405, "method-not-allowed", "Method not allowed",
                            ctx.method_name + " is not allowed on this route (routes[].unjudged_writes: refuse)", {}, {}, 0};
         co_await respond(ctx);
         co_return;
     }
-    co_await forward_unjudged(ctx, std::move(destination), false);
+    co_await forward_unjudged(ctx, false);
 }
 
 // Forwarded under the lease of its target (and Destination), whose validators it makes unknown.
 // `wait_for_lease`: wait for a busy lease up to a whole lease (which bounds every holder's), as
 // enforce: off and report must not refuse what `on` would; else the route's on_busy.
-net::awaitable<void> client_session::forward_unjudged(request_context& ctx, std::optional<cache::resource_ref> destination,
-                                                      bool wait_for_lease) {
+net::awaitable<void> client_session::forward_unjudged(request_context& ctx, bool wait_for_lease) {
     auto p = write_params_for(ctx, {});
     p.invalidate_only = true;
     p.revalidate_on_mismatch = false;
@@ -447,7 +444,7 @@ net::awaitable<void> client_session::forward_unjudged(request_context& ctx, std:
         p.wait_on_busy = true;
         p.busy_wait = p.lease;
     }
-    co_await run_write(ctx, std::move(p), std::move(destination));
+    co_await run_write(ctx, std::move(p));
 }
 
 // enforce: report (README "Report-only rollout"). The judged write failed and holds no lease; it
@@ -458,8 +455,7 @@ net::awaitable<void> client_session::forward_despite(request_context& ctx, outco
     ctx.would_reject = would;
     if (current.state == resource_state::kind::present && !current.etag.empty()) ctx.current_etag = current.etag;
     spdlog::info("enforce: report: {} {} would be refused ({}); forwarded", ctx.method_name, ctx.target, to_string(would));
-    std::optional<cache::resource_ref> none;
-    co_await forward_unjudged(ctx, std::move(none), true);
+    co_await forward_unjudged(ctx, true);
 }
 
 // Lease squatting (issue 15): were the lease taken before the body is read, a client that sends
@@ -534,10 +530,11 @@ net::awaitable<bool> client_session::prebuffer_body(request_context& ctx) {
 }
 
 // Executes the write machine's actions (proxy/write_protocol.hpp) against the store and origin.
-// `companion`: a second resource the write changes (WebDAV Destination), leased after the target
-// and committed with it.
+// ctx.companions: other resources the write changes (a WebDAV Destination, the route's
+// dependencies), leased after the target, just before the write is forwarded, and made unknown by
+// its commit (kept if the write was not applied). Their leases are never waited for, so writes
+// whose companions overlap cannot deadlock: the later one gets busy.
 net::awaitable<void> client_session::run_write(request_context& ctx, write_params params,
-                                               std::optional<cache::resource_ref> companion,
                                                const std::optional<std::string>* dav_if_forward,
                                                idempotent_write* idem) {
     using kind = write_action::kind;
@@ -546,7 +543,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
     auto& msg = req_->get();
     auto now = [] { return protocol_clock::now(); };
     cache::resource_ref ref{ctx.key, variant_of(ctx, "")};
-    std::string companion_token;
+    std::vector<std::string> companion_tokens;   // aligned with ctx.companions once leased
     std::optional<pooled_connection> oc;
     boost::system::error_code origin_error;
     unsigned fetch_status = 0;
@@ -606,20 +603,35 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             break;
         }
         case kind::forward: {
-            if (companion && m.forwarded()) {
-                // The Destination's lease, taken after the target's: never waited for, so two
-                // COPYs in opposite directions cannot deadlock (the second gets busy).
-                cache::condition unconditional;
-                auto r = co_await store.async_acquire(*companion, std::move(unconditional), params.lease);
-                if (!r || r->status == cache::acquire_status::busy) {
+            if (!ctx.companions.empty() && m.forwarded()) {
+                std::optional<cache::result<cache::acquire_result>> refused;
+                for (const auto& companion : ctx.companions) {
+                    cache::condition unconditional;
+                    cache::result<cache::acquire_result> r;
+                    {
+                        store_timer t(ctx.store_time);
+                        r = co_await store.async_acquire(companion, std::move(unconditional), params.lease);
+                    }
+                    if (!r || r->status == cache::acquire_status::busy) {
+                        refused = std::move(r);
+                        break;
+                    }
+                    companion_tokens.push_back(r->token);
+                }
+                if (refused) {
+                    // Nothing was forwarded: every lease taken goes back unchanged.
                     resource_state unchanged;
                     auto released = co_await store.async_commit(ref, m.token(), cache::commit_outcome::keep, unchanged);
                     if (!released) spdlog::warn("releasing the lease on {} failed: {}", ctx.key, released.error().message());
-                    if (!r) co_await refuse_store_unavailable(ctx, r.error());
+                    for (std::size_t i = 0; i < companion_tokens.size(); ++i) {
+                        auto c = co_await store.async_commit(ctx.companions[i], companion_tokens[i],
+                                                             cache::commit_outcome::keep, unchanged);
+                        if (!c) spdlog::warn("releasing the lease on {} failed: {}", ctx.companions[i].key, c.error().message());
+                    }
+                    if (!*refused) co_await refuse_store_unavailable(ctx, refused->error());
                     else co_await refuse_busy(ctx);
                     co_return;
                 }
-                companion_token = r->token;
             }
             if (m.precondition() == outcome::store_error)
                 spdlog::warn("store unavailable; on_store_error: fail_open forwards {} {} UNCHECKED", ctx.method_name,
@@ -678,12 +690,24 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 r = co_await store.async_commit(ref, m.token(), a.outcome, a.state, a.hold);
             }
             if (!r) spdlog::warn("commit of {} failed: {}", ctx.key, r.error().message());
-            if (!companion_token.empty()) {
-                // Whatever the write did to its Destination is unknown, unless it was not applied.
+            // Whatever the write did to its companions is unknown, unless it was not applied. The
+            // target's commit first: until theirs, each companion is still leased, so nothing can
+            // record or pass a precondition on it in between (no atomicity across keys needed,
+            // which Redis Cluster could not give for keys in other slots).
+            for (std::size_t i = 0; i < companion_tokens.size(); ++i) {
                 auto o = a.outcome == cache::commit_outcome::keep ? a.outcome : cache::commit_outcome::unknown;
                 resource_state none;
-                auto c = co_await store.async_commit(*companion, companion_token, o, none, a.hold);
-                if (!c) spdlog::warn("commit of {} failed: {}", companion->key, c.error().message());
+                cache::result<bool> c;
+                {
+                    store_timer t(ctx.store_time);
+                    c = co_await store.async_commit(ctx.companions[i], companion_tokens[i], o, none, a.hold);
+                }
+                if (!c) {
+                    spdlog::warn("commit of {} failed: {}", ctx.companions[i].key, c.error().message());
+                } else if (o == cache::commit_outcome::unknown) {
+                    ++ctx.companions_invalidated;
+                    if (i < ctx.dependents) w_.stats.count_dependent_invalidation(ctx.rt.get(), ctx.route);
+                }
             }
             a = m.on_committed(r, now());
             break;

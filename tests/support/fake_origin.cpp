@@ -133,6 +133,7 @@ struct fake_origin::impl {
   std::vector<recorded_request> records;
   std::map<std::string, resource> store;
   std::map<std::string, version_info> versions;
+  std::map<std::string, std::vector<std::string>> composites;
   etag_style style = etag_style::none;
   bool last_modified = false, etag_on_write = true, host_aware = false;
   std::chrono::milliseconds kv_delay{0}, idle_timeout{0};
@@ -176,6 +177,32 @@ struct fake_origin::impl {
     return host + r.target;
   }
 
+  // Caller holds mu.
+  wire_response composite(const recorded_request& r, const std::vector<std::string>& children, bool close) {
+    header_list h;
+    h.emplace_back("Content-Type", "text/plain");
+    if (r.method == "GET" || r.method == "HEAD") {
+      std::string body;
+      for (std::size_t i = 0; i < children.size(); ++i) {
+        if (i) body += '\n';
+        if (auto it = store.find(children[i]); it != store.end()) body += it->second.body;
+      }
+      return serialize(200, h, body, false, r.method == "HEAD", close);
+    }
+    if (r.method != "PUT") return serialize(405, h, "composite: GET, HEAD or PUT\n", false, false, close);
+    std::vector<std::string> lines;
+    std::string_view rest = r.body;
+    for (;;) {
+      auto nl = rest.find('\n');
+      lines.emplace_back(rest.substr(0, nl));
+      if (nl == std::string_view::npos) break;
+      rest.remove_prefix(nl + 1);
+    }
+    if (lines.size() != children.size()) return serialize(400, h, "composite: one line per part\n", false, false, close);
+    for (std::size_t i = 0; i < children.size(); ++i) write_locked(children[i], std::move(lines[i]), "text/plain");
+    return serialize(204, h, {}, false, false, close);
+  }
+
   wire_response kv(const recorded_request& in, bool close) {
     std::lock_guard lock(mu);
     recorded_request r = in;
@@ -187,6 +214,7 @@ struct fake_origin::impl {
       if (!body.empty()) h.emplace_back("Content-Type", "text/plain");
       return serialize(status, h, body, false, r.method == "HEAD", close);
     };
+    if (auto c = composites.find(r.target); c != composites.end()) return composite(r, c->second, close);
     if (r.method == "GET" || r.method == "HEAD") {
       if (!exists) return plain(404, "not found\n");
       h.emplace_back("Content-Type", it->second.content_type.empty() ? "application/octet-stream"
@@ -421,6 +449,11 @@ void fake_origin::set_last_modified(bool on) {
 void fake_origin::set_etag_on_write(bool on) {
   std::lock_guard lock(impl_->mu);
   impl_->etag_on_write = on;
+}
+
+void fake_origin::set_composite(const std::string& parent, std::vector<std::string> children) {
+  std::lock_guard lock(impl_->mu);
+  impl_->composites[parent] = std::move(children);
 }
 
 void fake_origin::set_kv_delay(std::chrono::milliseconds d) {

@@ -75,6 +75,11 @@ class fake_origin {
   // Virtual hosts: the store is keyed by the Host header's name (port dropped) and the target;
   // direct access then takes "host/target" ("a.example/doc").
   void set_host_aware(bool on);
+  // A representation that embeds others (a record and its fields, a collection and its items):
+  // GET `parent` answers the bodies of `children`, one per line ("" for a missing one); PUT
+  // `parent` writes line i to children[i] (400 unless there are as many lines). The children stay
+  // resources of their own.
+  void set_composite(const std::string& parent, std::vector<std::string> children);
 
   // Direct store access, as if someone wrote to the origin behind the proxy's back.
   std::optional<std::string> get(const std::string& target) const;

@@ -658,7 +658,12 @@ std::string with_key(const std::string& key, const std::string& example) {
     // Recursion instead of rebinding a YAML::Node: assigning one node to another overwrites it.
     auto set = [&](auto& self, YAML::Node at, std::size_t i) -> void {
         auto part = parts[i] == "<name>" ? std::string("legacy") : parts[i];
-        if (i + 1 == parts.size()) at[part] = YAML::Load(example);
+        if (i + 1 == parts.size()) {
+            at[part] = YAML::Load(example);
+            // A dependency rule needs both of its keys: the other one from a fixed example.
+            if (key == "routes[].dependencies[].path") at["invalidates"] = YAML::Load("[/users]");
+            if (key == "routes[].dependencies[].invalidates") at["path"] = YAML::Load("/users/{id}/email");
+        }
         else if (part.ends_with("[]")) self(self, at[part.substr(0, part.size() - 2)][0], i + 1);
         else self(self, at[part], i + 1);
     };

@@ -445,6 +445,25 @@ public:
         co_return r;
     }
 
+    // Idempotency records (proxy/idempotency_session.cpp): passed through. Without these the
+    // base class's refusals would answer every write with a key 503.
+    net::awaitable<result<cache::idem_result>> async_idem_begin(std::string resource, std::string key,
+                                                                std::string fingerprint, std::string owner,
+                                                                std::chrono::milliseconds in_flight_ttl) override {
+        auto op = inner_->async_idem_begin(std::move(resource), std::move(key), std::move(fingerprint), std::move(owner),
+                                           in_flight_ttl);
+        co_return co_await std::move(op);
+    }
+    net::awaitable<result<bool>> async_idem_complete(std::string resource, std::string key, std::string owner,
+                                                     std::string response, std::chrono::milliseconds ttl) override {
+        auto op = inner_->async_idem_complete(std::move(resource), std::move(key), std::move(owner), std::move(response), ttl);
+        co_return co_await std::move(op);
+    }
+    net::awaitable<result<bool>> async_idem_forget(std::string resource, std::string key, std::string owner) override {
+        auto op = inner_->async_idem_forget(std::move(resource), std::move(key), std::move(owner));
+        co_return co_await std::move(op);
+    }
+
     net::awaitable<result<void>> async_ping() override {
         auto t0 = clock::now();
         auto op = inner_->async_ping();

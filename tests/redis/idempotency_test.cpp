@@ -42,7 +42,8 @@ std::string config_for(const redis_server& redis, const fake_origin& origin, std
            "  - match: { path_prefix: / }\n"
            "    upstream: origin\n"
            "    etag: hash\n"
-           "    write_lease: 5s\n"
+           "    write_lease: 10s\n"   // a 1.5 s revalidation still leaves request_timeout + margin
+
            "    idempotency: { enabled: true, ttl: " + ttl + ", max_response_bytes: 1KiB }\n"
            "log: { level: warn, access_log: false }\n";
 }
@@ -70,8 +71,9 @@ struct fleet {
     }
 };
 
+// Its Host names the resource http_client's requests name (the key holds the host, not the port).
 std::string raw_put(const std::string& target, const std::string& etag, const std::string& key, const std::string& body) {
-    return "PUT " + target + " HTTP/1.1\r\nHost: test\r\nIf-Match: " + etag + "\r\nIdempotency-Key: " + key +
+    return "PUT " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-Match: " + etag + "\r\nIdempotency-Key: " + key +
            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 

@@ -550,6 +550,14 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
     std::string body;           // the write's response body, buffered for a refresh
     bool body_buffered = false;
     const auto cond = params.cond;
+    // The outcome counted: a write `on` would have refused and that went through is reported as
+    // such; a write forwarded without judgment (enforce: off, methods outside the route's) counts
+    // only when it was refused (store outage), never as `passed`.
+    auto outcome_of = [&](const write_machine& wm) {
+        if (ctx.would_reject != outcome::not_judged && wm.forwarded()) return ctx.would_reject;
+        auto o = wm.precondition();
+        return params.invalidate_only && o == outcome::passed ? outcome::not_judged : o;
+    };
     bool body_at_hand = co_await prebuffer_body(ctx);
     if (!body_at_hand) co_return;
     write_machine m(params);
@@ -713,9 +721,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
             break;
         }
         case kind::respond:
-            // A write `on` would have refused and that went through is reported as such.
-            ctx.precondition = ctx.would_reject != outcome::not_judged && m.forwarded() ? ctx.would_reject
-                                                                                        : m.precondition();
+            ctx.precondition = outcome_of(m);
             // Not relayed from the origin: a retry is judged anew, not told the key is in use.
             if (idem && a.reply != reply_kind::relay && a.reply != reply_kind::relay_unchecked)
                 co_await forget_idempotent(ctx, *idem);
@@ -794,8 +800,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 }
                 break;
             }
-            ctx.precondition = ctx.would_reject != outcome::not_judged && m.forwarded() ? ctx.would_reject
-                                                                                        : m.precondition();
+            ctx.precondition = outcome_of(m);
             co_return;
         }
     }

@@ -55,6 +55,8 @@ struct two_proxies {
     explicit two_proxies(bool rules)
         : a(proxy_yaml(p1, admin1, origin.port(), redis.url(), rules), p1),
           b(proxy_yaml(p2, admin2, origin.port(), redis.url(), rules), p2) {
+        REQUIRE(judges_writes(p1));
+        REQUIRE(judges_writes(p2));
         origin.set_composite("/users/7", {"/users/7/count", "/users/7/note"});
         origin.put("/users/7/count", format_counter_doc({}));
         origin.put("/users/7/note", "hello");
@@ -71,7 +73,9 @@ unsigned stale_record_write(two_proxies& t) {
     REQUIRE_FALSE(tag.empty());
     auto field = y.request("GET", "/users/7/note");
     REQUIRE(field.status == 200);
-    REQUIRE(y.request("PUT", "/users/7/note", {{"If-Match", field.header("ETag")}}, "changed by y").status == 204);
+    auto w = y.request("PUT", "/users/7/note", {{"If-Match", field.header("ETag")}}, "changed by y");
+    INFO(w.body);
+    REQUIRE(w.status == 204);
     auto back = record.body.substr(0, record.body.find('\n')) + "\nhello, edited by x";
     return x.request("PUT", "/users/7", {{"If-Match", tag}}, back).status;
 }
@@ -111,7 +115,7 @@ TEST_CASE("dependencies: lost-update workload over a record and its field throug
     constexpr int clients = 6, writes_each = 12;
     std::mutex mu;
     std::set<std::string> accepted;
-    std::vector<std::string> errors;
+    std::vector<std::string> errors, others;   // exceptions; answers neither 204 nor 409
     std::atomic<int> refused{0}, other{0};
     std::vector<std::thread> threads;
     for (int i = 0; i < clients; ++i) {
@@ -124,10 +128,20 @@ TEST_CASE("dependencies: lost-update workload over a record and its field throug
             for (int attempt = 0; done < writes_each && attempt < 2000; ++attempt) {
                 try {
                     auto g = c.request("GET", target);
-                    if (g.status != 200) { ++other; continue; }
+                    if (g.status != 200) {
+                        ++other;
+                        std::lock_guard lock(mu);
+                        others.push_back("GET: " + std::to_string(g.status) + " " + g.body.substr(0, 120));
+                        continue;
+                    }
                     auto line = via_record ? g.body.substr(0, g.body.find('\n')) : g.body;
                     auto doc = parse_counter_doc(line);
-                    if (!doc) { ++other; continue; }
+                    if (!doc) {
+                        ++other;
+                        std::lock_guard lock(mu);
+                        others.push_back("GET: unparsable " + line.substr(0, 120));
+                        continue;
+                    }
                     auto id = "c" + std::to_string(i) + "." + std::to_string(done);
                     ++doc->value;
                     doc->history.push_back(id);
@@ -142,6 +156,8 @@ TEST_CASE("dependencies: lost-update workload over a record and its field throug
                         ++refused;
                     } else {
                         ++other;
+                        std::lock_guard lock(mu);
+                        others.push_back(std::to_string(w.status) + " " + w.body.substr(0, 120));
                     }
                 } catch (const std::exception& e) {
                     std::lock_guard lock(mu);
@@ -152,6 +168,7 @@ TEST_CASE("dependencies: lost-update workload over a record and its field throug
     }
     for (auto& th : threads) th.join();
     for (const auto& e : errors) MESSAGE("client error: " << e);
+    for (const auto& o : others) MESSAGE("not 204/409: " << o);
     auto final_doc = parse_counter_doc(t.origin.get("/users/7/count").value_or(""));
     REQUIRE(final_doc);
     MESSAGE(accepted.size() << " accepted, " << refused.load() << " refused, " << other.load() << " other; counter "

@@ -48,9 +48,7 @@ workload_proxy_config process_config(std::uint16_t port, std::uint16_t origin, c
 // A proxy process accepts connections before its store connection is up (/readyz does not wait
 // for the store, by design): wait until it judges writes.
 void wait_until_judging(std::uint16_t port) {
-    http_client c(port);
-    auto target = "/warm-up-" + std::to_string(port);
-    REQUIRE(eventually([&] { return c.request("PUT", target, {{"If-None-Match", "*"}}, "w").status != 503; }, 5s));
+    REQUIRE(judges_writes(port));
 }
 
 unsigned readyz(proxy_fixture& px) {

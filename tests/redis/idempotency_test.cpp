@@ -56,10 +56,7 @@ struct fleet {
     proxy_process a, b;
     explicit fleet(const std::string& ttl = "1h")
         : a(config_for(redis, origin, port_a, ttl), port_a), b(config_for(redis, origin, port_b, ttl), port_b) {
-        for (auto port : {port_a, port_b}) {
-            http_client c(port);
-            REQUIRE(eventually([&] { return c.request("GET", "/warm-up").status == 404; }, 5s));
-        }
+        for (auto port : {port_a, port_b}) REQUIRE(judges_writes(port));
         origin.clear();
     }
     // The proxy's validator of `target`, read through proxy A.

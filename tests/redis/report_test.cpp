@@ -155,6 +155,7 @@ TEST_CASE("enforce: off forwards without judging, and tracking stays right for a
     proxy_process px(config(port, admin, redis, origin, "off"), port);
     REQUIRE(wait_for_port(admin, 5s));
     http_client c(port);
+    REQUIRE(judges_writes(port));
     REQUIRE(eventually([&] { return c.request("GET", "/off").status == 200; }, 5s));
     auto t1 = c.request("GET", "/off").header("etag");
     REQUIRE(!t1.empty());

@@ -229,6 +229,12 @@ bool eventually(const std::function<bool()>& f, std::chrono::milliseconds timeou
   }
 }
 
+bool judges_writes(std::uint16_t port, std::chrono::milliseconds timeout) {
+  http_client c(port);
+  auto target = "/warm-up-" + std::to_string(port);
+  return eventually([&] { return c.request("PUT", target, {{"If-None-Match", "*"}}, "w").status != 503; }, timeout);
+}
+
 pid_t nginx_pid(const nginx_webdav& nginx) {
   auto dir = std::filesystem::path(nginx.root()).parent_path().string();
   std::ifstream in(dir + "/nginx.pid");  // `pid` in tests/support/nginx.cpp's config

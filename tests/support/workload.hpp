@@ -100,6 +100,11 @@ std::vector<std::string> fixed_size_violations(const workload_result& r);
 // Polls `f` every 20 ms until it holds or `timeout` passes.
 bool eventually(const std::function<bool()>& f, std::chrono::milliseconds timeout);
 
+// A proxy process accepts connections before its store connection is up (/readyz does not wait
+// for the store, by design): true once the proxy on `port` judges writes (a creating PUT of a
+// path of its own, "/warm-up-<port>", is answered with something else than 503), within `timeout`.
+bool judges_writes(std::uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
 class nginx_webdav;
 // The running nginx's pid (from its pid file, checked against /proc), to pause it (SIGSTOP: a
 // slow origin) or kill it mid-request (SIGKILL); 0 when unknown.

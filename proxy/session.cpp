@@ -711,7 +711,7 @@ void client_session::prepare_client_response(request_context& ctx, http::respons
     if (body && !length) {
         // Close-delimited or chunked from the origin: chunked to an HTTP/1.1 client, close-
         // delimited to an HTTP/1.0 one.
-        if (req_->get().version() >= 11) h.set(http::field::transfer_encoding, "chunked");
+        if (ctx.client_version >= 11) h.set(http::field::transfer_encoding, "chunked");
         else ctx.client_keep_alive = false;
     }
     if (w_.draining) ctx.client_keep_alive = false;

@@ -112,6 +112,27 @@ TEST_CASE("1xx interim responses reach an HTTP/1.1 client before the final one; 
     }
 }
 
+// RFC 9112 §6.1: chunked is HTTP/1.1 framing. A response with no length (here chunked from the
+// origin) goes to an HTTP/1.0 client close-delimited. The request is forwarded
+// as HTTP/1.1, so the choice must follow the client's version, not the forwarded one's.
+TEST_CASE("an HTTP/1.0 client gets a response without a length close-delimited, never chunked") {
+    protocol_env env;
+    for (const char* target : {"/plain/t", "/t"}) {
+        INFO("target: " << target);
+        {
+            env.origin.script("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+            raw_connection c(env.px.port());
+            c.send(std::string("GET ") + target + " HTTP/1.0\r\nHost: a\r\n\r\n");
+            auto r = c.read_until_closed(3s);
+            REQUIRE(r.starts_with("HTTP/1.1 200 "));
+            auto head = header_section(r);
+            CHECK(head.find("chunked") == std::string::npos);
+            auto body = r.substr(r.find("\r\n\r\n") + 4);
+            CHECK(body == "ok");
+        }
+    }
+}
+
 TEST_CASE("OPTIONS * is forwarded in asterisk-form; * with another method is refused") {
     protocol_env env;
     raw_connection c(env.px.port());

@@ -175,3 +175,39 @@ TEST_CASE("enforce: off forwards without judging, and tracking stays right for a
     CHECK(c.request("PUT", "/off", {{"If-Match", t1}}, "lost update").status == 409);
     CHECK(puts_to(origin, "/off") == 2);
 }
+
+// Two proxies in report mode on one Redis: a write judged stale on one because of a write
+// through the other is forwarded and counted there; once both are switched to `on`, the tag
+// both writes made stale is refused by either. Fails if report refuses, does not see the other
+// proxy's write (no count), or if its forward left a tag recorded that `on` then accepts.
+TEST_CASE("enforce: report across two proxies sharing Redis, then on by SIGHUP on both") {
+    redis_server redis;
+    fake_origin origin;
+    origin.put("/shared", "v1");
+    auto pa = free_port(), aa = free_port(), pb = free_port(), ab = free_port();
+    proxy_process a(config(pa, aa, redis, origin, "report"), pa), b(config(pb, ab, redis, origin, "report"), pb);
+    REQUIRE(judges_writes(pa));
+    REQUIRE(judges_writes(pb));
+    http_client ca(pa), cb(pb);
+    auto t1 = ca.request("GET", "/shared").header("etag");
+    REQUIRE(!t1.empty());
+    CHECK(cb.request("PUT", "/shared", {{"If-Match", t1}}, "v2 by b").status == 204);
+    CHECK(outcome_count(ab, "passed") + outcome_count(ab, "revalidated") == 1);
+    // A's client still holds t1: stale since B's write. Report forwards it and counts it on A.
+    CHECK(ca.request("PUT", "/shared", {{"If-Match", t1}}, "v3 by a").status == 204);
+    CHECK(outcome_count(aa, "would_reject_stale") == 1);
+    CHECK(origin.get("/shared") == "v3 by a");
+    CHECK(puts_to(origin, "/shared") == 2);
+
+    for (auto* px : {&a, &b}) {
+        auto port = px == &a ? pa : pb, admin = px == &a ? aa : ab;
+        std::ofstream(px->config_path(), std::ios::trunc) << config(port, admin, redis, origin, "on");
+        REQUIRE(::kill(px->pid(), SIGHUP) == 0);
+        REQUIRE(eventually([&] { return px->log().find("configuration reloaded") != std::string::npos; }, 5s));
+    }
+    CHECK(cb.request("PUT", "/shared", {{"If-Match", t1}}, "lost update").status == 409);
+    CHECK(ca.request("PUT", "/shared", {{"If-Match", t1}}, "lost update").status == 409);
+    CHECK(puts_to(origin, "/shared") == 2);
+    auto t3 = cb.request("GET", "/shared").header("etag");
+    CHECK(ca.request("PUT", "/shared", {{"If-Match", t3}}, "v4").status == 204);
+}

@@ -360,6 +360,9 @@ TEST_CASE("a slow upload cannot outlive its write lease (I1 with slow clients)")
             c.routes[1].write_lease = 2s;
             c.upstreams[0].request_timeout = 500ms;
             c.limits.body_timeout = 10s;
+            // A body streamed under the lease (larger than max_prebuffered_body, or chunked);
+            // smaller ones are read before the lease is taken ("lease squatting" tests).
+            c.limits.max_prebuffered_body = 0;
         });
         raw_connection slow(px.port());
         slow.send("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789");

@@ -16,7 +16,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <mutex>
 #include <optional>
+#include <set>
 
 namespace ifm::cache {
 
@@ -27,6 +29,20 @@ using boost::system::error_code;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 error_code errc(store_errc e) { return make_error_code(e); }
+
+// Servers that refused INFO server (restart_detection_off()): every worker's connection to one.
+std::mutex blind_mutex;
+std::set<std::string> blind_targets;
+std::atomic<std::size_t> blind_count{0};
+
+// Records whether `target` answers INFO with a run_id; true when it newly stopped answering
+// (the caller warns: once per server, not per worker).
+bool note_restart_detection(const std::string& target, bool on) {
+    std::lock_guard lock(blind_mutex);
+    bool changed = on ? blind_targets.erase(target) > 0 : blind_targets.insert(target).second;
+    blind_count.store(blind_targets.size(), std::memory_order_relaxed);
+    return changed && !on;
+}
 
 redis_reply copy_reply(const redisReply* r) {
     redis_reply out;
@@ -91,6 +107,10 @@ std::string_view info_field(std::string_view info, std::string_view name) {
 
 // ---------------------------------------------------------------------------------------------
 // URL, scripts
+
+std::size_t restart_detection_off() {
+    return blind_count.load(std::memory_order_relaxed);
+}
 
 std::string redis_endpoint::describe() const {
     if (unix_socket) return "unix://" + path + (db ? "?db=" + std::to_string(db) : "");
@@ -397,8 +417,13 @@ net::awaitable<void> redis_connection::run_connection(std::shared_ptr<redis_conn
     bool ever_connected = false;
     bool failing = false;
     for (std::size_t attempt = 0; !c.closed_; ++attempt) {
+        c.refused_now_ = false;
         auto ec = co_await c.async_connect_once(attempt);
         if (c.closed_) break;
+        if (!c.refused_now_) {
+            c.refusal_.clear();
+            c.refused_ = {};
+        }
         if (auto now = c.opts_.endpoint.describe(); now != where) {
             // The locator named another server (a failover): try it without the old backoff.
             where = std::move(now);
@@ -550,6 +575,8 @@ net::awaitable<error_code> redis_connection::async_handshake() {
             steps.push_back(detail::argv_of("AUTH", ep.user, ep.password));
     }
     if (ep.db != 0) steps.push_back(detail::argv_of("SELECT", std::to_string(ep.db)));
+    // A sentinel is sent no INFO: PING tells whether it wants a password we did not give.
+    if (opts_.sentinel) steps.push_back(detail::argv_of("PING"));
     for (auto& argv : steps) {
         auto what = argv[0];
         auto r = co_await async_send(std::move(argv), timeout);
@@ -559,6 +586,13 @@ net::awaitable<error_code> redis_connection::async_handshake() {
         }
         if (r->is_error()) {
             last_error_ = what + ": " + r->str;
+            if (what == "AUTH" || r->str.starts_with("NOAUTH") || r->str.starts_with("WRONGPASS")) {
+                refusal_ = r->str;
+                refused_now_ = true;
+                last_error_ = (opts_.sentinel ? "the sentinel refused auth (" : "the server refused auth (") +
+                              r->str + (opts_.sentinel ? "): check store.sentinel_password and store.sentinel_username"
+                                                       : "): check the user and password of store.url");
+            }
             co_return errc(store_errc::protocol);
         }
     }
@@ -582,7 +616,7 @@ net::awaitable<error_code> redis_connection::async_handshake() {
             co_return errc(store_errc::unavailable);
         }
     }
-    {
+    if (!opts_.sentinel) {
         // Another run_id than last time: the server was restarted (without persistence it lost
         // the write leases, whose writes may still be at the origin) or replaced. The store waits
         // such writes out (redis_store.cpp). Where INFO is denied we cannot tell.
@@ -590,10 +624,10 @@ net::awaitable<error_code> redis_connection::async_handshake() {
         auto info = co_await async_send(std::move(argv), timeout);
         if (!info) co_return info.error();
         auto run_id = std::string(info_field(info->str, "run_id"));
-        if (run_id.empty() && !warned_no_info_) {
+        if (note_restart_detection(opts_.endpoint.describe(), !run_id.empty())) {
             // Restart detection by run_id is off; the epoch key (cache/lua/prelude.lua) still
             // detects a server that lost its data, but not one that restarted from a stale dump.
-            warned_no_info_ = true;
+            // Said once per server, not once per worker.
             spdlog::warn("redis: {} did not answer INFO server with a run_id ({}): restarts from a "
                          "persisted dump that lost recent leases cannot be detected; grant +info to the "
                          "proxy's ACL user (README, \"Redis ACL\")",
@@ -620,6 +654,15 @@ net::awaitable<error_code> redis_connection::async_handshake() {
         if (!r) {
             last_error_ = "SCRIPT LOAD " + script.name + ": " + r.error().message();
             co_return r.error();
+        }
+        if (r->is_error() && r->str.starts_with("NOPERM")) {
+            // Without scripts no request can be judged: say what to fix (every request gets 503
+            // with this reason until the ACL is changed).
+            refusal_ = r->str;
+            refused_now_ = true;
+            refused_ = errc(store_errc::scripts_denied);
+            last_error_ = "SCRIPT LOAD " + script.name + ": " + r->str + ": " + refused_.message();
+            co_return refused_;
         }
         if (r->is_error() || r->kind != redis_reply::type::string) {
             last_error_ = "SCRIPT LOAD " + script.name + ": " + r->str;
@@ -679,7 +722,7 @@ net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std
 net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std::string> argv,
                                                                  bool asking) {
     auto self = shared_from_this();  // the frame may outlive the store that owns us
-    if (!ready_ || closed_) co_return errc(store_errc::unavailable);
+    if (!ready_ || closed_) co_return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
     co_return co_await async_send(std::move(argv), opts_.command_timeout, asking);
 }
 

@@ -86,6 +86,9 @@ struct redis_options {
     // On the first connection too, a server younger than a lease counts as a replacement
     // (store.young_server_wait): it may have restarted empty with writes in flight.
     bool young_server_wait = false;
+    // A sentinel: no INFO (restart detection is for data nodes), and a refused AUTH says which
+    // setting to check.
+    bool sentinel = false;
 };
 
 class redis_connection : public std::enable_shared_from_this<redis_connection> {
@@ -133,6 +136,9 @@ public:
     // time_point::min() while it is the first server seen. Executor only.
     std::chrono::steady_clock::time_point replacement_started_at() const { return replacement_started_at_; }
     const redis_options& options() const { return opts_; }
+    // Why the server refused us at the last attempt (AUTH, NOAUTH, NOPERM), for the locator's
+    // messages; "" once connected. Executor only.
+    const std::string& refusal() const { return refusal_; }
 
 private:
     struct pending_command;
@@ -163,10 +169,12 @@ private:
     bool started_ = false;
     bool closed_ = false;
     std::string last_error_;                 // why the last attempt failed or the connection was lost
+    std::string refusal_;                    // see refusal()
+    boost::system::error_code refused_;      // what commands fail with meanwhile (else unavailable)
     std::size_t in_flight_ = 0;              // commands hiredis has not answered yet
     std::chrono::steady_clock::time_point last_progress_{};  // last reply, or first send after idle
     std::uint64_t session_ = 0;
-    bool warned_no_info_ = false;
+    bool refused_now_ = false;               // the last attempt was refused (refusal_ is its reason)
     std::string server_run_id_;              // INFO server's run_id of the last server
     std::chrono::steady_clock::time_point replacement_started_at_ = std::chrono::steady_clock::time_point::min();
     std::vector<net::steady_timer*> ready_waiters_;  // async_wait_ready timers, cancelled when ready

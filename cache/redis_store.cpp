@@ -79,6 +79,15 @@ error_code reply_error(std::string_view op, const redis_reply& r) {
             return errc(store_errc::unavailable);
         }
     }
+    if (r.is_error() && r.str.find("NOPERM") != std::string::npos) {
+        // An ACL too narrow: EVALSHA itself refused, or a key or command a script needs.
+        const bool scripts = r.str.find("'evalsha'") != std::string::npos ||
+                             r.str.find("'script") != std::string::npos;
+        spdlog::error("redis: {}: {}: {}", op, r.str,
+                      scripts ? make_error_code(store_errc::scripts_denied).message()
+                              : std::string("the Redis user lacks a permission: see README \"Redis ACL\""));
+        return errc(scripts ? store_errc::scripts_denied : store_errc::protocol);
+    }
     spdlog::error("redis: {}: unexpected reply: {}", op,
                   r.is_error() ? r.str : "type " + std::to_string(static_cast<int>(r.kind)));
     return errc(store_errc::protocol);

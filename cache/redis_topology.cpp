@@ -102,6 +102,9 @@ public:
         for (const auto& seed : target.seeds) {
             redis_options o;
             o.endpoint = seed;
+            o.endpoint.user = target.sentinel_user;
+            o.endpoint.password = target.sentinel_password;
+            o.sentinel = true;
             o.command_timeout = base.command_timeout;
             o.connect_timeout = base.connect_timeout;
             o.backoff_min = base.backoff_min;
@@ -126,6 +129,12 @@ public:
             auto s = sentinels_[preferred_];
             co_await s->async_wait_ready(s->options().connect_timeout);
         }
+        for (const auto& s : sentinels_) {
+            // Reachable but refusing us: a password to set, not a network to fix.
+            if (!s->connected() && !s->refusal().empty())
+                why = "sentinel " + s->options().endpoint.describe() + " refused auth (" + s->refusal() +
+                      "): check store.sentinel_password and store.sentinel_username";
+        }
         for (std::size_t i = 0; i < sentinels_.size(); ++i) {
             auto n = (preferred_ + i) % sentinels_.size();
             auto s = sentinels_[n];
@@ -145,8 +154,12 @@ public:
                 if (ec != std::errc{} || end != p.data() + p.size()) port = 0;
             }
             if (port == 0) {
-                why = "sentinel " + where + " knows no master named '" + master_name_ + "'" +
-                      (v.is_error() ? ": " + v.str : "");
+                if (v.is_error() && (v.str.starts_with("NOAUTH") || v.str.starts_with("NOPERM")))
+                    why = "sentinel " + where + " refused auth (" + v.str +
+                          "): check store.sentinel_password and store.sentinel_username";
+                else
+                    why = "sentinel " + where + " knows no master named '" + master_name_ + "'" +
+                          (v.is_error() ? ": " + v.str : "");
                 continue;
             }
             preferred_ = n;

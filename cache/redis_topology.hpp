@@ -25,13 +25,15 @@ enum class redis_mode : std::uint8_t { single, sentinel, cluster };
 //   redis://… and unix://…  (parse_redis_url)                                   one server
 //   redis-sentinel://[[user]:password@]host[:port],host[:port]…/master-name[/db] (port 26379)
 //   redis-cluster://[[user]:password@]host[:port],host[:port]…                   (port 6379)
-// The user and password are the data nodes' (the master, or every cluster node); sentinels are
-// asked without AUTH.
+// The user and password are the data nodes' (the master, or every cluster node); sentinels get
+// their own (store.sentinel_username, store.sentinel_password), or no AUTH.
 struct redis_target {
     redis_mode mode = redis_mode::single;
     redis_endpoint endpoint;            // single: the server; else the auth and db of data nodes
     std::vector<redis_endpoint> seeds;  // the sentinels, or the cluster nodes to start from
     std::string master_name;            // sentinel
+    std::string sentinel_user;          // sentinel: AUTH [user] password when the password is set
+    std::string sentinel_password;
     std::string describe() const;       // for logs; never contains the password
 };
 boost::system::result<redis_target, std::string> parse_store_url(std::string_view url);

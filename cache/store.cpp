@@ -15,6 +15,7 @@ public:
         case store_errc::unavailable: return "store unavailable";
         case store_errc::protocol: return "store protocol error";
         case store_errc::recovering: return "store restarted: waiting out the write leases it lost";
+        case store_errc::scripts_denied: return "the Redis user may not run scripts: see README \"Redis ACL\"";
         }
         return "unknown store error";
     }

@@ -31,6 +31,7 @@ enum class store_errc {
     unavailable,        // not connected (connecting, reconnecting, refused)
     protocol,           // unexpected reply shape, script error
     recovering,         // Redis restarted: waiting until leases it lost can no longer be in use
+    scripts_denied,     // the Redis ACL user may not load or run the Lua scripts
 };
 const boost::system::error_category& store_category();
 boost::system::error_code make_error_code(store_errc e);
@@ -158,6 +159,10 @@ public:
     virtual std::uint64_t reconnects() const { return 0; }
     virtual bool connected() const { return true; }
 };
+
+// Redis servers (host:port, one per server however many workers reach it) that refused
+// `INFO server`, so restarts cannot be detected by run_id (README, "Redis ACL"). Any thread.
+std::size_t restart_detection_off();
 
 // Shared state of the memory store (one per process, shared by every worker's store object).
 class memory_backend;

@@ -28,6 +28,8 @@ public:
         target_ = std::move(*target);
         // IFM_REDIS_PASSWORD; for Sentinel and Cluster, the data nodes' password.
         if (!cfg.password.empty()) target_.endpoint.password = cfg.password;
+        target_.sentinel_user = cfg.sentinel_username;
+        target_.sentinel_password = cfg.sentinel_password;
         // Sentinel exists to fail over, and a failover must not lose a lease (README).
         wait_replicas_ = cfg.wait_replicas.value_or(target_.mode == redis_mode::sentinel ? 1 : 0);
     }

@@ -483,6 +483,8 @@ fields reader::store_fields(store_config& s) {
         {"kind", [&](auto& v, auto& p) { choice(v, p, s.kind, {{"redis", store_kind::redis}, {"memory", store_kind::memory}}); }},
         {"url", [&](auto& v, auto& p) { text(v, p, s.url); }},  // checked in finish_store, after the env override
         {"password", [&](auto& v, auto& p) { text(v, p, s.password); }},
+        {"sentinel_username", [&](auto& v, auto& p) { text(v, p, s.sentinel_username); }},
+        {"sentinel_password", [&](auto& v, auto& p) { text(v, p, s.sentinel_password); }},
         {"key_prefix", [&](auto& v, auto& p) {
              text(v, p, s.key_prefix, [](std::string_view k) { return is_name(k) && k.size() <= 64; },
                   "expected 1 to 64 characters of A-Z a-z 0-9 _ . -");
@@ -732,6 +734,13 @@ void reader::finish_store(store_config& s) {
         }
     }
     if (auto pw = getenv_nonempty("IFM_REDIS_PASSWORD")) s.password = std::move(*pw);
+    // Sentinel credentials with another topology would be silently unused.
+    for (const char* key : {"store.sentinel_password", "store.sentinel_username"}) {
+        if (present(key) && !s.url.starts_with("redis-sentinel://"))
+            fail(line_at(key), key, "only for a redis-sentinel:// store.url");
+    }
+    if (!s.sentinel_username.empty() && s.sentinel_password.empty() && !failed_under("store"))
+        fail(line_at("store.sentinel_username"), "store.sentinel_username", "needs store.sentinel_password");
     // A WAIT holds the worker's connection: longer than connect_timeout, and the connection
     // would be dropped as hung.
     if (s.wait_timeout >= s.connect_timeout && !failed_under("store"))

@@ -33,6 +33,10 @@ struct store_config {
     std::string url = "redis://127.0.0.1:6379/0";
     // From the URL, or overridden by the environment variable IFM_REDIS_PASSWORD.
     std::string password;
+    // redis-sentinel:// only: AUTH sent to each sentinel (Redis 6+ `requirepass` or an ACL user
+    // in sentinel.conf); empty: none. The URL's credentials are the data nodes'.
+    std::string sentinel_username;
+    std::string sentinel_password;
     std::string key_prefix = "ifm";
     duration timeout = 50ms;          // per store command
     duration connect_timeout = 1s;

@@ -226,6 +226,9 @@ struct admin_server::impl {
         bool recovering = last != 0 && std::chrono::steady_clock::now().time_since_epoch().count() - last <
                                            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                std::chrono::seconds(5)).count();
+        // A Redis that refused INFO server (a narrow ACL): restarts go unnoticed (README, "Redis ACL").
+        body += ",\"restart_detection\":";
+        body += cache::restart_detection_off() == 0 ? "true" : "false";
         body += ",\"recovering\":";
         body += recovering ? "true" : "false";
         body += ",\"workers_connected\":" + std::to_string(stats.store_connected.load()) +

@@ -328,6 +328,10 @@ std::string metrics::render() const {
     family(out, "ifmatch_store_up", "gauge",
            "1 if the validator store answered the admin listener's last ping (refreshed by /readyz and /metrics).");
     sample(out, "ifmatch_store_up", "", store_up.load(std::memory_order_relaxed));
+    family(out, "ifmatch_store_restart_detection_off", "gauge",
+           "Redis servers that refused INFO server: their restarts cannot be detected by run_id "
+           "(grant +info; README, \"Redis ACL\").");
+    sample(out, "ifmatch_store_restart_detection_off", "", cache::restart_detection_off());
     family(out, "ifmatch_store_recovering_refusals_total", "counter",
            "Judged writes refused (503) because a restarted Redis may have lost leases still in use "
            "(the young-server window, store.young_server_wait).");

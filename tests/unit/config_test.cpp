@@ -668,6 +668,11 @@ std::string with_key(const std::string& key, const std::string& example) {
         else self(self, at[part], i + 1);
     };
     set(set, root, 0);
+    // The sentinel credentials go with a redis-sentinel:// URL (and a user with its password).
+    if (key.starts_with("store.sentinel_")) {
+        root["store"]["url"] = "redis-sentinel://127.0.0.1:26379/ifm";
+        if (key == "store.sentinel_username") root["store"]["sentinel_password"] = "s3ntinel-pw";
+    }
     return YAML::Dump(root);
 }
 

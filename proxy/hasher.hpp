@@ -26,4 +26,7 @@ private:
 
 std::string hash_etag(std::string_view body);
 
+// Lower-case hex SHA-256 of `data` (resource keys, idempotency fingerprints).
+std::string sha256_hex(std::string_view data);
+
 }  // namespace ifm::proxy

@@ -1,6 +1,6 @@
 #include "proxy/idempotency.hpp"
 
-#include <openssl/evp.h>
+#include "proxy/hasher.hpp"
 
 #include <charconv>
 
@@ -35,20 +35,6 @@ std::optional<std::string> parse_idempotency_key(std::string_view field) {
         out += c;
     }
     if (out.empty() || out.size() > max_idempotency_key) return std::nullopt;
-    return out;
-}
-
-std::string sha256_hex(std::string_view data) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
-    static constexpr char hex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(2 * n);
-    for (unsigned i = 0; i < n; ++i) {
-        out += hex[md[i] >> 4];
-        out += hex[md[i] & 15];
-    }
     return out;
 }
 

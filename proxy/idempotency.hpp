@@ -3,6 +3,8 @@
 // retry to replay. The session part lives in proxy/idempotency_session.cpp.
 #pragma once
 
+#include "proxy/hasher.hpp"   // sha256_hex
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,9 +20,6 @@ inline constexpr std::size_t max_idempotency_key = 255;
 // printable ASCII, surrounding blanks allowed. Returns the unescaped value; nullopt if malformed,
 // empty or longer than max_idempotency_key.
 std::optional<std::string> parse_idempotency_key(std::string_view field);
-
-// Lower-case hex SHA-256 of `data`.
-std::string sha256_hex(std::string_view data);
 
 // What identifies the request a key was first used with: method, resource key (normalized
 // target), SHA-256 of the body, and the precondition headers as sent.

@@ -1,6 +1,6 @@
 #include "proxy/resource_key.hpp"
 
-#include <openssl/evp.h>
+#include "proxy/hasher.hpp"
 
 #include <algorithm>
 #include <stdexcept>
@@ -176,21 +176,6 @@ void append_key_target(std::string& out, std::string_view target) {
         else
             append_escape(out, c);
     }
-}
-
-std::string sha256_hex(std::string_view data) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1)
-        throw std::runtime_error("EVP_Digest(SHA-256) failed");
-    static constexpr char lower_hex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(2 * len);
-    for (unsigned i = 0; i < len; ++i) {
-        out += lower_hex[md[i] >> 4];
-        out += lower_hex[md[i] & 0xF];
-    }
-    return out;
 }
 
 }  // namespace

@@ -61,12 +61,6 @@ std::string readyz_body(proxy_fixture& px) {
     return admin.request("GET", "/readyz").body;
 }
 
-std::size_t puts_to(const fake_origin& origin, const std::string& target) {
-    std::size_t n = 0;
-    for (const auto& r : origin.requests()) n += r.method == "PUT" && r.target == target;
-    return n;
-}
-
 bool says(const response& r, std::string_view slug) { return r.body.find(slug) != std::string::npos; }
 
 // After a write the origin applied although the proxy could not know: the pre-write tag was
@@ -139,7 +133,7 @@ TEST_CASE("I4 store outage: writes get 503 + Retry-After within the store timeou
     CHECK(hung.status == 503);
     CHECK(hung.header("Retry-After") == "1");
     CHECK(hung_took < store_timeout + 800ms);   // the store timeout, plus slack for loaded machines
-    CHECK(puts_to(px.origin(), "/h") == 1);
+    CHECK(px.origin().count("PUT", "/h") == 1);
     redis.process().signal(SIGCONT);
 
     // Redis killed: refused at once, conditional or not; nothing forwarded unchecked.
@@ -152,7 +146,7 @@ TEST_CASE("I4 store outage: writes get 503 + Retry-After within the store timeou
     CHECK(says(down, "store-unavailable"));
     CHECK(c.request("PUT", "/s", {}, "unconditional").status == 503);
     CHECK(c.request("DELETE", "/s", {{"If-Match", tag}}).status == 503);
-    CHECK(puts_to(px.origin(), "/s") == 1);
+    CHECK(px.origin().count("PUT", "/s") == 1);
     CHECK(px.origin().get("/s") == "v1");
     CHECK(c.request("GET", "/s").status == 200);
     CHECK(readyz(px) == 200);
@@ -237,7 +231,7 @@ TEST_CASE("a write in flight while Redis restarts empty: no other write is forwa
         http_client w(port);
         return w.request("PUT", "/f", {{"If-Match", tag}}, "A").status;
     });
-    REQUIRE(eventually([&] { return puts_to(px.origin(), "/f") == 2; }, 2s));
+    REQUIRE(eventually([&] { return px.origin().count("PUT", "/f") == 2; }, 2s));
     px.origin().set_kv_delay(0ms);
     // Redis loses A's lease. Write B, conditioned on the same tag, must not reach the origin
     // while A may still be there: a revalidation now would see the pre-A representation.
@@ -394,7 +388,7 @@ TEST_CASE("I3: a proxy killed (SIGKILL) while it holds a lease: the other instan
             return 0u;
         }
     });
-    REQUIRE(eventually([&] { return puts_to(origin, "/c") == 2; }, 2s));
+    REQUIRE(eventually([&] { return origin.count("PUT", "/c") == 2; }, 2s));
     origin.set_kv_delay(0ms);
     a.kill();
     auto killed = std::chrono::steady_clock::now();

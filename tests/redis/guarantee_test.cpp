@@ -26,20 +26,6 @@ void use_redis(ifm::config::config& c, redis_server& redis) {
     use_redis_store(c, redis.url());
 }
 
-std::size_t requests_to(const fake_origin& origin, std::string_view method, std::string_view target) {
-    std::size_t n = 0;
-    for (const auto& r : origin.requests()) n += r.method == method && r.target == target;
-    return n;
-}
-
-std::string problem_type(const response& r) {
-    static constexpr std::string_view key = "\"type\":\"";
-    auto at = r.body.find(key);
-    if (at == std::string::npos) return {};
-    at += key.size();
-    return r.body.substr(at, r.body.find('"', at) - at);
-}
-
 // A proxy process in front of `origin_port` with one tracked route (and `extra` YAML for it).
 std::string proxy_yaml(std::uint16_t port, std::uint16_t origin_port, const std::string& redis_url,
                        const std::string& routes) {
@@ -94,7 +80,7 @@ TEST_CASE("guarantee 1: vary does not split the lease: one of two writes on one 
     auto wb = b.request("PUT", "/doc", {{"Accept", "text/plain"}, {"If-Match", tb}}, "from b");
     CHECK(wa.status == 204);
     CHECK(wb.status == 409);
-    CHECK(requests_to(px.origin(), "PUT", "/doc") == 1);
+    CHECK(px.origin().count("PUT", "/doc") == 1);
     CHECK(px.origin().get("/doc") == "from a");
 }
 
@@ -154,7 +140,7 @@ TEST_CASE("guarantee 4: after a 202 the lease is kept: a second write cannot ove
     CHECK(queued.status == 202);
     auto second = c.request("PUT", "/queued", {{"If-Match", tag}}, "overtaking");
     CHECK(second.status == 409);
-    CHECK(requests_to(px.origin(), "PUT", "/queued") == 1);
+    CHECK(px.origin().count("PUT", "/queued") == 1);
     std::this_thread::sleep_for(900ms);
     CHECK(px.origin().get("/queued") == "queued");
 }
@@ -254,12 +240,12 @@ TEST_CASE("guarantee 8: a store flushed under a write in flight forwards nothing
         http_client w(port);
         return w.request("PUT", "/f", {{"If-Match", tag}}, "A").status;
     });
-    REQUIRE(eventually([&] { return requests_to(px.origin(), "PUT", "/f") == 1; }, 2s));
+    REQUIRE(eventually([&] { return px.origin().count("PUT", "/f") == 1; }, 2s));
     px.origin().set_kv_delay(0ms);
     CHECK(redis.command({"FLUSHALL"}) == "OK");
     auto b = c.request("PUT", "/f", {{"If-Match", tag}}, "B");
     CHECK(b.status != 204);
-    CHECK(requests_to(px.origin(), "PUT", "/f") == 1);
+    CHECK(px.origin().count("PUT", "/f") == 1);
     CHECK(a.get() == 204);
     CHECK(px.origin().get("/f") == "A");
 }

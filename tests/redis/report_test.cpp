@@ -49,12 +49,6 @@ long outcome_count(std::uint16_t admin, const std::string& o) {
     return std::stol(body.substr(at + series.size()));
 }
 
-std::size_t puts_to(const fake_origin& origin, const std::string& target) {
-    std::size_t n = 0;
-    for (const auto& r : origin.requests()) n += r.method == "PUT" && r.target == target;
-    return n;
-}
-
 }  // namespace
 
 // Fails if report mode refuses (409/428), does not count or log would_reject_*, if the SIGHUP
@@ -73,7 +67,7 @@ TEST_CASE("enforce: report forwards and counts stale and missing preconditions; 
     // No precondition on a require_precondition route: `on` answers 428; report forwards it.
     auto missing = c.request("PUT", "/doc", {}, "v2");
     CHECK(missing.status == 204);
-    CHECK(puts_to(origin, "/doc") == 1);
+    CHECK(origin.count("PUT", "/doc") == 1);
     CHECK(outcome_count(admin, "would_reject_missing") == 1);
 
     auto t1 = c.request("GET", "/doc").header("etag");
@@ -81,7 +75,7 @@ TEST_CASE("enforce: report forwards and counts stale and missing preconditions; 
     // A stale write: `on` answers 409; report forwards it.
     auto stale = c.request("PUT", "/doc", {{"If-Match", "\"not-the-current-tag\""}}, "v3");
     CHECK(stale.status == 204);
-    CHECK(puts_to(origin, "/doc") == 2);
+    CHECK(origin.count("PUT", "/doc") == 2);
     CHECK(origin.get("/doc") == "v3");   // read behind the proxy's back: no GET re-records a tag
     CHECK(outcome_count(admin, "would_reject_stale") == 1);
     CHECK(outcome_count(admin, "rejected_stale") == 0);
@@ -99,7 +93,7 @@ TEST_CASE("enforce: report forwards and counts stale and missing preconditions; 
 
     auto refused = c.request("PUT", "/doc", {{"If-Match", t1}}, "lost update");
     CHECK(refused.status == 409);
-    CHECK(puts_to(origin, "/doc") == 2);
+    CHECK(origin.count("PUT", "/doc") == 2);
     CHECK(c.request("PUT", "/doc", {}, "v4").status == 428);
     CHECK(outcome_count(admin, "rejected_stale") == 1);
 
@@ -162,7 +156,7 @@ TEST_CASE("enforce: off forwards without judging, and tracking stays right for a
 
     CHECK(c.request("PUT", "/off", {{"If-Match", "\"not-the-current-tag\""}}, "v2").status == 204);
     CHECK(c.request("PUT", "/off", {}, "v3").status == 204);
-    CHECK(puts_to(origin, "/off") == 2);
+    CHECK(origin.count("PUT", "/off") == 2);
     CHECK(origin.get("/off") == "v3");
     for (auto o : {"passed", "rejected_stale", "missing", "would_reject_stale", "would_reject_missing"}) {
         CAPTURE(o);
@@ -173,7 +167,7 @@ TEST_CASE("enforce: off forwards without judging, and tracking stays right for a
     REQUIRE(::kill(px.pid(), SIGHUP) == 0);
     REQUIRE(eventually([&] { return px.log().find("configuration reloaded") != std::string::npos; }, 5s));
     CHECK(c.request("PUT", "/off", {{"If-Match", t1}}, "lost update").status == 409);
-    CHECK(puts_to(origin, "/off") == 2);
+    CHECK(origin.count("PUT", "/off") == 2);
 }
 
 // Two proxies in report mode on one Redis: a write judged stale on one because of a write
@@ -199,7 +193,7 @@ TEST_CASE("enforce: report across two proxies sharing Redis, then on by SIGHUP o
     CHECK(ca.request("PUT", "/shared", {{"If-Match", t1}}, "v3 by a").status == 204);
     CHECK(outcome_count(aa, "would_reject_stale") == 1);
     CHECK(origin.get("/shared") == "v3 by a");
-    CHECK(puts_to(origin, "/shared") == 2);
+    CHECK(origin.count("PUT", "/shared") == 2);
 
     for (auto* px : {&a, &b}) {
         auto port = px == &a ? pa : pb, admin = px == &a ? aa : ab;
@@ -209,7 +203,7 @@ TEST_CASE("enforce: report across two proxies sharing Redis, then on by SIGHUP o
     }
     CHECK(cb.request("PUT", "/shared", {{"If-Match", t1}}, "lost update").status == 409);
     CHECK(ca.request("PUT", "/shared", {{"If-Match", t1}}, "lost update").status == 409);
-    CHECK(puts_to(origin, "/shared") == 2);
+    CHECK(origin.count("PUT", "/shared") == 2);
     auto t3 = cb.request("GET", "/shared").header("etag");
     CHECK(ca.request("PUT", "/shared", {{"If-Match", t3}}, "v4").status == 204);
 }

@@ -428,6 +428,12 @@ std::size_t fake_origin::count(std::string_view method) const {
                        [&](auto& r) { return r.method == method; });
 }
 
+std::size_t fake_origin::count(std::string_view method, std::string_view target) const {
+  std::lock_guard lock(impl_->mu);
+  return std::count_if(impl_->records.begin(), impl_->records.end(),
+                       [&](auto& r) { return r.method == method && r.target == target; });
+}
+
 bool fake_origin::wait_for_requests(std::size_t n, std::chrono::milliseconds timeout) const {
   std::unique_lock lock(impl_->mu);
   return impl_->recorded.wait_for(lock, timeout, [&] { return impl_->records.size() >= n; });

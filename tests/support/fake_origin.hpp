@@ -59,6 +59,7 @@ class fake_origin {
   std::vector<recorded_request> requests() const;
   void clear();
   std::size_t count(std::string_view method) const;
+  std::size_t count(std::string_view method, std::string_view target) const;  // e.g. PUTs to /doc
   std::uint64_t connections_accepted() const;
   std::uint64_t open_connections() const;
   // Blocks until at least n requests are recorded (e.g. "the slow write has reached the origin").

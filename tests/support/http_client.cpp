@@ -75,6 +75,15 @@ std::size_t response::header_count(std::string_view name) const {
   return std::count_if(headers.begin(), headers.end(), [&](auto& h) { return iequals(h.first, name); });
 }
 
+std::string problem_type(const response& r) {
+  static constexpr std::string_view key = "\"type\":\"";
+  auto at = r.body.find(key);
+  if (at == std::string::npos) return {};
+  at += key.size();
+  auto end = r.body.find('"', at);
+  return end == std::string::npos ? std::string{} : r.body.substr(at, end - at);
+}
+
 struct http_client::impl {
   net::io_context ioc{1};
   std::optional<tcp::socket> sock;

@@ -23,6 +23,9 @@ struct response {
   std::size_t header_count(std::string_view name) const;
 };
 
+// A problem+json response's `type` member ("" when there is none).
+std::string problem_type(const response& r);
+
 class http_client {
  public:
   using response = ifm::test::response;

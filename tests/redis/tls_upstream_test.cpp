@@ -2,10 +2,12 @@
 // with certificates made per test case by the openssl command line tool.
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <thread>
 
 #include "tests/support/http_client.hpp"
 #include "tests/support/nginx.hpp"
@@ -176,6 +178,23 @@ TEST_CASE("tls upstream: a WebSocket tunnel to a wss origin (python3-websockets)
     auto status = client.wait(std::chrono::seconds(20));
     INFO(read_text_file(certs.path("ws_client.log")) << px.log());
     CHECK(status == 0);
+}
+
+TEST_CASE("tls upstream: a reload (SIGHUP) builds the TLS context again from the files") {
+    certificates certs;
+    nginx_webdav nginx(certs.origin());
+    auto port = free_port();
+    // Trusting the wrong CA first: the origin's certificate does not verify.
+    proxy_process px(proxy_yaml(port, nginx.port(), "{ enabled: true, ca_file: " + certs.path("rogue.pem") + " }"), port);
+    CHECK(http_client(port).request("GET", "/r.txt").status == 502);
+    std::ofstream(px.config_path()) << proxy_yaml(port, nginx.port(),
+                                                  "{ enabled: true, ca_file: " + certs.path("ca.pem") + " }");
+    REQUIRE(::kill(px.pid(), SIGHUP) == 0);
+    int status = 0;
+    for (int i = 0; i < 100 && (status = http_client(port).request("GET", "/r.txt").status) == 502; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    INFO(px.log());
+    CHECK(status == 404);   // reached nginx, which has no such file
 }
 
 TEST_CASE("tls upstream: a key that does not match its certificate stops the start") {

@@ -3,6 +3,8 @@
 #include "config/config.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <boost/asio/ip/network_v4.hpp>
 #include <boost/asio/ip/network_v6.hpp>
 #include <yaml-cpp/yaml.h>
@@ -231,6 +233,7 @@ public:
     fields top_fields(config& c);
     fields store_fields(store_config& s);
     fields upstream_fields(upstream_config& u);
+    fields tls_fields(upstream_tls_config& t);
     fields route_fields(route_config& r);
     fields match_fields(route_match& m);
     fields idempotency_fields(idempotency_config& i);
@@ -278,6 +281,7 @@ private:
 
     bool read_map(const node& n, const std::string& path, const fields& fs);
     void read_upstreams(const node& n, const std::string& path, config& c);
+    void check_tls(const upstream_config& u, const std::string& path);
     void read_routes(const node& n, const std::string& path, config& c);
     void read_dependencies(const node& n, const std::string& path, std::vector<dependency_rule>& out);
     void finish_store(store_config& s);
@@ -304,6 +308,7 @@ private:
     template <class E>
     void choice(const node& n, const std::string& path, E& out,
                 std::initializer_list<std::pair<std::string_view, E>> options);
+    void file(const node& n, const std::string& path, std::string& out);
     void boolean(const node& n, const std::string& path, bool& out) {
         choice(n, path, out, {{"true", true}, {"false", false}});
     }
@@ -327,6 +332,23 @@ void reader::text(const node& n, const std::string& path, std::string& out, bool
     auto s = scalar(n, path, expected);
     if (s && valid && !valid(*s)) fail(n, path, expected);
     else if (s) out = *s;
+}
+
+// A path to a file that must be readable now (certificates and keys: better at load than at
+// the first connection).
+void reader::file(const node& n, const std::string& path, std::string& out) {
+    auto s = scalar(n, path, "expected a path to a readable file");
+    if (!s) return;
+    if (s->empty()) return fail(n, path, "expected a path to a readable file");
+    int fd = ::open(s->c_str(), O_RDONLY | O_CLOEXEC);
+    char byte;
+    if (fd < 0 || ::read(fd, &byte, 1) < 0) {   // read too: a directory opens, then fails
+        int e = errno;
+        if (fd >= 0) ::close(fd);
+        return fail(n, path, "cannot read '" + *s + "': " + std::strerror(e));
+    }
+    ::close(fd);
+    out = *s;
 }
 
 void reader::integer(const node& n, const std::string& path, auto& out, std::uint64_t min, std::uint64_t max) {
@@ -515,6 +537,22 @@ fields reader::upstream_fields(upstream_config& u) {
                  return !h.empty() && std::ranges::all_of(h, [](char c) { return is_name_char(c) || c == ':' || c == '[' || c == ']'; });
              }, "expected a host name like api.example.com or api.example.com:8080");
          }},
+        {"tls", [&](auto& v, auto& p) { read_map(v, p, tls_fields(u.tls)); }, true},
+    };
+}
+
+fields reader::tls_fields(upstream_tls_config& t) {
+    return {
+        {"enabled", [&](auto& v, auto& p) { boolean(v, p, t.enabled); }},
+        {"ca_file", [&](auto& v, auto& p) { file(v, p, t.ca_file); }},
+        {"verify", [&](auto& v, auto& p) { boolean(v, p, t.verify); }},
+        {"server_name", [&](auto& v, auto& p) {
+             text(v, p, t.server_name, [](std::string_view h) {
+                 return !h.empty() && std::ranges::all_of(h, [](char c) { return is_name_char(c) || c == ':'; });
+             }, "expected a host name like api.example.com (or an IP address)");
+         }},
+        {"client_certificate", [&](auto& v, auto& p) { file(v, p, t.client_certificate); }},
+        {"client_key", [&](auto& v, auto& p) { file(v, p, t.client_key); }},
     };
 }
 
@@ -697,8 +735,28 @@ void reader::read_upstreams(const node& n, const std::string& path, config& c) {
             else if (u.max_idle_connections > u.max_connections)
                 fail(line_at(p + ".max_idle_connections"), p + ".max_idle_connections",
                      "must not exceed max_connections (" + std::to_string(u.max_connections) + ")");
+            check_tls(u, p + ".tls");
         }
         c.upstreams.push_back(std::move(u));
+    }
+}
+
+void reader::check_tls(const upstream_config& u, const std::string& p) {
+    if (failed_under(p)) return;
+    const auto& t = u.tls;
+    if (t.client_certificate.empty() != t.client_key.empty()) {
+        auto [have, missing] = t.client_key.empty() ? std::pair{"client_certificate", "client_key"}
+                                                     : std::pair{"client_key", "client_certificate"};
+        fail(line_at(p + "." + have), p + "." + have, std::string("needs ") + p + "." + missing);
+    }
+    // Keys under tls without enabled: true would leave the origin on plain HTTP unnoticed.
+    if (!t.enabled) {
+        for (auto key : {"ca_file", "verify", "server_name", "client_certificate", "client_key"}) {
+            if (present(p + "." + key)) {
+                fail(line_at(p + "." + key), p + "." + key, "has no effect unless " + p + ".enabled is true");
+                break;
+            }
+        }
     }
 }
 
@@ -930,6 +988,7 @@ std::vector<std::string> known_keys() {
     add("", r.top_fields(c));
     add("store.", r.store_fields(c.store));
     add("upstreams.<name>.", r.upstream_fields(u));
+    add("upstreams.<name>.tls.", r.tls_fields(u.tls));
     add("routes[].", r.route_fields(rt));
     add("routes[].match.", r.match_fields(rt.match));
     add("routes[].idempotency.", r.idempotency_fields(rt.idempotency));
@@ -1111,7 +1170,7 @@ std::string json_schema() {
     auto dependency = object(r.dependency_fields(d), "");
     std::string route = object(r.route_fields(rt), ",\"match\":" + match + ",\"idempotency\":" + idempotency +
                                                        ",\"dependencies\":{\"type\":\"array\",\"items\":" + dependency + "}");
-    std::string upstream = object(r.upstream_fields(u), "");
+    std::string upstream = object(r.upstream_fields(u), ",\"tls\":" + object(r.tls_fields(u.tls), ""));
     std::string sections =
         ",\"store\":" + object(r.store_fields(c.store), "") +
         ",\"upstreams\":{\"type\":\"object\",\"additionalProperties\":false,"

@@ -54,6 +54,18 @@ struct store_config {
     bool operator==(const store_config&) const = default;
 };
 
+// TLS to one origin (https:// upstreams). Files are read when the configuration is loaded (and
+// again on reload); paths are taken as written (relative ones from the working directory).
+struct upstream_tls_config {
+    bool enabled = false;
+    std::string ca_file;              // PEM trust anchors; empty: the system's default store
+    bool verify = true;               // false: any certificate is accepted (testing only)
+    std::string server_name;          // SNI and the name verified; empty: the host of `address`
+    std::string client_certificate;   // PEM chain presented to the origin; needs client_key
+    std::string client_key;
+    bool operator==(const upstream_tls_config&) const = default;
+};
+
 struct upstream_config {
     std::string name;
     std::string host;                 // IPv4/IPv6 literal or name (resolved at start)
@@ -67,6 +79,7 @@ struct upstream_config {
     duration idle_timeout = 30s;      // pooled connection lifetime while unused
     // Host header sent to the origin; empty keeps the client's Host.
     std::string host_header;
+    upstream_tls_config tls;
     bool operator==(const upstream_config&) const = default;
 };
 

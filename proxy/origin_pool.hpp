@@ -4,12 +4,12 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "proxy/origin_stream.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/system/result.hpp>
 
 #include <chrono>
@@ -25,7 +25,8 @@ using tcp = net::ip::tcp;
 
 struct origin_connection {
     explicit origin_connection(net::any_io_executor ex) : stream(ex) {}
-    beast::tcp_stream stream;
+    origin_connection(net::any_io_executor ex, net::ssl::context& tls) : stream(ex, tls) {}
+    origin_stream stream;
     beast::flat_buffer buffer{64 * 1024};
     std::chrono::steady_clock::time_point idle_since;
     std::uint64_t requests = 0;
@@ -63,15 +64,18 @@ enum class origin_errc {
     refused = 1,        // connect failed (refused, unreachable, reset): 502
     connect_timeout,    // 504
     pool_exhausted,     // no connection slot within pool_wait: 503
+    tls_failed,         // TLS handshake or certificate verification failed: 502
 };
 const boost::system::error_category& origin_category();
 boost::system::error_code make_error_code(origin_errc e);
 
 class origin_pool {
 public:
-    // `stats` (may be null) receives pool waits and refusals.
+    // `stats` (may be null) receives pool waits and refusals. `tls` (the runtime's context for
+    // this upstream) makes every connection TLS; null: plain TCP.
     origin_pool(net::any_io_executor ex, const config::upstream_config& cfg,
-                std::vector<tcp::endpoint> endpoints, metrics* stats = nullptr);
+                std::vector<tcp::endpoint> endpoints, metrics* stats = nullptr,
+                std::shared_ptr<net::ssl::context> tls = nullptr);
     ~origin_pool();
 
     // A live idle connection when there is one (unless `fresh`), else a new one.
@@ -92,6 +96,8 @@ private:
 
     // Looks the upstream's name up again (async); true when it gave new addresses.
     net::awaitable<bool> re_resolve();
+    // SNI, peer name check and handshake on a connected TLS stream, under connect_timeout.
+    net::awaitable<boost::system::error_code> handshake(origin_stream& s);
 
     net::any_io_executor ex_;
     config::upstream_config cfg_;
@@ -101,6 +107,7 @@ private:
     std::deque<net::steady_timer*> waiters_;
     std::size_t in_use_ = 0;
     metrics* stats_ = nullptr;
+    std::shared_ptr<net::ssl::context> tls_;
 };
 
 }  // namespace ifm::proxy

@@ -11,6 +11,39 @@
 
 namespace ifm::proxy {
 
+namespace {
+
+// Built with the runtime, so a reload (SIGHUP) reads certificates and keys again.
+std::shared_ptr<boost::asio::ssl::context> make_tls_context(const config::upstream_config& u) {
+    namespace ssl = boost::asio::ssl;
+    if (!u.tls.enabled) return nullptr;
+    const auto& t = u.tls;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    auto fail = [&](const char* key, const std::string& file, const boost::system::error_code& ec) {
+        throw std::runtime_error("upstreams." + u.name + ".tls." + key + ": cannot use '" + file + "': " + ec.message());
+    };
+    boost::system::error_code ec;
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    if (t.ca_file.empty()) {
+        ctx->set_default_verify_paths(ec);
+        if (ec) fail("ca_file", "(the system's default store)", ec);
+    } else if (ctx->load_verify_file(t.ca_file, ec); ec) {
+        fail("ca_file", t.ca_file, ec);
+    }
+    if (!t.client_certificate.empty()) {
+        if (ctx->use_certificate_chain_file(t.client_certificate, ec); ec)
+            fail("client_certificate", t.client_certificate, ec);
+        if (ctx->use_private_key_file(t.client_key, ssl::context::pem, ec); ec) fail("client_key", t.client_key, ec);
+        if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
+            throw std::runtime_error("upstreams." + u.name + ".tls.client_key: '" + t.client_key +
+                                     "' does not match " + t.client_certificate);
+    }
+    ctx->set_verify_mode(t.verify ? ssl::verify_peer : ssl::verify_none);
+    return ctx;
+}
+
+}  // namespace
+
 int runtime::match(std::string_view host, std::string_view path, std::string_view method) const {
     // The port is not part of the route's host: "example.com:8080" matches "example.com".
     auto host_name = host;
@@ -37,6 +70,7 @@ std::shared_ptr<const runtime> make_runtime(config::config cfg) {
     boost::asio::io_context ioc;
     tcp::resolver resolver(ioc);
     for (const auto& u : cfg.upstreams) {
+        rt->upstream_tls.push_back(make_tls_context(u));
         boost::system::error_code ec;
         auto results = resolver.resolve(u.host, std::to_string(u.port), ec);
         std::vector<tcp::endpoint> eps;

@@ -5,6 +5,7 @@
 #include "config/config.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <memory>
 #include <string_view>
@@ -17,6 +18,8 @@ using tcp = boost::asio::ip::tcp;
 struct runtime {
     config::config cfg;
     std::vector<std::vector<tcp::endpoint>> upstream_endpoints;  // aligned with cfg.upstreams
+    // TLS client context of each upstream (null: plain TCP), shared by the workers' pools.
+    std::vector<std::shared_ptr<boost::asio::ssl::context>> upstream_tls;  // aligned with cfg.upstreams
     std::vector<std::size_t> route_upstream;                      // aligned with cfg.routes
     std::vector<config::cidr> trusted_proxies;                    // cfg.headers.trusted_proxies, parsed
 
@@ -33,7 +36,8 @@ struct runtime {
 
 // Resolves every upstream address (blocking; done at start and on reload, never per request).
 // A name that does not resolve is logged and left with no endpoints: the origin pools resolve
-// it again when they connect. Throws std::runtime_error for a route naming an unknown upstream.
+// it again when they connect. Throws std::runtime_error for a route naming an unknown upstream,
+// or for TLS files OpenSSL cannot use (not PEM, a key that does not match its certificate).
 std::shared_ptr<const runtime> make_runtime(config::config cfg);
 
 }  // namespace ifm::proxy

@@ -798,9 +798,13 @@ struct tunnel_state {
     net::steady_timer* wake;
 };
 
-// One direction of a tunnel. EOF is passed on as a half-close; an error ends both directions.
-net::awaitable<void> pump(tunnel_state& st, tcp::socket& from, tcp::socket& to, char* buf, std::size_t size,
-                          std::uint64_t& moved) {
+tcp::socket& socket_of(tcp::socket& s) { return s; }
+tcp::socket& socket_of(origin_stream& s) { return s.socket(); }
+
+// One direction of a tunnel. EOF is passed on as a half-close (a TCP one, also under TLS: no
+// close_notify); an error ends both directions.
+template <class From, class To>
+net::awaitable<void> pump(tunnel_state& st, From& from, To& to, char* buf, std::size_t size, std::uint64_t& moved) {
     for (;;) {
         auto [ec, n] = co_await from.async_read_some(net::buffer(buf, size), use_tuple);
         if (n > 0) {
@@ -812,10 +816,10 @@ net::awaitable<void> pump(tunnel_state& st, tcp::socket& from, tcp::socket& to, 
         if (ec) {
             boost::system::error_code ignored;
             if (ec == net::error::eof) {
-                to.shutdown(tcp::socket::shutdown_send, ignored);
+                socket_of(to).shutdown(tcp::socket::shutdown_send, ignored);
             } else {
-                from.close(ignored);
-                to.close(ignored);
+                socket_of(from).close(ignored);
+                socket_of(to).close(ignored);
             }
             break;
         }
@@ -864,8 +868,11 @@ net::awaitable<void> client_session::tunnel(request_context& ctx, pooled_connect
     std::uint64_t to_origin = 0;
     auto& cs = client_.socket();
     auto& os = oc->stream.socket();
-    net::co_spawn(client_.get_executor(), pump(st, cs, os, relay_buffer(), relay_buffer_size, to_origin), net::detached);
-    net::co_spawn(client_.get_executor(), pump(st, os, cs, back.get(), relay_buffer_size, ctx.bytes_sent), net::detached);
+    // The origin side through its stream (TLS or not), the client side on the bare socket.
+    net::co_spawn(client_.get_executor(), pump(st, cs, oc->stream, relay_buffer(), relay_buffer_size, to_origin),
+                  net::detached);
+    net::co_spawn(client_.get_executor(), pump(st, oc->stream, cs, back.get(), relay_buffer_size, ctx.bytes_sent),
+                  net::detached);
     // The pumps use this frame: it outlives them (running reaches 0 only when both have ended).
     while (st.running > 0) {
         wake.expires_at(st.last_activity + idle);

@@ -19,7 +19,8 @@ std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> make_pools(net::any_i
                                                                       metrics& m) {
     auto pools = std::make_shared<std::vector<std::unique_ptr<origin_pool>>>();
     for (std::size_t i = 0; i < rt.cfg.upstreams.size(); ++i)
-        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i], &m));
+        pools->push_back(std::make_unique<origin_pool>(ex, rt.cfg.upstreams[i], rt.upstream_endpoints[i], &m,
+                                                      rt.upstream_tls[i]));
     return pools;
 }
 }  // namespace

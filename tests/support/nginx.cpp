@@ -29,7 +29,12 @@ std::string config_text(const std::string& dir, std::uint16_t port, const nginx_
          "  default_type application/octet-stream;\n" +
          (o.gzip ? std::string("  gzip on;\n  gzip_types *;\n  gzip_min_length 1;\n  gzip_vary on;\n  gzip_proxied any;\n") : std::string()) +
          "  server {\n"
-         "    listen 127.0.0.1:" + std::to_string(port) + ";\n"
+         "    listen 127.0.0.1:" + std::to_string(port) + (o.tls_certificate.empty() ? "" : " ssl") + ";\n" +
+         (o.tls_certificate.empty() ? std::string()
+                                    : "    ssl_certificate " + o.tls_certificate + ";\n"
+                                      "    ssl_certificate_key " + o.tls_key + ";\n") +
+         (o.client_ca.empty() ? std::string()
+                              : "    ssl_verify_client on;\n    ssl_client_certificate " + o.client_ca + ";\n") +
          "    root " + dir + "/root;\n"
          "    dav_methods PUT DELETE MKCOL" + std::string(o.copy_move ? " COPY MOVE" : "") + ";\n"
          "    create_full_put_path on;\n"

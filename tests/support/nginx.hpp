@@ -12,6 +12,9 @@ namespace ifm::test {
 struct nginx_options {
   bool gzip = false;        // gzip responses to clients that accept it (any type, any size)
   bool copy_move = false;   // dav_methods also COPY and MOVE
+  // TLS on the listening port when both are set (PEM files); with client_ca, a client
+  // certificate signed by it is required (ssl_verify_client on).
+  std::string tls_certificate, tls_key, client_ca;
 };
 
 class nginx_webdav {

@@ -2,11 +2,13 @@
 """A real WebSocket peer for the tunnel tests (Debian's python3-websockets).
 
   ws_echo.py serve PORT        echo server on 127.0.0.1:PORT (text and binary, frame for frame)
+  ws_echo.py serve PORT CERT KEY   the same over TLS (wss), with that PEM certificate and key
   ws_echo.py client URL...     for each URL: handshake, a text and a 200 KiB binary message
                                echoed back exactly, a ping answered, a clean close; exit 0 if so
 """
 import asyncio
 import os
+import ssl
 import sys
 
 import websockets
@@ -17,8 +19,12 @@ async def echo(ws, *_):
         await ws.send(message)
 
 
-async def serve(port):
-    async with websockets.serve(echo, "127.0.0.1", port, max_size=None):
+async def serve(port, cert=None, key=None):
+    tls = None
+    if cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+    async with websockets.serve(echo, "127.0.0.1", port, max_size=None, ssl=tls):
         await asyncio.Future()
 
 
@@ -39,6 +45,6 @@ async def client(urls):
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        asyncio.run(serve(int(sys.argv[2])))
+        asyncio.run(serve(int(sys.argv[2]), *sys.argv[3:5]))
     else:
         asyncio.run(client(sys.argv[2:]))

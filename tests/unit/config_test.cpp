@@ -374,6 +374,93 @@ routes: []
                 "routes", 3, "at least one route is required");
 }
 
+TEST_CASE("config: upstream TLS keys, unreadable files and an unpaired client certificate") {
+    env_guard env;
+    const std::string readable = std::string(IFM_SOURCE_DIR) + "/README.md";
+    auto c = load_ok(R"(upstreams:
+  legacy:
+    address: origin.internal:443
+    tls:
+      enabled: true
+      ca_file: )" + readable + R"(
+      verify: false
+      server_name: api.example.com
+      client_certificate: )" + readable + R"(
+      client_key: )" + readable + R"(
+routes:
+  - upstream: legacy
+)");
+    const auto& t = c.upstreams[0].tls;
+    CHECK(t.enabled);
+    CHECK(t.ca_file == readable);
+    CHECK_FALSE(t.verify);
+    CHECK(t.server_name == "api.example.com");
+    CHECK(t.client_certificate == readable);
+    CHECK(t.client_key == readable);
+    CHECK_FALSE(load_ok(minimal).upstreams[0].tls.enabled);
+    CHECK(load_ok(minimal).upstreams[0].tls.verify);
+
+    // A CA file that cannot be read: its path, line and the system's reason.
+    check_error(only_error(R"(upstreams:
+  legacy:
+    address: 127.0.0.1:3000
+    tls: { enabled: true,
+           ca_file: /nonexistent/ca.pem }
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.ca_file", 5, "cannot read '/nonexistent/ca.pem': No such file or directory");
+    // A directory is not a readable file.
+    check_error(only_error(R"(upstreams:
+  legacy: { address: 127.0.0.1:3000, tls: { enabled: true, client_certificate: /tmp, client_key: )" + readable + R"( } }
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.client_certificate", 2, "cannot read '/tmp'");
+    // A certificate without its key, and a key without its certificate.
+    check_error(only_error(R"(upstreams:
+  legacy:
+    address: 127.0.0.1:3000
+    tls:
+      enabled: true
+      client_certificate: )" + readable + R"(
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.client_certificate", 6, "needs upstreams.legacy.tls.client_key");
+    check_error(only_error(R"(upstreams:
+  legacy:
+    address: 127.0.0.1:3000
+    tls:
+      enabled: true
+      client_key: )" + readable + R"(
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.client_key", 6, "needs upstreams.legacy.tls.client_certificate");
+    // TLS settings without enabled: true would leave the origin on plain HTTP unnoticed.
+    check_error(only_error(R"(upstreams:
+  legacy:
+    address: 127.0.0.1:3000
+    tls: { server_name: api.example.com }
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.server_name", 4, "has no effect unless upstreams.legacy.tls.enabled is true");
+    check_error(only_error(R"(upstreams:
+  legacy: { address: 127.0.0.1:3000, tls: { enabled: yes } }
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.enabled", 2, "expected one of true|false");
+    check_error(only_error(R"(upstreams:
+  legacy: { address: 127.0.0.1:3000, tls: { enabled: true, server_name: "a b" } }
+routes:
+  - upstream: legacy
+)"),
+                "upstreams.legacy.tls.server_name", 2, "expected a host name");
+}
+
 TEST_CASE("config: the write lease must outlast the origin request") {
     env_guard env;
     auto e = only_error(R"(upstreams:
@@ -663,6 +750,15 @@ std::string with_key(const std::string& key, const std::string& example) {
             // A dependency rule needs both of its keys: the other one from a fixed example.
             if (key == "routes[].dependencies[].path") at["invalidates"] = YAML::Load("[/users]");
             if (key == "routes[].dependencies[].invalidates") at["path"] = YAML::Load("/users/{id}/email");
+            // TLS keys take effect with enabled: true; files must exist, and a client
+            // certificate comes with its key.
+            if (key.starts_with("upstreams.<name>.tls.") && !key.ends_with(".enabled")) at["enabled"] = true;
+            if (key.ends_with("_file") || key.ends_with(".client_certificate") || key.ends_with(".client_key"))
+                at[part] = std::string(IFM_SOURCE_DIR) + "/README.md";
+            if (key.ends_with(".client_certificate") || key.ends_with(".client_key")) {
+                at["client_certificate"] = std::string(IFM_SOURCE_DIR) + "/README.md";
+                at["client_key"] = std::string(IFM_SOURCE_DIR) + "/README.md";
+            }
         }
         else if (part.ends_with("[]")) self(self, at[part.substr(0, part.size() - 2)][0], i + 1);
         else self(self, at[part], i + 1);
@@ -714,7 +810,14 @@ TEST_CASE("config: every default in docs/configuration.md is the loader's defaul
         auto r = cfg::load_string(yaml);
         INFO(row.key << ": documented default " << m[1].str() << "\n" << yaml << (r ? std::string() : dump(r.error())));
         REQUIRE(r.has_value());
-        CHECK(*r == *base);
+        // with_key turned TLS on for the other tls keys: compare with TLS on alone.
+        if (row.key.starts_with("upstreams.<name>.tls.") && !row.key.ends_with(".enabled")) {
+            auto tls_on = cfg::load_string(with_key("upstreams.<name>.tls.enabled", "true"));
+            REQUIRE(tls_on.has_value());
+            CHECK(*r == *tls_on);
+        } else {
+            CHECK(*r == *base);
+        }
         ++checked;
     }
     CHECK(checked > 30);

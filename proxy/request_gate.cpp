@@ -199,6 +199,34 @@ problem read_error_problem(const boost::system::error_code& ec) {
     return bad_request(ec.message());
 }
 
+// Beast 1.81 parses a trailer section with its header rules, which accept obs-fold. The header
+// itself is screened by head_scanner before Beast sees it; a trailer section is checked here,
+// after Beast parsed it: `message` ends with the last-chunk line, `fields` trailer fields and the
+// empty line (Beast needs all of them in the one put() that finishes the message). Walking back
+// over `fields` field lines, any line that starts with whitespace (obs-fold), has whitespace
+// before its colon or holds a NUL or a bare CR or LF is refused, as in the header.
+boost::system::error_code check_trailer_section(std::string_view message, std::size_t fields) {
+    if (fields == 0) return {};
+    if (!message.ends_with("\r\n\r\n")) return http::error::bad_field;
+    std::size_t end = message.size() - 2;   // just after the last field line's CRLF
+    for (std::size_t seen = 0; seen < fields;) {
+        if (end < 3) return http::error::bad_field;
+        auto line_end = end - 2;   // where this line's CRLF starts
+        auto prev = message.rfind("\r\n", line_end - 1);
+        if (prev == std::string_view::npos) return http::error::bad_field;
+        auto line = message.substr(prev + 2, line_end - prev - 2);
+        if (line.empty()) return http::error::bad_field;
+        if (is_ws(line.front())) return http::error::bad_obs_fold;
+        if (line.find_first_of(std::string_view("\0\r\n", 3)) != std::string_view::npos)
+            return http::error::bad_field;
+        auto colon = line.find(':');
+        if (colon == std::string_view::npos || colon == 0 || is_ws(line[colon - 1])) return http::error::bad_field;
+        ++seen;
+        end = prev + 2;
+    }
+    return {};
+}
+
 boost::system::error_code parse_body_bytes(request_parser& p, std::string_view data, std::size_t& used) {
     used = 0;
     // Beast parses a trailer section whole, in the put() that finishes the message, and appends
@@ -206,6 +234,9 @@ boost::system::error_code parse_body_bytes(request_parser& p, std::string_view d
     auto fields = field_count(p.get());
     for (;;) {
         if (p.is_done()) {
+            if (p.chunked()) {
+                if (auto ec = check_trailer_section(data.substr(0, used), field_count(p.get()) - fields)) return ec;
+            }
             // Trailer fields are discarded (RFC 9110 §6.5.1), never merged into the header, which
             // may not have gone out yet (a request sent in one piece).
             drop_trailer_fields(p.get(), fields);
@@ -230,7 +261,9 @@ std::optional<problem> body_error_problem(const boost::system::error_code& ec) {
     bool parse_error = ec.category() == make_error_code(http::error::bad_chunk).category() &&
                        ec != http::error::end_of_stream && ec != http::error::partial_message;
     if (!parse_error) return std::nullopt;
-    if (ec == http::error::bad_field) return bad_request("trailer fields in a request are not accepted");
+    if (ec == http::error::bad_field) return bad_request("malformed trailer section in the request");
+    if (ec == http::error::bad_obs_fold)
+        return bad_request("obsolete line folding (obs-fold) in the request's trailer section");
     return bad_request("malformed request body: " + ec.message());
 }
 

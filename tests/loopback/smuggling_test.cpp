@@ -125,6 +125,10 @@ std::vector<probe> request_probes() {
         // trailer fields are discarded (tests/loopback/protocol_test.cpp).
         {"Content-Length trailer", chunked_post + "2\r\nab\r\n0\r\nContent-Length: 5\r\n\r\n", 400},
         {"Transfer-Encoding trailer", chunked_post + "2\r\nab\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        // A trailer section is held to the header's syntax (found by fuzz_request: obs-fold).
+        {"obs-fold in trailer", chunked_post + "2\r\nab\r\n0\r\nX-T: a\r\n b\r\n\r\n", 400},
+        {"obs-fold with tab in trailer", chunked_post + "2\r\nab\r\n0\r\nX-T: a\r\n\tb\r\nX-U: c\r\n\r\n", 400},
+        {"space before colon in trailer", chunked_post + "2\r\nab\r\n0\r\nX-T : a\r\n\r\n", 400},
         // Header syntax.
         {"obs-fold", post + "X-A: a\r\n b\r\nContent-Length: 0\r\n\r\n", 400},
         {"obs-fold of TE", post + "Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n", 400},

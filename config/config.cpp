@@ -234,6 +234,7 @@ public:
     fields store_fields(store_config& s);
     fields upstream_fields(upstream_config& u);
     fields tls_fields(upstream_tls_config& t);
+    fields listen_tls_fields(listen_tls_config& t);
     fields route_fields(route_config& r);
     fields match_fields(route_match& m);
     fields idempotency_fields(idempotency_config& i);
@@ -282,6 +283,7 @@ private:
     bool read_map(const node& n, const std::string& path, const fields& fs);
     void read_upstreams(const node& n, const std::string& path, config& c);
     void check_tls(const upstream_config& u, const std::string& path);
+    void read_listen_tls(const node& n, const std::string& path, listen_tls_config& t);
     void read_routes(const node& n, const std::string& path, config& c);
     void read_dependencies(const node& n, const std::string& path, std::vector<dependency_rule>& out);
     void finish_store(store_config& s);
@@ -485,6 +487,7 @@ bool reader::read_map(const node& n, const std::string& path, const fields& fs) 
 fields reader::top_fields(config& c) {
     return {
         {"listen", [&](auto& v, auto& p) { c.listen = endp(v, p, true).value_or(c.listen); }},
+        {"listen_tls", [&](auto& v, auto& p) { read_listen_tls(v, p, c.listen_tls); }, true},
         {"admin_listen", [&](auto& v, auto& p) { c.admin_listen = endp(v, p, true); }},
         {"workers", [&](auto& v, auto& p) { integer(v, p, c.workers, 0, 256); }},
         {"store", [&](auto& v, auto& p) { read_map(v, p, store_fields(c.store)); }, true},
@@ -539,6 +542,23 @@ fields reader::upstream_fields(upstream_config& u) {
          }},
         {"tls", [&](auto& v, auto& p) { read_map(v, p, tls_fields(u.tls)); }, true},
     };
+}
+
+fields reader::listen_tls_fields(listen_tls_config& t) {
+    return {
+        {"certificate", [&](auto& v, auto& p) { file(v, p, t.certificate); }},
+        {"key", [&](auto& v, auto& p) { file(v, p, t.key); }},
+    };
+}
+
+void reader::read_listen_tls(const node& n, const std::string& p, listen_tls_config& t) {
+    if (!read_map(n, p, listen_tls_fields(t))) return;
+    for (auto key : {"certificate", "key"}) {
+        if (!present(p + "." + key)) {
+            fail(n, p + "." + key, "required key missing");
+            t = {};
+        }
+    }
 }
 
 fields reader::tls_fields(upstream_tls_config& t) {
@@ -989,6 +1009,7 @@ std::vector<std::string> known_keys() {
     add("store.", r.store_fields(c.store));
     add("upstreams.<name>.", r.upstream_fields(u));
     add("upstreams.<name>.tls.", r.tls_fields(u.tls));
+    add("listen_tls.", r.listen_tls_fields(c.listen_tls));
     add("routes[].", r.route_fields(rt));
     add("routes[].match.", r.match_fields(rt.match));
     add("routes[].idempotency.", r.idempotency_fields(rt.idempotency));
@@ -1172,6 +1193,7 @@ std::string json_schema() {
                                                        ",\"dependencies\":{\"type\":\"array\",\"items\":" + dependency + "}");
     std::string upstream = object(r.upstream_fields(u), ",\"tls\":" + object(r.tls_fields(u.tls), ""));
     std::string sections =
+        ",\"listen_tls\":" + object(r.listen_tls_fields(c.listen_tls), "") +
         ",\"store\":" + object(r.store_fields(c.store), "") +
         ",\"upstreams\":{\"type\":\"object\",\"additionalProperties\":false,"
         "\"patternProperties\":{\"^[A-Za-z0-9_.-]+$\":" + upstream + "}}" +

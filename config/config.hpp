@@ -66,6 +66,15 @@ struct upstream_tls_config {
     bool operator==(const upstream_tls_config&) const = default;
 };
 
+// TLS on `listen` (listen_tls): clients connect with https://. Files are read at start and again
+// on every reload (SIGHUP), so a renewed certificate is picked up without a restart.
+struct listen_tls_config {
+    std::string certificate;   // PEM chain, leaf first
+    std::string key;           // PEM private key of the leaf
+    bool enabled() const { return !certificate.empty(); }
+    bool operator==(const listen_tls_config&) const = default;
+};
+
 struct upstream_config {
     std::string name;
     std::string host;                 // IPv4/IPv6 literal or name (resolved at start)
@@ -203,6 +212,7 @@ struct log_config {
 
 struct config {
     endpoint listen;
+    listen_tls_config listen_tls;           // certificate empty: plain HTTP on `listen`
     std::optional<endpoint> admin_listen;   // absent: no admin listener
     unsigned workers = 0;                   // 0: hardware threads
     store_config store;

@@ -147,7 +147,8 @@ void append_x_forwarded_for(http::fields& f, std::string_view client_ip) {
 }
 
 void add_forwarding_headers(http::fields& f, config::forwarded_style style,
-                            std::string_view client_ip, std::string_view host, bool trusted) {
+                            std::string_view client_ip, std::string_view host, bool trusted,
+                            std::string_view proto) {
     if (style == config::forwarded_style::none) return;
     if (!trusted) {
         for (auto name : {"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}) f.erase(name);
@@ -159,7 +160,7 @@ void add_forwarding_headers(http::fields& f, config::forwarded_style style,
     case config::forwarded_style::x_forwarded:
         append_x_forwarded_for(f, client_ip);
         // A trusted proxy in front (a TLS ingress) knows the scheme and host the client used.
-        if (f.count("X-Forwarded-Proto") == 0) f.set("X-Forwarded-Proto", "http");
+        if (f.count("X-Forwarded-Proto") == 0) f.set("X-Forwarded-Proto", proto);
         if (!host.empty() && f.count("X-Forwarded-Host") == 0) f.set("X-Forwarded-Host", host);
         return;
     case config::forwarded_style::forwarded: {
@@ -167,7 +168,7 @@ void add_forwarding_headers(http::fields& f, config::forwarded_style style,
         std::string node = client_ip.find(':') != std::string_view::npos
                                ? "\"[" + std::string(client_ip) + "]\""
                                : std::string(client_ip);
-        std::string element = "for=" + node + ";proto=http";
+        std::string element = "for=" + node + ";proto=" + std::string(proto);
         bool host_is_token = !host.empty() && std::all_of(host.begin(), host.end(), is_tchar);
         if (!host.empty()) element += ";host=" + (host_is_token ? std::string(host) : "\"" + std::string(host) + "\"");
         auto existing = joined_field(f, http::field::forwarded);

@@ -30,7 +30,8 @@ void append_x_forwarded_for(http::fields& f, std::string_view client_ip);
 // extended and X-Forwarded-Proto / -Host kept; from any other they are all replaced (a client
 // must not choose the address or scheme the origin believes). Style `none` leaves them alone.
 void add_forwarding_headers(http::fields& f, config::forwarded_style style,
-                            std::string_view client_ip, std::string_view host, bool trusted = false);
+                            std::string_view client_ip, std::string_view host, bool trusted = false,
+                            std::string_view proto = "http");
 
 // Appends our Via entry ("1.1 ifmatch-proxy").
 void append_via(http::fields& f, unsigned version);

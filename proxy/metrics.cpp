@@ -314,6 +314,9 @@ std::string metrics::render() const {
     family(out, "ifmatch_client_aborts_total", "counter",
            "Origin exchanges abandoned because the client closed its connection first.");
     sample(out, "ifmatch_client_aborts_total", "", client_aborts.load(std::memory_order_relaxed));
+    family(out, "ifmatch_tls_handshake_failures_total", "counter",
+           "Client connections on a listen_tls listener whose TLS handshake failed or timed out.");
+    sample(out, "ifmatch_tls_handshake_failures_total", "", tls_handshake_failures.load(std::memory_order_relaxed));
     family(out, "ifmatch_config_reloads_total", "counter", "SIGHUP reloads, applied or rejected (old configuration kept).");
     sample(out, "ifmatch_config_reloads_total", label("result", "applied"), reloads[0].load(std::memory_order_relaxed));
     sample(out, "ifmatch_config_reloads_total", label("result", "rejected"), reloads[1].load(std::memory_order_relaxed));

@@ -136,6 +136,7 @@ public:
     histogram origin_pool_wait;                          // requests that had to wait for a slot
     std::atomic<std::uint64_t> origin_pool_exhausted{0};  // no slot within pool_wait: 503
     std::atomic<std::uint64_t> client_aborts{0};         // origin exchanges cut because the client left
+    std::atomic<std::uint64_t> tls_handshake_failures{0};  // listen_tls: failed or timed out
     std::atomic<std::uint64_t> origin_errors{0};
     std::atomic<std::int64_t> leases_held{0};   // taken by this process, not yet committed or lost
     std::array<histogram, 2> origin_duration;   // by origin_kind

@@ -1,5 +1,5 @@
-// The byte stream to one origin: plain TCP, or TLS over TCP for an upstream with tls.enabled,
-// chosen per connection at run time. Beast's HTTP algorithms take it like either stream (it is
+// A byte stream that is plain TCP or TLS over TCP, chosen per connection at run time: to an
+// origin (an upstream with tls.enabled) and from a client (listen_tls). Beast's HTTP algorithms take it like either stream (it is
 // an AsyncReadStream and AsyncWriteStream); timeouts are the TCP layer's in both cases.
 #pragma once
 
@@ -13,14 +13,19 @@
 
 namespace ifm::proxy {
 
-class origin_stream {
+class tcp_or_tls_stream {
 public:
     using executor_type = boost::asio::any_io_executor;
     using tls_stream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
 
-    explicit origin_stream(executor_type ex) : s_(std::in_place_index<0>, std::move(ex)) {}
-    origin_stream(executor_type ex, boost::asio::ssl::context& tls)
+    // To be connected (an origin).
+    explicit tcp_or_tls_stream(executor_type ex) : s_(std::in_place_index<0>, std::move(ex)) {}
+    tcp_or_tls_stream(executor_type ex, boost::asio::ssl::context& tls)
         : s_(std::in_place_index<1>, std::move(ex), tls) {}
+    // Accepted (a client); with `tls`, the server handshake is still to be done.
+    explicit tcp_or_tls_stream(boost::asio::ip::tcp::socket s) : s_(std::in_place_index<0>, std::move(s)) {}
+    tcp_or_tls_stream(boost::asio::ip::tcp::socket s, boost::asio::ssl::context& tls)
+        : s_(std::in_place_index<1>, boost::beast::tcp_stream(std::move(s)), tls) {}
 
     executor_type get_executor() noexcept { return tcp().get_executor(); }
     boost::beast::tcp_stream& tcp() { return s_.index() == 0 ? std::get<0>(s_) : std::get<1>(s_).next_layer(); }
@@ -33,6 +38,9 @@ public:
     template <class TimePoint>
     void expires_at(TimePoint t) { tcp().expires_at(t); }
     void expires_never() { tcp().expires_never(); }
+    void cancel() { tcp().cancel(); }
+    // The TCP socket, taken out of a plain stream (a TLS one has state beyond it).
+    boost::asio::ip::tcp::socket release_socket() { return std::get<0>(s_).release_socket(); }
     // No TLS close_notify: the origin sees the connection end, which is all a pool needs.
     void close() { tcp().close(); }
 
@@ -61,5 +69,8 @@ public:
 private:
     std::variant<boost::beast::tcp_stream, tls_stream> s_;
 };
+
+using origin_stream = tcp_or_tls_stream;
+using client_stream = tcp_or_tls_stream;
 
 }  // namespace ifm::proxy

@@ -42,6 +42,38 @@ std::shared_ptr<boost::asio::ssl::context> make_tls_context(const config::upstre
     return ctx;
 }
 
+// ALPN: only HTTP/1.1 is served. A client offering h2 and http/1.1 gets http/1.1; one offering
+// neither gets no ALPN answer (RFC 7301 §3.2 allows it) and decides itself.
+int select_http11(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                  unsigned int inlen, void*) {
+    static constexpr unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, outlen, http11, sizeof http11, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+std::shared_ptr<boost::asio::ssl::context> make_listen_tls_context(const config::listen_tls_config& t) {
+    namespace ssl = boost::asio::ssl;
+    if (!t.enabled()) return nullptr;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+    auto fail = [&](const char* key, const std::string& file, const std::string& why) {
+        throw std::runtime_error(std::string("listen_tls.") + key + ": cannot use '" + file + "': " + why);
+    };
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    // No renegotiation (a client-driven CPU sink), no compression (CRIME).
+    SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+    boost::system::error_code ec;
+    if (ctx->use_certificate_chain_file(t.certificate, ec); ec) fail("certificate", t.certificate, ec.message());
+    if (ctx->use_private_key_file(t.key, ssl::context::pem, ec); ec) fail("key", t.key, ec.message());
+    if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
+        fail("key", t.key, "it does not match the certificate " + t.certificate);
+    SSL_CTX_set_alpn_select_cb(ctx->native_handle(), select_http11, nullptr);
+    return ctx;
+}
+
 }  // namespace
 
 int runtime::match(std::string_view host, std::string_view path, std::string_view method) const {
@@ -67,6 +99,7 @@ std::shared_ptr<const runtime> make_runtime(config::config cfg) {
     auto rt = std::make_shared<runtime>();
     for (const auto& t : cfg.headers.trusted_proxies)
         if (auto n = config::parse_cidr(t)) rt->trusted_proxies.push_back(*n);   // checked by the loader
+    rt->listen_tls = make_listen_tls_context(cfg.listen_tls);
     boost::asio::io_context ioc;
     tcp::resolver resolver(ioc);
     for (const auto& u : cfg.upstreams) {

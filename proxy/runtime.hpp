@@ -20,6 +20,9 @@ struct runtime {
     std::vector<std::vector<tcp::endpoint>> upstream_endpoints;  // aligned with cfg.upstreams
     // TLS client context of each upstream (null: plain TCP), shared by the workers' pools.
     std::vector<std::shared_ptr<boost::asio::ssl::context>> upstream_tls;  // aligned with cfg.upstreams
+    // TLS server context for `listen` (null: plain HTTP). A connection keeps the one it was
+    // accepted with; a reload builds a new one from the files.
+    std::shared_ptr<boost::asio::ssl::context> listen_tls;
     std::vector<std::size_t> route_upstream;                      // aligned with cfg.routes
     std::vector<config::cidr> trusted_proxies;                    // cfg.headers.trusted_proxies, parsed
 

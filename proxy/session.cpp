@@ -90,9 +90,15 @@ std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)>
 // A keep-alive connection idle this long leaves its session and waits parked (worker::park).
 constexpr auto park_after = std::chrono::seconds(1);
 
-net::awaitable<void> run_session(worker& w, tcp::socket socket, std::uint64_t served) {
-    client_session s(w, std::move(socket), served);
+net::awaitable<void> run_session(worker& w, tcp::socket socket, std::uint64_t served,
+                                 std::shared_ptr<boost::asio::ssl::context> tls) {
+    client_session s(w, std::move(socket), served, std::move(tls));
     co_await s.run();
+}
+
+client_stream make_client_stream(tcp::socket socket, boost::asio::ssl::context* tls) {
+    if (tls) return client_stream(std::move(socket), *tls);
+    return client_stream(std::move(socket));
 }
 
 void report_exception(std::exception_ptr e) {
@@ -107,15 +113,17 @@ void report_exception(std::exception_ptr e) {
 }  // namespace
 
 void start_session(worker& w, tcp::socket socket) {
-    net::co_spawn(w.ioc, run_session(w, std::move(socket), 0), report_exception);
+    net::co_spawn(w.ioc, run_session(w, std::move(socket), 0, w.rt->listen_tls), report_exception);
 }
 
 void resume_session(worker& w, tcp::socket socket, std::uint64_t served) {
-    net::co_spawn(w.ioc, run_session(w, std::move(socket), served), report_exception);
+    // Only plain connections are parked (see wait_for_tls_request).
+    net::co_spawn(w.ioc, run_session(w, std::move(socket), served, nullptr), report_exception);
 }
 
-client_session::client_session(worker& w, tcp::socket socket, std::uint64_t served)
-    : w_(w), client_(std::move(socket)),
+client_session::client_session(worker& w, tcp::socket socket, std::uint64_t served,
+                               std::shared_ptr<boost::asio::ssl::context> tls)
+    : w_(w), tls_(std::move(tls)), client_(make_client_stream(std::move(socket), tls_.get())),
       buffer_(w.rt->cfg.limits.max_header_bytes + 16 * 1024), served_(served) {
     boost::system::error_code ec;
     auto ep = client_.socket().remote_endpoint(ec);
@@ -155,7 +163,21 @@ void client_session::close_if_idle() {
     }
 }
 
+net::awaitable<bool> client_session::handshake() {
+    client_.expires_after(w_.rt->cfg.limits.header_timeout);
+    auto [ec] = co_await client_.tls()->async_handshake(boost::asio::ssl::stream_base::server, use_tuple);
+    if (!ec) co_return true;
+    // A connection closed before its first byte (a TCP port probe) is not a failed handshake.
+    if (ec != net::error::eof && ec != boost::asio::ssl::error::stream_truncated) w_.stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("{}: TLS handshake failed: {}", peer_, ec.message());
+    co_return false;
+}
+
 net::awaitable<void> client_session::run() {
+    if (client_.tls() && !co_await handshake()) {
+        client_.close();
+        co_return;
+    }
     while (!w_.draining) {
         auto n = co_await wait_for_request();
         if (n == next::parked) {
@@ -174,6 +196,12 @@ net::awaitable<void> client_session::run() {
         req_.reset();
         res_.reset();
         if (buffer_.size() == 0) buffer_.shrink_to_fit();
+    }
+    if (auto* t = client_.tls()) {
+        // close_notify, then the TCP close; the client's own close_notify is waited for briefly
+        // (a client that never answers costs this session a second, nothing else).
+        client_.expires_after(std::chrono::seconds(1));
+        co_await t->async_shutdown(use_tuple);
     }
     boost::system::error_code ec;
     client_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -196,6 +224,7 @@ net::awaitable<client_session::next> client_session::wait_for_request() {
     // they are there. A kept-alive connection still idle after park_after leaves its session.
     const auto now = std::chrono::steady_clock::now();
     const auto deadline = served_ == 0 ? first_deadline : now + w_.rt->cfg.limits.idle_timeout;
+    if (client_.tls()) co_return co_await wait_for_tls_request(deadline);
     const auto park_at = served_ == 0 ? deadline : std::min(deadline, now + park_after);
     for (;;) {
         idle_ = true;
@@ -216,6 +245,18 @@ net::awaitable<client_session::next> client_session::wait_for_request() {
     }
     header_deadline_ = served_ == 0 ? first_deadline
                                     : std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
+    co_return next::request;
+}
+
+net::awaitable<client_session::next> client_session::wait_for_tls_request(std::chrono::steady_clock::time_point deadline) {
+    idle_ = true;
+    client_.expires_at(deadline);
+    auto [ec, n] = co_await client_.async_read_some(buffer_.prepare(2048), use_tuple);
+    idle_ = false;
+    if (ec || w_.draining) co_return next::closed;   // closed, timed out, or drained while idle
+    buffer_.commit(n);
+    header_deadline_ = std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
+    if (served_ == 0) header_deadline_ = std::min(header_deadline_, deadline);
     co_return next::request;
 }
 
@@ -536,7 +577,8 @@ void client_session::prepare_origin_request(request_context& ctx) {
         msg.chunked(true);
     }
     msg.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
-    add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host, ctx.rt->trusted_proxy(peer_address_));
+    add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host, ctx.rt->trusted_proxy(peer_address_),
+                           client_.tls() ? "https" : "http");
     if (cfg.headers.via) append_via(msg.base(), client_version);
     if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);
     msg.keep_alive(true);
@@ -798,8 +840,7 @@ struct tunnel_state {
     net::steady_timer* wake;
 };
 
-tcp::socket& socket_of(tcp::socket& s) { return s; }
-tcp::socket& socket_of(origin_stream& s) { return s.socket(); }
+tcp::socket& socket_of(tcp_or_tls_stream& s) { return s.socket(); }
 
 // One direction of a tunnel. EOF is passed on as a half-close (a TCP one, also under TLS: no
 // close_notify); an error ends both directions.
@@ -868,10 +909,10 @@ net::awaitable<void> client_session::tunnel(request_context& ctx, pooled_connect
     std::uint64_t to_origin = 0;
     auto& cs = client_.socket();
     auto& os = oc->stream.socket();
-    // The origin side through its stream (TLS or not), the client side on the bare socket.
-    net::co_spawn(client_.get_executor(), pump(st, cs, oc->stream, relay_buffer(), relay_buffer_size, to_origin),
+    // Both sides through their streams (TLS or not).
+    net::co_spawn(client_.get_executor(), pump(st, client_, oc->stream, relay_buffer(), relay_buffer_size, to_origin),
                   net::detached);
-    net::co_spawn(client_.get_executor(), pump(st, oc->stream, cs, back.get(), relay_buffer_size, ctx.bytes_sent),
+    net::co_spawn(client_.get_executor(), pump(st, oc->stream, client_, back.get(), relay_buffer_size, ctx.bytes_sent),
                   net::detached);
     // The pumps use this frame: it outlives them (running reaches 0 only when both have ended).
     while (st.running > 0) {

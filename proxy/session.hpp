@@ -132,7 +132,9 @@ private:
 class client_session {
 public:
     // `served` > 0: a parked connection resumed (already counted as open).
-    client_session(worker& w, tcp::socket socket, std::uint64_t served = 0);
+    // `tls`: the listener's TLS context (listen_tls) the connection was accepted with, or null.
+    client_session(worker& w, tcp::socket socket, std::uint64_t served = 0,
+                   std::shared_ptr<boost::asio::ssl::context> tls = nullptr);
     ~client_session();
     net::awaitable<void> run();
     // Drain: closes the connection if it is waiting for a next request.
@@ -231,8 +233,15 @@ private:
     static constexpr std::size_t relay_buffer_size = 16 * 1024;
     char* relay_buffer();   // relay_buffer_size bytes, allocated for the request being served
 
+    // The server handshake (listen_tls), within limits.header_timeout; false when it failed.
+    net::awaitable<bool> handshake();
+    // wait_for_request() on a TLS connection: OpenSSL may hold decrypted bytes the socket no
+    // longer shows, so it reads through the stream (and such a connection is never parked).
+    net::awaitable<next> wait_for_tls_request(std::chrono::steady_clock::time_point deadline);
+
     worker& w_;
-    beast::tcp_stream client_;
+    std::shared_ptr<boost::asio::ssl::context> tls_;   // outlives client_, which refers to it
+    client_stream client_;
     beast::flat_buffer buffer_;
     std::string peer_;
     boost::asio::ip::address peer_address_;   // unspecified when unknown: never trusted

@@ -3,12 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <stdexcept>
 #include <thread>
 
+#include "tests/support/certificates.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/nginx.hpp"
 #include "tests/support/process.hpp"
@@ -17,41 +16,6 @@
 using namespace ifm::test;
 
 namespace {
-
-void run(const std::string& command) {
-    if (std::system((command + " >/dev/null 2>&1").c_str()) != 0) throw std::runtime_error("failed: " + command);
-}
-
-// A CA, a server certificate it signed (localhost and 127.0.0.1), a client certificate it signed,
-// and a self-signed server certificate no CA vouches for. EC keys: quick to make.
-struct certificates {
-    temp_dir dir;
-    std::string path(const std::string& name) const { return dir.path() + "/" + name; }
-
-    certificates() {
-        const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        run("openssl req -x509 " + key + " -days 1 -subj /CN=test-ca -keyout " + path("ca.key") + " -out " +
-            path("ca.pem"));
-        std::ofstream(path("san.ext")) << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
-        for (std::string who : {"server", "client"}) {
-            run("openssl req " + key + " -subj /CN=" + (who == "server" ? "localhost" : "proxy") + " -keyout " +
-                path(who + ".key") + " -out " + path(who + ".csr"));
-            run("openssl x509 -req -days 1 -in " + path(who + ".csr") + " -CA " + path("ca.pem") + " -CAkey " +
-                path("ca.key") + " -CAcreateserial -out " + path(who + ".pem") +
-                (who == "server" ? " -extfile " + path("san.ext") : std::string()));
-        }
-        run("openssl req -x509 " + key + " -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1"
-            " -keyout " + path("rogue.key") + " -out " + path("rogue.pem"));
-    }
-
-    nginx_options origin(bool rogue = false, bool client_ca = false) const {
-        nginx_options o;
-        o.tls_certificate = path(rogue ? "rogue.pem" : "server.pem");
-        o.tls_key = path(rogue ? "rogue.key" : "server.key");
-        if (client_ca) o.client_ca = path("ca.pem");
-        return o;
-    }
-};
 
 // One upstream with `tls` (a YAML flow mapping), "/" tracked in hash mode, memory store.
 std::string proxy_yaml(std::uint16_t port, std::uint16_t origin, const std::string& tls) {

@@ -5,6 +5,7 @@
   ws_echo.py serve PORT CERT KEY   the same over TLS (wss), with that PEM certificate and key
   ws_echo.py client URL...     for each URL: handshake, a text and a 200 KiB binary message
                                echoed back exactly, a ping answered, a clean close; exit 0 if so
+                               (wss:// URLs verify the server against the CA file in $WS_CA_FILE)
 """
 import asyncio
 import os
@@ -30,7 +31,10 @@ async def serve(port, cert=None, key=None):
 
 async def client(urls):
     for url in urls:
-        async with websockets.connect(url, max_size=None, open_timeout=5, close_timeout=5) as ws:
+        tls = None
+        if url.startswith("wss://"):
+            tls = ssl.create_default_context(cafile=os.environ.get("WS_CA_FILE"))
+        async with websockets.connect(url, max_size=None, open_timeout=5, close_timeout=5, ssl=tls) as ws:
             await ws.send("hello through the proxy")
             got = await asyncio.wait_for(ws.recv(), 5)
             assert got == "hello through the proxy", f"{url}: text echo {got!r}"

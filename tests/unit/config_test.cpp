@@ -374,6 +374,26 @@ routes: []
                 "routes", 3, "at least one route is required");
 }
 
+TEST_CASE("config: listen_tls needs a readable certificate and key, each reported with its line") {
+    env_guard env;
+    const std::string readable = std::string(IFM_SOURCE_DIR) + "/README.md";
+    auto c = load_ok("listen: 0.0.0.0:8443\nlisten_tls: { certificate: " + readable + ", key: " + readable +
+                     " }\nupstreams: { app: { address: 127.0.0.1:3000 } }\nroutes: [ { upstream: app } ]\n");
+    CHECK(c.listen_tls.enabled());
+    CHECK(c.listen_tls.certificate == readable);
+    CHECK(c.listen_tls.key == readable);
+    CHECK_FALSE(load_ok(minimal).listen_tls.enabled());
+    check_error(only_error("listen_tls:\n  certificate: " + readable +
+                           "\nupstreams: { app: { address: 127.0.0.1:3000 } }\nroutes: [ { upstream: app } ]\n"),
+                "listen_tls.key", 2, "required key missing");
+    check_error(only_error("listen_tls:\n  certificate: /nonexistent/tls.pem\n  key: " + readable +
+                           "\nupstreams: { app: { address: 127.0.0.1:3000 } }\nroutes: [ { upstream: app } ]\n"),
+                "listen_tls.certificate", 2, "cannot read '/nonexistent/tls.pem'");
+    check_error(only_error("listen_tls: { certificate: " + readable + ", key: " + readable +
+                           ", ciphers: ALL }\nupstreams: { app: { address: 127.0.0.1:3000 } }\nroutes: [ { upstream: app } ]\n"),
+                "listen_tls", 1, "unknown key 'ciphers'");
+}
+
 TEST_CASE("config: upstream TLS keys, unreadable files and an unpaired client certificate") {
     env_guard env;
     const std::string readable = std::string(IFM_SOURCE_DIR) + "/README.md";
@@ -755,6 +775,10 @@ std::string with_key(const std::string& key, const std::string& example) {
             if (key.starts_with("upstreams.<name>.tls.") && !key.ends_with(".enabled")) at["enabled"] = true;
             if (key.ends_with("_file") || key.ends_with(".client_certificate") || key.ends_with(".client_key"))
                 at[part] = std::string(IFM_SOURCE_DIR) + "/README.md";
+            if (key.starts_with("listen_tls.")) {   // both, readable files
+                at["certificate"] = std::string(IFM_SOURCE_DIR) + "/README.md";
+                at["key"] = std::string(IFM_SOURCE_DIR) + "/README.md";
+            }
             if (key.ends_with(".client_certificate") || key.ends_with(".client_key")) {
                 at["client_certificate"] = std::string(IFM_SOURCE_DIR) + "/README.md";
                 at["client_key"] = std::string(IFM_SOURCE_DIR) + "/README.md";

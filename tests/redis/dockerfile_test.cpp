@@ -1,7 +1,8 @@
-// The container image, without a Docker engine: the runtime stage of the Dockerfile installs a
-// Debian package for every shared library the binary needs (ldd + dpkg -S on this Debian 12
-// machine, the build stage's distribution), and the paths and flags the Dockerfile uses are the
-// binary's own.
+// The container image, read from the Dockerfile: the runtime stages (`runtime`, the default
+// target, and `prebuilt`, both FROM `runtime-base`) install a Debian package for every shared
+// library the binary needs (ldd + dpkg -S on this Debian 12 machine, the build stage's
+// distribution), and the paths and flags the Dockerfile uses are the binary's own.
+// scripts/container-test builds and runs the image with podman.
 #include "tests/support/proxy_process.hpp"
 
 #include <doctest/doctest.h>
@@ -108,6 +109,26 @@ std::vector<std::string> exec_form(const std::string& args) {
     return out;
 }
 
+// The stage named `name`, with the instructions of the stages it is built FROM before its own (a
+// stage built FROM another inherits its files and its USER, EXPOSE, HEALTHCHECK, ENTRYPOINT...);
+// `from` becomes the image the chain starts from.
+stage resolved(const std::vector<stage>& stages, const std::string& name) {
+    auto named = [&](const std::string& n) {
+        return std::find_if(stages.begin(), stages.end(), [&](const stage& s) { return s.name == n; });
+    };
+    auto it = named(name);
+    REQUIRE_MESSAGE(it != stages.end(), "no stage named " << name);
+    stage out = *it;
+    for (int depth = 0; depth < 10; ++depth) {
+        auto base = named(out.from);
+        if (base == stages.end() || base >= it) break;
+        out.body.insert(out.body.begin(), base->body.begin(), base->body.end());
+        out.from = base->from;
+        it = base;
+    }
+    return out;
+}
+
 const instruction* find(const stage& s, const std::string& keyword) {
     const instruction* last = nullptr;
     for (const auto& ins : s.body)
@@ -134,13 +155,18 @@ std::string package_of(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("Dockerfile: the runtime stage installs every shared library the binary needs") {
+TEST_CASE("Dockerfile: the runtime stages install every shared library the binary needs") {
     auto stages = parse_dockerfile(read_text_file(std::string(IFM_SOURCE_DIR) + "/Dockerfile"));
     REQUIRE(stages.size() >= 2);
     const auto& build = stages.front();
-    const auto& runtime = stages.back();
+    // The last stage is what `docker build .` makes.
+    CHECK(stages.back().name == "runtime");
+    auto runtime = resolved(stages, stages.back().name);
+    auto prebuilt = resolved(stages, "prebuilt");
     CHECK(build.from == "debian:12");
     CHECK(runtime.from == "debian:12-slim");
+    CHECK(prebuilt.from == "debian:12-slim");
+    CHECK(installed_packages(prebuilt) == installed_packages(runtime));
     auto runtime_pkgs = installed_packages(runtime);
     CAPTURE(runtime_pkgs.size());
     for (const auto& p : runtime_pkgs) {
@@ -180,7 +206,20 @@ TEST_CASE("Dockerfile: non-root, ports, health check, signals, and the binary's 
     auto stages = parse_dockerfile(dockerfile);
     REQUIRE(stages.size() >= 2);
     const auto& build = stages.front();
-    const auto& runtime = stages.back();
+    auto runtime = resolved(stages, stages.back().name);
+
+    // `runtime` (the binary of the build stage) and `prebuilt` (a binary from the build context,
+    // scripts/container-test) are runtime-base plus one COPY each: the metadata checked below is
+    // the same in both images.
+    for (const auto* name : {"runtime", "prebuilt"}) {
+        INFO(name);
+        auto it = std::find_if(stages.begin(), stages.end(), [&](const stage& s) { return s.name == name; });
+        REQUIRE(it != stages.end());
+        CHECK(it->from == "runtime-base");
+        REQUIRE(it->body.size() == 1);
+        CHECK(it->body[0].keyword == "COPY");
+    }
+    auto prebuilt = resolved(stages, "prebuilt");
 
     // --help names the flags and the default configuration path.
     auto help = proxy_process::run_once("", {"--help"});
@@ -212,6 +251,8 @@ TEST_CASE("Dockerfile: non-root, ports, health check, signals, and the binary's 
         if (ins.keyword == "COPY" && w.size() == 3 && w[0] == "--from=" + build.name && w[2] == binary) copied = true;
     }
     CHECK_MESSAGE(copied, "no COPY --from=" << build.name << " ... " << binary);
+    auto prebuilt_copy = words(prebuilt.body.back().args);
+    CHECK(prebuilt_copy == std::vector<std::string>{"ifmatch-proxy", binary});
 
     auto check_flags = [&](const std::vector<std::string>& argv) {
         for (std::size_t i = 0; i < argv.size(); ++i) {

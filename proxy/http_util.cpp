@@ -90,10 +90,38 @@ std::size_t field_count(const http::fields& f) {
     return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
 }
 
-void drop_trailer_fields(http::fields& f, std::size_t header_fields) {
-    auto it = f.begin();
-    for (std::size_t i = 0; i < header_fields && it != f.end(); ++i) ++it;
-    while (it != f.end()) it = f.erase(it);
+void drop_trailer_fields(http::fields& f, const std::vector<std::string_view>& trailer_names) {
+    std::vector<std::string_view> done;
+    std::vector<http::fields::const_iterator> same;
+    for (auto name : trailer_names) {
+        if (std::ranges::any_of(done, [&](std::string_view d) { return iequals(d, name); })) continue;
+        done.push_back(name);
+        auto lines = static_cast<std::size_t>(
+            std::ranges::count_if(trailer_names, [&](std::string_view n) { return iequals(n, name); }));
+        same.clear();
+        for (auto it = f.begin(); it != f.end(); ++it)
+            if (iequals(it->name_string(), name)) same.push_back(it);
+        // Beast keeps fields of one name together, each new one after the last: the trailer's
+        // are the group's tail.
+        for (std::size_t i = same.size() > lines ? same.size() - lines : 0; i < same.size(); ++i) f.erase(same[i]);
+    }
+}
+
+void header_snapshot::take(const http::fields& f) {
+    kept_.clear();
+    for (const auto& field : f) kept_.push_back(&field);
+    std::ranges::sort(kept_);
+    taken_ = true;
+}
+
+void header_snapshot::drop_added(http::fields& f) {
+    if (!taken_) return;
+    for (auto it = f.begin(); it != f.end();) {
+        const void* at = &*it;
+        if (std::ranges::binary_search(kept_, at)) ++it;
+        else it = f.erase(it);
+    }
+    clear();
 }
 
 bool is_websocket_upgrade(const http::request_header<>& h) {

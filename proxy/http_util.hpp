@@ -43,11 +43,27 @@ std::optional<std::string> joined_field(const http::fields& f, std::string_view 
 // The number of field lines in `f`.
 std::size_t field_count(const http::fields& f);
 
-// Beast 1.81 appends a chunked message's trailer section (RFC 9110 §6.5) to its header map once
-// the last chunk is parsed. Trailers are never merged into the header (§6.5.1: a trailer
-// Set-Cookie must not become a header): erases every field line after the first `header_fields`,
-// the count taken when the header was parsed.
-void drop_trailer_fields(http::fields& f, std::size_t header_fields);
+// Beast 1.81 parses a trailer section into the header's field map, and inserts each field next
+// to the fields of the same name, not at the end: a trailer `Set-Cookie` lands among the
+// header's. Trailers are never merged into the header (RFC 9110 §6.5.1), so they are dropped,
+// told apart by one of these two means:
+// - by the names of the trailer's field lines, in order (the raw trailer section was read): of
+//   each name, the last as many fields as the trailer had lines are the trailer's;
+void drop_trailer_fields(http::fields& f, const std::vector<std::string_view>& trailer_names);
+// - by the header's own fields, recorded before the trailer section was parsed (the chunk
+//   callback of the last chunk): everything else is the trailer's.
+class header_snapshot {
+public:
+    void take(const http::fields& f);
+    bool taken() const { return taken_; }
+    // Erases every field `f` did not hold when take() was called; forgets the snapshot.
+    void drop_added(http::fields& f);
+    void clear() { kept_.clear(); taken_ = false; }
+
+private:
+    std::vector<const void*> kept_;   // sorted addresses of the header's field elements
+    bool taken_ = false;
+};
 
 // The Max-Forwards value (RFC 9110 §7.6.2: 1*DIGIT, one field line); nullopt when absent or
 // malformed (then it is forwarded as it came).

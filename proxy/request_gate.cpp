@@ -205,7 +205,9 @@ problem read_error_problem(const boost::system::error_code& ec) {
 // empty line (Beast needs all of them in the one put() that finishes the message). Walking back
 // over `fields` field lines, any line that starts with whitespace (obs-fold), has whitespace
 // before its colon or holds a NUL or a bare CR or LF is refused, as in the header.
-boost::system::error_code check_trailer_section(std::string_view message, std::size_t fields) {
+boost::system::error_code check_trailer_section(std::string_view message, std::size_t fields,
+                                                std::vector<std::string_view>& names) {
+    names.clear();
     if (fields == 0) return {};
     if (!message.ends_with("\r\n\r\n")) return http::error::bad_field;
     std::size_t end = message.size() - 2;   // just after the last field line's CRLF
@@ -221,6 +223,7 @@ boost::system::error_code check_trailer_section(std::string_view message, std::s
             return http::error::bad_field;
         auto colon = line.find(':');
         if (colon == std::string_view::npos || colon == 0 || is_ws(line[colon - 1])) return http::error::bad_field;
+        names.push_back(line.substr(0, colon));
         ++seen;
         end = prev + 2;
     }
@@ -234,12 +237,13 @@ boost::system::error_code parse_body_bytes(request_parser& p, std::string_view d
     auto fields = field_count(p.get());
     for (;;) {
         if (p.is_done()) {
-            if (p.chunked()) {
-                if (auto ec = check_trailer_section(data.substr(0, used), field_count(p.get()) - fields)) return ec;
-            }
             // Trailer fields are discarded (RFC 9110 §6.5.1), never merged into the header, which
             // may not have gone out yet (a request sent in one piece).
-            drop_trailer_fields(p.get(), fields);
+            if (auto added = field_count(p.get()) - fields; p.chunked() && added > 0) {
+                std::vector<std::string_view> names;
+                if (auto ec = check_trailer_section(data.substr(0, used), added, names)) return ec;
+                drop_trailer_fields(p.get(), names);
+            }
             return {};
         }
         if (used == data.size()) return http::error::need_more;

@@ -707,7 +707,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
         // An origin that sends 1xx responses without end would hold the request forever.
         if (interim == max_interim_responses) co_return make_error_code(http::error::bad_status);
         res_.emplace();
-        res_trailer_at_ = no_trailer;
+        res_header_.clear();
         res_->on_chunk_header(res_chunk_header_);
         res_->header_limit(static_cast<std::uint32_t>(ctx.rt->cfg.limits.max_header_bytes * 4));
         res_->body_limit(boost::none);
@@ -1033,9 +1033,7 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
 }
 
 void client_session::drop_response_trailers() {
-    if (res_trailer_at_ == no_trailer) return;
-    drop_trailer_fields(res_->get(), res_trailer_at_);
-    res_trailer_at_ = no_trailer;
+    res_header_.drop_added(res_->get());
 }
 
 // The origin's response has been read whole: its connection is pooled again (if the origin

@@ -247,13 +247,12 @@ private:
     boost::asio::ip::address peer_address_;   // unspecified when unknown: never trusted
     boxed<request_parser> req_;
     boxed<response_parser> res_;
-    // The field count of res_ when its last chunk began: Beast 1.81 appends the trailer section
-    // to the header map after it (drop_response_trailers() erases it; RFC 9110 §6.5.1).
-    static constexpr std::size_t no_trailer = static_cast<std::size_t>(-1);
-    std::size_t res_trailer_at_ = no_trailer;
+    // res_'s header fields, recorded when its last chunk began: Beast 1.81 inserts the trailer
+    // section's fields among them (drop_response_trailers() erases those; RFC 9110 §6.5.1).
+    header_snapshot res_header_;
     std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> res_chunk_header_ =
         [this](std::uint64_t size, std::string_view, boost::system::error_code&) {
-            if (size == 0) res_trailer_at_ = field_count(res_->get());
+            if (size == 0) res_header_.take(res_->get());
         };
     std::unique_ptr<char[]> relay_buf_;
     problem pending_;

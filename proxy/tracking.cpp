@@ -223,14 +223,15 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
         // 1xx interim responses are skipped; each response needs a parser of its own.
         // Trailers are dropped (RFC 9110 §6.5.1): a trailer ETag must not pass for the header's.
         std::optional<http::response_parser<http::string_body>> p;
-        std::size_t trailer_at = no_trailer;
+        header_snapshot header;
         std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> on_chunk =
             [&](std::uint64_t size, std::string_view, boost::system::error_code&) {
-                if (size == 0) trailer_at = field_count(p->get());
+                if (size == 0) header.take(p->get());
             };
         boost::system::error_code ec = wec;
         while (!ec && (!p || p->get().result_int() < 200)) {
             p.emplace();
+            header.clear();
             p->on_chunk_header(on_chunk);
             p->body_limit(cfg.limits.max_hash_body);
             p->header_limit(static_cast<std::uint32_t>(cfg.limits.max_header_bytes * 4));
@@ -251,7 +252,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
             co_return f;
         }
         auto& res = p->get();
-        if (trailer_at != no_trailer) drop_trailer_fields(res, trailer_at);
+        header.drop_added(res);
         if (auto why = check_response_framing(res.base()); !why.empty()) {
             f.ec = make_error_code(http::error::bad_transfer_encoding);
             co_return f;

@@ -326,7 +326,7 @@ net::awaitable<std::tuple<boost::system::error_code, std::size_t>> client_sessio
     client_.expires_never();
     net::steady_timer timer(client_.get_executor(), header_deadline_);
     auto group = net::experimental::make_parallel_group(
-        client_.socket().async_read_some(buffer_.prepare(room), net::deferred),
+        client_.async_read_some(buffer_.prepare(room), net::deferred),   // through TLS, if any
         timer.async_wait(net::deferred));
     auto [order, rec, rn, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
     // Bytes that arrived just as the timer fired are kept (the caller commits `rn`).

@@ -59,12 +59,14 @@ std::string tls_yaml(const certificates& certs, std::uint16_t port, std::uint16_
 
 // Raw bytes in one TLS write (tests/support/tls_raw.py); what the server sent back.
 command_result tls_raw(const certificates& certs, const std::string& ca, std::uint16_t port, const std::string& bytes,
-                       double quiet_seconds = 2) {
+                       double quiet_seconds = 2, std::size_t split = 0) {
     static int n = 0;
     auto file = certs.path("request" + std::to_string(++n));
     std::ofstream(file, std::ios::binary) << bytes;
-    return run_command(certs.dir, {"/usr/bin/python3", IFM_SOURCE_DIR "/tests/support/tls_raw.py", certs.path(ca),
-                                   std::to_string(port), file, std::to_string(quiet_seconds)});
+    std::vector<std::string> argv{"/usr/bin/python3", IFM_SOURCE_DIR "/tests/support/tls_raw.py", certs.path(ca),
+                                  std::to_string(port), file, std::to_string(quiet_seconds)};
+    if (split > 0) argv.push_back(std::to_string(split));
+    return run_command(certs.dir, argv);
 }
 
 std::size_t occurrences(const std::string& text, const std::string& what) {
@@ -131,6 +133,31 @@ TEST_CASE("listen_tls: pipelined requests in one TLS record are all answered, in
     auto a = r.out.find("alpha"), b = r.out.find("bravo"), a2 = r.out.rfind("alpha");
     CHECK((a < b && b < a2 && a2 != std::string::npos));
     CHECK(took < std::chrono::seconds(4));   // closed by the server after the third, not by a timeout
+}
+
+TEST_CASE("listen_tls: a header and a body that arrive in several TLS records") {
+    // The first record is read while the connection waits for a request; the rest of the header
+    // (and the body) through TLS too, never from the socket underneath.
+    certificates certs;
+    fake_origin origin;
+    auto port = free_port();
+    proxy_process px(tls_yaml(certs, port, origin.port()), port);
+    const std::string put = "PUT /split HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+                            "X-Filler: " + std::string(3000, 'f') + "\r\nConnection: close\r\n\r\nhello";
+    for (std::size_t split : {std::size_t{10}, put.size() - 600, put.size() - 2}) {
+        INFO("split at " << split);
+        auto r = tls_raw(certs, "ca.pem", port, put, 3, split);
+        INFO(r.out << px.log());
+        CHECK(r.out.starts_with("HTTP/1.1 2"));
+        CHECK(origin.get("/split") == std::optional<std::string>("hello"));
+        origin.erase("/split");
+    }
+    // A header left unfinished gets its 408 over TLS once limits.header_timeout passes.
+    auto port2 = free_port();
+    proxy_process px2(tls_yaml(certs, port2, origin.port(), "server", "limits: { header_timeout: 1s }\n"), port2);
+    auto r = tls_raw(certs, "ca.pem", port2, "GET /x HTTP/1.1\r\nHost: localhost\r\n", 4);
+    INFO(r.out);
+    CHECK(r.out.starts_with("HTTP/1.1 408 "));
 }
 
 TEST_CASE("listen_tls: X-Forwarded-Proto and Forwarded say https") {

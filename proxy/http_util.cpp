@@ -91,19 +91,13 @@ std::size_t field_count(const http::fields& f) {
 }
 
 void drop_trailer_fields(http::fields& f, const std::vector<std::string_view>& trailer_names) {
-    std::vector<std::string_view> done;
-    std::vector<http::fields::const_iterator> same;
+    // Beast keeps fields of one name together, each new one after the last: a trailer line's
+    // field is the last of its name still there.
     for (auto name : trailer_names) {
-        if (std::ranges::any_of(done, [&](std::string_view d) { return iequals(d, name); })) continue;
-        done.push_back(name);
-        auto lines = static_cast<std::size_t>(
-            std::ranges::count_if(trailer_names, [&](std::string_view n) { return iequals(n, name); }));
-        same.clear();
+        auto last = f.end();
         for (auto it = f.begin(); it != f.end(); ++it)
-            if (iequals(it->name_string(), name)) same.push_back(it);
-        // Beast keeps fields of one name together, each new one after the last: the trailer's
-        // are the group's tail.
-        for (std::size_t i = same.size() > lines ? same.size() - lines : 0; i < same.size(); ++i) f.erase(same[i]);
+            if (iequals(it->name_string(), name)) last = it;
+        if (last != f.end()) f.erase(last);
     }
 }
 

@@ -1,6 +1,7 @@
 // A byte stream that is plain TCP or TLS over TCP, chosen per connection at run time: to an
-// origin (an upstream with tls.enabled) and from a client (listen_tls). Beast's HTTP algorithms take it like either stream (it is
-// an AsyncReadStream and AsyncWriteStream); timeouts are the TCP layer's in both cases.
+// origin (an upstream with tls.enabled) and from a client (listen_tls). Beast's HTTP algorithms
+// take it like either stream (it is an AsyncReadStream and AsyncWriteStream); timeouts are the
+// TCP layer's in both cases.
 #pragma once
 
 #include <boost/asio/async_result.hpp>

@@ -208,7 +208,6 @@ problem read_error_problem(const boost::system::error_code& ec) {
 boost::system::error_code check_trailer_section(std::string_view message, std::size_t fields,
                                                 std::vector<std::string_view>& names) {
     names.clear();
-    if (fields == 0) return {};
     if (!message.ends_with("\r\n\r\n")) return http::error::bad_field;
     std::size_t end = message.size() - 2;   // just after the last field line's CRLF
     for (std::size_t seen = 0; seen < fields;) {

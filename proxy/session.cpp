@@ -168,7 +168,8 @@ net::awaitable<bool> client_session::handshake() {
     auto [ec] = co_await client_.tls()->async_handshake(boost::asio::ssl::stream_base::server, use_tuple);
     if (!ec) co_return true;
     // A connection closed before its first byte (a TCP port probe) is not a failed handshake.
-    if (ec != net::error::eof && ec != boost::asio::ssl::error::stream_truncated) w_.stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    if (ec != net::error::eof && ec != boost::asio::ssl::error::stream_truncated)
+        w_.stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
     spdlog::debug("{}: TLS handshake failed: {}", peer_, ec.message());
     co_return false;
 }
@@ -578,7 +579,7 @@ void client_session::prepare_origin_request(request_context& ctx) {
     }
     msg.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
     add_forwarding_headers(msg.base(), cfg.headers.forwarded, peer_, ctx.host, ctx.rt->trusted_proxy(peer_address_),
-                           client_.tls() ? "https" : "http");
+                           client_scheme());
     if (cfg.headers.via) append_via(msg.base(), client_version);
     if (!ctx.pool->config().host_header.empty()) msg.set(http::field::host, ctx.pool->config().host_header);
     msg.keep_alive(true);

@@ -233,6 +233,8 @@ private:
     static constexpr std::size_t relay_buffer_size = 16 * 1024;
     char* relay_buffer();   // relay_buffer_size bytes, allocated for the request being served
 
+    // "https" on a listen_tls connection, else "http" (X-Forwarded-Proto, Forwarded).
+    std::string_view client_scheme() { return client_.tls() ? "https" : "http"; }
     // The server handshake (listen_tls), within limits.header_timeout; false when it failed.
     net::awaitable<bool> handshake();
     // wait_for_request() on a TLS connection: OpenSSL may hold decrypted bytes the socket no

@@ -207,7 +207,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
         if (!excluded_from_fetch(field.name())) r.insert(field.name_string(), field.value());
     strip_hop_by_hop(r.base());
     add_forwarding_headers(r.base(), cfg.headers.forwarded, peer_, ctx.host, ctx.rt->trusted_proxy(peer_address_),
-                           client_.tls() ? "https" : "http");
+                           client_scheme());
     if (!up.host_header.empty()) r.set(http::field::host, up.host_header);
     r.set("X-Request-Id", ctx.request_id);   // the origin logs the id the client sees
     r.keep_alive(true);

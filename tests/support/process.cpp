@@ -13,7 +13,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <filesystem>
+#include <mutex>
+#include <random>
+#include <set>
 #include <system_error>
 #include <thread>
 
@@ -35,18 +39,66 @@ sockaddr_in loopback(std::uint16_t port) {
 
 }  // namespace
 
-std::uint16_t free_port() {
+namespace {
+
+// The first port of the kernel's ephemeral range: connect() takes its local ports from there.
+std::uint16_t ephemeral_low() {
+    std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    unsigned low = 32768, high = 60999;
+    if (f) {
+        if (std::fscanf(f, "%u %u", &low, &high) != 2) low = 32768;
+        std::fclose(f);
+    }
+    return static_cast<std::uint16_t>(low);
+}
+
+bool can_bind(std::uint16_t port) {
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw_errno("socket");
-    auto addr = loopback(0);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        ::close(fd);
-        throw_errno("bind");
-    }
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    auto addr = loopback(port);
+    bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(fd);
-    return ntohs(addr.sin_port);
+    return ok;
+}
+
+}  // namespace
+
+// A port the kernel's bind(0) hands out lies in the ephemeral range, and between our probe and
+// the server's own bind any client connect() may take it as its local port: a redis-server of
+// the cluster test once failed to start that way in CI. So ports come from below that range,
+// where connect() never goes, are probed with bind, and are never handed out twice by this
+// process (a server started later may not be listening yet when the next port is chosen).
+std::uint16_t free_port() {
+    static std::mutex mutex;
+    static std::set<std::uint16_t> given;
+    static std::mt19937 random{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
+    constexpr std::uint16_t first = 12000;
+    const std::uint16_t low = ephemeral_low();
+    std::lock_guard lock{mutex};
+    if (low > first + 1000) {
+        std::uniform_int_distribution<unsigned> pick{first, low - 1u};
+        for (int attempt = 0; attempt < 200; ++attempt) {
+            auto port = static_cast<std::uint16_t>(pick(random));
+            if (given.contains(port) || !can_bind(port)) continue;
+            given.insert(port);
+            return port;
+        }
+    }
+    // A machine whose ephemeral range starts low: let the kernel choose.
+    for (;;) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) throw_errno("socket");
+        auto addr = loopback(0);
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+            ::close(fd);
+            throw_errno("bind");
+        }
+        socklen_t len = sizeof addr;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+        ::close(fd);
+        auto port = ntohs(addr.sin_port);
+        if (given.insert(port).second) return port;
+    }
 }
 
 bool wait_for_port(std::uint16_t port, std::chrono::milliseconds timeout) {

@@ -14,6 +14,9 @@
 
 #include <spdlog/spdlog.h>
 
+#ifdef IFM_MIMALLOC
+#include <mimalloc.h>
+#endif
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -29,6 +32,23 @@
 #include <thread>
 
 namespace {
+
+// Which allocator serves malloc and operator new: "mimalloc 2.0.9" only when a malloc'd block
+// really lives in mimalloc's heap (linking the library is not enough if something loads libc's
+// malloc first).
+std::string allocator_name() {
+#ifdef IFM_MIMALLOC
+    void* p = std::malloc(16);
+    bool ours = mi_is_in_heap_region(p);
+    std::free(p);
+    int v = mi_version();
+    std::string name = "mimalloc " + std::to_string(v / 100) + "." + std::to_string(v / 10 % 10) + "." +
+                       std::to_string(v % 10);
+    return ours ? name : "glibc malloc (" + name + " linked but not in use)";
+#else
+    return "glibc malloc";
+#endif
+}
 
 constexpr const char* default_config = "/etc/ifmatch-proxy/config.yaml";
 
@@ -170,7 +190,7 @@ int main(int argc, char** argv) {
             std::fputs(ifm::config::json_schema().c_str(), stdout);
             return 0;
         } else if (a == "--version") {
-            std::printf("ifmatch-proxy %s\n", IFM_VERSION);
+            std::printf("ifmatch-proxy %s (allocator: %s)\n", IFM_VERSION, allocator_name().c_str());
             return 0;
         } else if (a == "--help" || a == "-h") {
             usage(stdout);
@@ -191,6 +211,7 @@ int main(int argc, char** argv) {
     }
     std::signal(SIGPIPE, SIG_IGN);
     ifm::proxy::setup_logging(cfg->log);
+    spdlog::info("ifmatch-proxy {} (allocator: {})", IFM_VERSION, allocator_name());
     if (!allow_core_dumps) disable_core_dumps();
     check_config_permissions(path, *cfg);
     try {

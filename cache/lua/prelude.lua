@@ -25,6 +25,7 @@ end
 -- (young_server_wait: false): it starts an epoch that is ready at once, read or write. (The memory
 -- backend, which never loses data in production, reads 0 as "unknown" instead: the simulator
 -- passes it after a loss.)
+local epoch_lease = nil  -- the epoch's longest lease (ms) as recovering() left it
 local function recovering(lease)
   local ep = redis.call('HMGET', KEYS[3], 'r', 'l')
   local now = now_us()
@@ -32,15 +33,21 @@ local function recovering(lease)
   local l = math.max(wait, tonumber(lease) or 0)
   if not ep[1] then
     redis.call('HSET', KEYS[3], 'r', string.format('%.0f', now + wait * 1000), 'l', l)
+    epoch_lease = tostring(l)
     return wait > 0
   end
-  if l > (tonumber(ep[2]) or 0) then redis.call('HSET', KEYS[3], 'l', l) end
+  if l > (tonumber(ep[2]) or 0) then
+    redis.call('HSET', KEYS[3], 'l', l)
+    epoch_lease = tostring(l)
+  else
+    epoch_lease = ep[2] or '0'
+  end
   return now < tonumber(ep[1])
 end
 
--- The longest lease the epoch records (ms).
+-- The longest lease the epoch records (ms): what recovering() read or wrote, without asking again.
 local function fleet_lease()
-  return redis.call('HGET', KEYS[3], 'l') or '0'
+  return epoch_lease or redis.call('HGET', KEYS[3], 'l') or '0'
 end
 
 local function next_generation()

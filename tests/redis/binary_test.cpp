@@ -44,6 +44,11 @@ TEST_CASE("--version, --help and unknown arguments") {
     auto v = proxy_process::run_once(plain_yaml(free_port(), 1), {"--version"});
     CHECK(v.status == 0);
     CHECK(v.log.find("ifmatch-proxy ") != std::string::npos);
+#ifdef IFM_EXPECT_MIMALLOC
+    CHECK_MESSAGE(v.log.find("(allocator: mimalloc 2.") != std::string::npos, v.log);
+#else
+    CHECK(v.log.find("(allocator: glibc malloc)") != std::string::npos);
+#endif
     auto h = proxy_process::run_once(plain_yaml(free_port(), 1), {"--help"});
     CHECK(h.status == 0);
     CHECK(h.log.find("--check-config") != std::string::npos);

@@ -417,6 +417,34 @@ TEST_CASE_TEMPLATE("store: commit after the lease expired and another writer too
     CHECK_FALSE(last->leased);
 }
 
+TEST_CASE_TEMPLATE("store: a late commit keeps the current writer's uncommitted-write marker", K,
+                   memory_kind, redis_kind) {
+    // The second writer's marker must survive the first one's late commit: if the second then
+    // crashes, its write may still reach the origin, and no read may record a validator (I3).
+    store_env env(K::redis);
+    put_state(env, "y", resource_state::present("\"v1\""));
+    auto first = env.run(env.store->async_acquire("y", if_match({"\"v1\""}), 200ms));
+    REQUIRE(first.has_value());
+    REQUIRE(first->status == acquire_status::ok);
+    std::this_thread::sleep_for(300ms);
+    auto second = env.run(env.store->async_acquire("y", if_match({"\"v1\""}), 300ms));
+    REQUIRE(second.has_value());
+    REQUIRE(second->status == acquire_status::unknown);
+    auto late = env.run(env.store->async_commit("y", first->token, commit_outcome::set,
+                                                resource_state::present("\"v2\"")));
+    REQUIRE(late.has_value());
+    CHECK_FALSE(*late);
+    std::this_thread::sleep_for(400ms);   // the second writer's lease runs out: it crashed
+    auto snap = env.run(env.store->async_snapshot("y"));
+    REQUIRE(snap.has_value());
+    CHECK_FALSE(snap->leased);
+    CHECK(snap->state == resource_state::unknown());
+    auto observed = env.run(env.store->async_observe("y", snap->generation, resource_state::present("\"v1\"")));
+    REQUIRE(observed.has_value());
+    CHECK_FALSE(*observed);
+    CHECK(acquire_status_of(env, "y", if_match({"\"v1\""})) == acquire_status::unknown);
+}
+
 TEST_CASE_TEMPLATE("store: store_under_lease checks the token", K, memory_kind, redis_kind) {
     store_env env(K::redis);
     auto a = env.run(env.store->async_acquire("u", if_match({"\"v1\""}), 10s));

@@ -4,11 +4,12 @@
 --   mode "valid": If-Match carries the resource's current ETag, learnt from the previous write's
 --                 response (X-Resource names the resource); "*" until one is known.
 --   mode "stale": If-Match carries a tag that never matches: every write is rejected (409).
+--   mode "fixed": If-Match carries args[5] on every write (scenario 3b: the resources never change).
 local dir = os.getenv("BENCH_WRK_DIR") or "bench/wrk"
 local common = dofile(dir .. "/common.lua")
 done, setup = common.done, common.setup
 
-local prefix, n, nthreads, mode = "/w/", 1000, 1, "valid"
+local prefix, n, nthreads, mode, fixed = "/w/", 1000, 1, "valid", nil
 thread_id = 0   -- set per thread by setup()
 local first, count, next_index = 0, 0, 0
 local tags = {}
@@ -19,6 +20,7 @@ function init(args)
   n = tonumber(args[2] or n)
   nthreads = tonumber(args[3] or nthreads)
   mode = args[4] or mode
+  fixed = args[5]
   first = math.floor(n * thread_id / nthreads)
   count = math.floor(n * (thread_id + 1) / nthreads) - first
 end
@@ -32,6 +34,7 @@ function request()
   next_index = (next_index + 1) % count
   local tag = '"stale"'
   if mode == "valid" then tag = tags[path] or "*" end
+  if mode == "fixed" then tag = fixed end
   return wrk.format("PUT", path, {["If-Match"] = tag, ["Content-Type"] = "application/json"}, body)
 end
 

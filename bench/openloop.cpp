@@ -187,7 +187,7 @@ public:
         s_.latency.reserve(total - warm_n);
         s_.lag.reserve(total - warm_n);
         const int64_t t0 = now_ns() + 1'000'000;
-        auto due = [&](uint64_t i) { return t0 + int64_t((__int128)i * interval_ns_x1000 / 1000); };
+        auto due = [&](uint64_t i) { return t0 + int64_t(i) * interval_ns_x1000 / 1000; };
         w0_ = due(warm_n);
         w1_ = due(total);
         const int64_t drain_end = w1_ + int64_t(o_.drain * 1e9);
@@ -229,10 +229,10 @@ public:
             }
             for (int k = 0; k < n; ++k) {
                 size_t c = events[k].data.u64;
+                if ((events[k].events & EPOLLOUT) && conns_[c].busy && conns_[c].want_out)
+                    flush(c);
                 if (events[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
                     on_readable(c);
-                else if (events[k].events & EPOLLOUT)
-                    flush(c);
             }
         }
         // Whatever is still unanswered or unsent enters with its age now (a lower bound).
@@ -251,14 +251,8 @@ public:
     }
 
 private:
-    uint64_t outstanding_recorded() const {
-        uint64_t n = 0;
-        for (auto& c : conns_)
-            n += c.busy && c.job.recorded;
-        for (auto& j : queue_)
-            n += j.recorded;
-        return n;
-    }
+    // Recorded requests picked up (each has its lag entry) that neither completed nor failed.
+    uint64_t outstanding_recorded() const { return s_.lag.size() - s_.completed - s_.errors; }
 
     bool open(size_t i) {
         Conn& c = conns_[i];

@@ -17,8 +17,9 @@ using namespace std::chrono_literals;
 namespace {
 
 std::string config_for(const redis_server& redis, const fake_origin& origin, std::uint16_t port,
-                       const std::string& ttl = "1h") {
-    return "listen: 127.0.0.1:" + std::to_string(port) + "\n"
+                       const std::string& ttl = "1h", std::uint16_t admin = 0) {
+    return "listen: 127.0.0.1:" + std::to_string(port) + "\n" +
+           (admin ? "admin_listen: 127.0.0.1:" + std::to_string(admin) + "\n" : std::string()) +
            "workers: 1\n"
            "store: { kind: redis, url: \"" + redis.url() + "\", timeout: 500ms, young_server_wait: false }\n"
            "upstreams:\n"
@@ -30,17 +31,28 @@ std::string config_for(const redis_server& redis, const fake_origin& origin, std
            "    write_lease: 10s\n"   // a 1.5 s revalidation still leaves request_timeout + margin
 
            "    idempotency: { enabled: true, ttl: " + ttl + ", max_response_bytes: 1KiB }\n"
-           "log: { level: warn, access_log: false }\n";
+           "log: { level: info, json: true, access_log: true }\n";
+}
+
+// ifmatch_precondition_outcomes_total{outcome="o"} on an admin port, -1 when absent.
+long outcome_count(std::uint16_t admin, const std::string& o) {
+    http_client c(admin);
+    auto body = c.request("GET", "/metrics").body;
+    auto series = "ifmatch_precondition_outcomes_total{outcome=\"" + o + "\"} ";
+    auto at = body.find(series);
+    if (at == std::string::npos) return -1;
+    return std::stol(body.substr(at + series.size()));
 }
 
 // Two proxies on one Redis and one origin, both ready to judge writes.
 struct fleet {
     redis_server redis;
     fake_origin origin;
-    std::uint16_t port_a = free_port(), port_b = free_port();
+    std::uint16_t port_a = free_port(), port_b = free_port(), admin_a = free_port(), admin_b = free_port();
     proxy_process a, b;
     explicit fleet(const std::string& ttl = "1h")
-        : a(config_for(redis, origin, port_a, ttl), port_a), b(config_for(redis, origin, port_b, ttl), port_b) {
+        : a(config_for(redis, origin, port_a, ttl, admin_a), port_a),
+          b(config_for(redis, origin, port_b, ttl, admin_b), port_b) {
         for (auto port : {port_a, port_b}) REQUIRE(judges_writes(port));
         origin.clear();
     }
@@ -176,4 +188,80 @@ TEST_CASE("idempotency: after ttl the retry is judged normally; a refused write 
     CHECK(retried.status == 403);
     CHECK(!retried.has_header("Idempotency-Replayed"));
     CHECK(f.origin.count("PUT", "/doc") == 3);
+}
+
+// The record lives in Redis, not in the proxy: a proxy killed (SIGKILL) and started again still
+// replays a completed first attempt, and the origin still sees one write.
+TEST_CASE("idempotency: a completed record survives a proxy restart") {
+    fleet f;
+    f.origin.put("/doc", "v1");
+    auto tag = f.etag("/doc");
+    std::vector<std::pair<std::string, std::string>> req{{"If-Match", tag}, {"Idempotency-Key", "\"key-7\""}};
+    {
+        http_client c(f.port_a);
+        CHECK(c.request("PUT", "/doc", req, "v2").status == 204);
+    }
+    f.a.kill();
+    f.b.kill();
+    proxy_process again(config_for(f.redis, f.origin, f.port_a), f.port_a);
+    REQUIRE(judges_writes(f.port_a));
+    http_client c(f.port_a);
+    auto r = c.request("PUT", "/doc", req, "v2");
+    CHECK(r.status == 204);
+    CHECK(r.header("Idempotency-Replayed") == "true");
+    CHECK(f.origin.count("PUT", "/doc") == 1);
+}
+
+// A first attempt whose outcome is unknown (the origin applied it, then answered 502, or the
+// connection dropped before any answer) must never be replayed as a success: the retry is not a
+// replayed 2xx, whichever proxy it reaches.
+TEST_CASE("idempotency: a first attempt whose outcome was unknown is not replayed as success") {
+    for (std::string fault : {"x-fake-status", "x-fake-close"}) {
+        CAPTURE(fault);
+        fleet f;
+        f.origin.put("/doc", "v1");
+        auto tag = f.etag("/doc");   // known: the PUT goes straight to the origin, no revalidation
+        std::string key = "\"key-" + fault + "\"";
+        std::vector<std::pair<std::string, std::string>> first{{"If-Match", tag}, {"Idempotency-Key", key},
+                                                               {"x-fake-apply", "now"}};
+        if (fault == "x-fake-status") first.emplace_back("x-fake-status", "502");
+        else first.emplace_back("x-fake-close", "before");
+        http_client c(f.port_a);
+        auto r1 = c.request("PUT", "/doc", first, "v2");
+        CAPTURE(r1.body);
+        CHECK(r1.status == 502);
+        CHECK(f.origin.get("/doc") == std::optional<std::string>("v2"));   // it was applied
+        // (A pooled connection the origin drops is retried once on a fresh one for an idempotent
+        // request held whole, RFC 9110 §9.2.2: the reset case may reach the origin twice.)
+        CHECK(f.origin.count("PUT", "/doc") >= 1);
+        // The retry, through the other proxy: judged as a write (the outcome is unknown, so the
+        // lease is still held or the validator unknown), never the replay of a success.
+        http_client cb(f.port_b);
+        auto r = cb.request("PUT", "/doc", {{"If-Match", tag}, {"Idempotency-Key", key}}, "v2");
+        CAPTURE(r.status);
+        CAPTURE(r.body);
+        CHECK(!r.has_header("Idempotency-Replayed"));
+        CHECK(r.status != 204);
+    }
+}
+
+// Operators see what the key did: the outcomes are counted (ifmatch_precondition_outcomes_total
+// and the per-route series) and named in the access log's ifmatch.outcome.
+TEST_CASE("idempotency: replays and reused keys appear in the metrics and the access log") {
+    fleet f;
+    f.origin.put("/doc", "v1");
+    auto tag = f.etag("/doc");
+    std::vector<std::pair<std::string, std::string>> req{{"If-Match", tag}, {"Idempotency-Key", "\"key-8\""}};
+    http_client ca(f.port_a), cb(f.port_b);
+    CHECK(ca.request("PUT", "/doc", req, "v2").status == 204);
+    CHECK(cb.request("PUT", "/doc", req, "v2").header("Idempotency-Replayed") == "true");
+    CHECK(cb.request("PUT", "/doc", req, "v3").status == 422);
+    CHECK(outcome_count(f.admin_b, "replayed") == 1);
+    CHECK(outcome_count(f.admin_b, "idempotency_mismatch") == 1);
+    CHECK(outcome_count(f.admin_a, "replayed") == 0);
+    auto logged = [&](const std::string& o) {
+        return eventually([&] { return f.b.log().find("\"ifmatch.outcome\":\"" + o + "\"") != std::string::npos; }, 5s);
+    };
+    CHECK(logged("replayed"));
+    CHECK(logged("idempotency_mismatch"));
 }

@@ -44,7 +44,7 @@ std::string proxy_yaml(std::uint16_t port, std::uint16_t admin, std::uint16_t or
            "    write_lease: 5s\n"
            "    require_precondition: true\n" +
            std::string(rules ? record_rules : "") +
-           "log: { level: warn, access_log: false }\n";
+           "log: { level: info, json: true, access_log: true }\n";
 }
 
 struct two_proxies {
@@ -105,6 +105,9 @@ TEST_CASE("dependencies: with the rule, the field's write makes the record unkno
     auto metrics = admin.request("GET", "/metrics").body;
     CHECK(metrics.find("ifmatch_route_dependent_invalidations_total{route=\"route0\",upstream=\"origin\"} 1\n") !=
           std::string::npos);
+    // And in the access log of that write (the record's write on proxy A made two fields unknown).
+    CHECK(eventually([&] { return t.b.log().find("\"ifmatch.invalidated\":1") != std::string::npos; }, 5s));
+    CHECK(eventually([&] { return t.a.log().find("\"ifmatch.invalidated\":2") != std::string::npos; }, 5s));
 }
 
 // The lost-update workload over two representations: clients increment the counter either through

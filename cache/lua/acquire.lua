@@ -53,7 +53,7 @@ end
 if f['w'] then
   wipe()
   redis.call('HDEL', KEYS[1], 'w')
-  redis.call('HSET', KEYS[1], 'g', next_generation())
+  redis.call('HSET', KEYS[1], 'g', next_generation(f['g']))
   s, e, m, tags = '', '', '', {}
 end
 if s == '' then return take('unknown') end

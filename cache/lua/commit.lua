@@ -10,7 +10,7 @@
 local h = redis.call('HGETALL', KEYS[1])
 local cur = {}
 for i = 1, #h, 2 do cur[h[i]] = h[i + 1] end
-local g = string.format('%.0f', math.max((tonumber(cur['g'] or '0') or 0) + 1, now_us()))  -- next_generation()
+local g = next_generation(cur['g'])
 local held = redis.call('GET', KEYS[2]) == ARGV[4]
 
 local new = {g = g}  -- the fields after the commit (cur's are deleted unless kept here)

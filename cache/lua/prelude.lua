@@ -50,8 +50,9 @@ local function fleet_lease()
   return epoch_lease or redis.call('HGET', KEYS[3], 'l') or '0'
 end
 
-local function next_generation()
-  local g = tonumber(redis.call('HGET', KEYS[1], 'g') or '0') or 0
+-- `current`: the resource's g field as the caller read it (nil or false: none yet).
+local function next_generation(current)
+  local g = tonumber(current or '0') or 0
   return string.format('%.0f', math.max(g + 1, now_us()))  -- never repeats, even across data loss
 end
 

@@ -34,16 +34,6 @@ std::string config_for(const redis_server& redis, const fake_origin& origin, std
            "log: { level: info, json: true, access_log: true }\n";
 }
 
-// ifmatch_precondition_outcomes_total{outcome="o"} on an admin port, -1 when absent.
-long outcome_count(std::uint16_t admin, const std::string& o) {
-    http_client c(admin);
-    auto body = c.request("GET", "/metrics").body;
-    auto series = "ifmatch_precondition_outcomes_total{outcome=\"" + o + "\"} ";
-    auto at = body.find(series);
-    if (at == std::string::npos) return -1;
-    return std::stol(body.substr(at + series.size()));
-}
-
 // Two proxies on one Redis and one origin, both ready to judge writes.
 struct fleet {
     redis_server redis;

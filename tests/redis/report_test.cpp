@@ -39,16 +39,6 @@ std::string config(std::uint16_t port, std::uint16_t admin, const redis_server& 
            "log: { level: info, json: true, access_log: true }\n";
 }
 
-// The value of ifmatch_precondition_outcomes_total{outcome="<o>"} (-1: no such sample).
-long outcome_count(std::uint16_t admin, const std::string& o) {
-    http_client c(admin);
-    auto body = c.request("GET", "/metrics").body;
-    auto series = "ifmatch_precondition_outcomes_total{outcome=\"" + o + "\"} ";
-    auto at = body.find(series);
-    if (at == std::string::npos) return -1;
-    return std::stol(body.substr(at + series.size()));
-}
-
 }  // namespace
 
 // Fails if report mode refuses (409/428), does not count or log would_reject_*, if the SIGHUP

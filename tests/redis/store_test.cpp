@@ -21,6 +21,7 @@
 #include <limits>
 #include <random>
 #include <thread>
+#include <utility>
 
 namespace ifm::cache::lua {
 extern const std::string_view acquire;
@@ -149,6 +150,22 @@ acquire_status acquire_status_of(store_env& env, const std::string& key, conditi
     auto r = env.run(env.store->async_acquire(key, std::move(cond), lease));
     REQUIRE(r.has_value());
     return r->status;
+}
+
+// A writer takes `key` (state v1) with a 200 ms lease and never commits; once the lease has run
+// out a second writer takes it for `second_lease`, and must revalidate. Returns both acquires.
+std::pair<acquire_result, acquire_result> lease_taken_over(store_env& env, const std::string& key,
+                                                           std::chrono::milliseconds second_lease) {
+    put_state(env, key, resource_state::present("\"v1\""));
+    auto first = env.run(env.store->async_acquire(key, if_match({"\"v1\""}), 200ms));
+    REQUIRE(first.has_value());
+    REQUIRE(first->status == acquire_status::ok);
+    std::this_thread::sleep_for(300ms);
+    // The first writer never committed: its outcome is unknown, so the second must revalidate.
+    auto second = env.run(env.store->async_acquire(key, if_match({"\"v1\""}), second_lease));
+    REQUIRE(second.has_value());
+    REQUIRE(second->status == acquire_status::unknown);
+    return {*first, *second};
 }
 
 // Releases whatever lease an acquire took, keeping the state.
@@ -383,20 +400,12 @@ TEST_CASE_TEMPLATE("store: commit applies set / keep / unknown and bumps the gen
 TEST_CASE_TEMPLATE("store: commit after the lease expired and another writer took it", K,
                    memory_kind, redis_kind) {
     store_env env(K::redis);
-    put_state(env, "x", resource_state::present("\"v1\""));
-    auto first = env.run(env.store->async_acquire("x", if_match({"\"v1\""}), 200ms));
-    REQUIRE(first.has_value());
-    REQUIRE(first->status == acquire_status::ok);
-    std::this_thread::sleep_for(300ms);
-    // The first writer never committed: its outcome is unknown, so the second must revalidate.
-    auto second = env.run(env.store->async_acquire("x", if_match({"\"v1\""}), 10s));
-    REQUIRE(second.has_value());
-    REQUIRE(second->status == acquire_status::unknown);
+    auto [first, second] = lease_taken_over(env, "x", 10s);
     auto before = env.run(env.store->async_snapshot("x"));
     REQUIRE(before.has_value());
 
     // The first writer's commit comes too late: never trusted, the second's lease stays.
-    auto late = env.run(env.store->async_commit("x", first->token, commit_outcome::set,
+    auto late = env.run(env.store->async_commit("x", first.token, commit_outcome::set,
                                                 resource_state::present("\"v2\"")));
     REQUIRE(late.has_value());
     CHECK_FALSE(*late);
@@ -407,7 +416,7 @@ TEST_CASE_TEMPLATE("store: commit after the lease expired and another writer too
     CHECK(after->generation > before->generation);
     CHECK(acquire_status_of(env, "x", unconditional()) == acquire_status::busy);
 
-    auto on_time = env.run(env.store->async_commit("x", second->token, commit_outcome::set,
+    auto on_time = env.run(env.store->async_commit("x", second.token, commit_outcome::set,
                                                    resource_state::present("\"v3\"")));
     REQUIRE(on_time.has_value());
     CHECK(*on_time);
@@ -422,15 +431,8 @@ TEST_CASE_TEMPLATE("store: a late commit keeps the current writer's uncommitted-
     // The second writer's marker must survive the first one's late commit: if the second then
     // crashes, its write may still reach the origin, and no read may record a validator (I3).
     store_env env(K::redis);
-    put_state(env, "y", resource_state::present("\"v1\""));
-    auto first = env.run(env.store->async_acquire("y", if_match({"\"v1\""}), 200ms));
-    REQUIRE(first.has_value());
-    REQUIRE(first->status == acquire_status::ok);
-    std::this_thread::sleep_for(300ms);
-    auto second = env.run(env.store->async_acquire("y", if_match({"\"v1\""}), 300ms));
-    REQUIRE(second.has_value());
-    REQUIRE(second->status == acquire_status::unknown);
-    auto late = env.run(env.store->async_commit("y", first->token, commit_outcome::set,
+    auto [first, second] = lease_taken_over(env, "y", 300ms);
+    auto late = env.run(env.store->async_commit("y", first.token, commit_outcome::set,
                                                 resource_state::present("\"v2\"")));
     REQUIRE(late.has_value());
     CHECK_FALSE(*late);

@@ -245,4 +245,13 @@ std::string raw_exchange(std::uint16_t port, std::string_view bytes, std::chrono
   return c.read_until_closed(timeout);
 }
 
+long outcome_count(std::uint16_t admin_port, const std::string& outcome) {
+    http_client c(admin_port);
+    auto body = c.request("GET", "/metrics").body;
+    auto series = "ifmatch_precondition_outcomes_total{outcome=\"" + outcome + "\"} ";
+    auto at = body.find(series);
+    if (at == std::string::npos) return -1;
+    return std::stol(body.substr(at + series.size()));
+}
+
 }  // namespace ifm::test

@@ -88,4 +88,8 @@ class raw_connection {
 std::string raw_exchange(std::uint16_t port, std::string_view bytes,
                          std::chrono::milliseconds timeout = 2s);
 
+// ifmatch_precondition_outcomes_total{outcome="<outcome>"} from the /metrics of an admin
+// listener, -1 when the series is absent.
+long outcome_count(std::uint16_t admin_port, const std::string& outcome);
+
 }  // namespace ifm::test

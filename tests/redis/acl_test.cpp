@@ -1,12 +1,16 @@
 // Least privilege (README, "Redis ACL"): the proxy runs as the documented single-server ACL user
 // (the default user switched off) through its write paths; a user without +info still works and
 // says so once; a user without script permission gets a clear reason in the log and the 503.
+// The Sentinel and Cluster lines, taken from the README as written, run the same write paths
+// through a real Sentinel group and a real Cluster (default user off everywhere), and without
+// +role, +sentinel|get-master-addr-by-name or +cluster|slots nothing is judged.
 // Sentinel authentication: a sentinel with requirepass refuses a proxy without
 // store.sentinel_password (503, "refused auth" in the log) and serves one with it.
 #include "tests/support/fake_origin.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/proxy_process.hpp"
+#include "tests/support/redis_topology.hpp"
 #include "tests/support/workload.hpp"
 
 #include <doctest/doctest.h>
@@ -82,25 +86,11 @@ std::string user_url(const redis_server& redis) {
     return "redis://ifm-proxy:CHANGE-ME@127.0.0.1:" + std::to_string(redis.port()) + "/0";
 }
 
-}  // namespace
-
-TEST_CASE("acl: the README documents the single-server ACL line the tests use") {
-    auto readme = read_text_file(std::string(IFM_SOURCE_DIR) + "/README.md");
-    REQUIRE_FALSE(readme.empty());
-    CHECK(readme.find("### Redis ACL") != std::string::npos);
-    CHECK(readme.find("\n" + acl_line + "\n") != std::string::npos);
-}
-
-TEST_CASE("acl: the documented single-server user runs every write path") {
-    redis_server redis;
-    create_user(redis, acl_line);
-    fake_origin origin;
-    origin.put("/strict/doc", "v1");
-    auto port = free_port(), admin = free_port();
-    proxy_process px(proxy_yaml(port, admin, user_url(redis), origin.port()), port);
+// The write paths every documented user must run, through the proxy on `port` in front of
+// `origin` (which holds /strict/doc): conditional PUT with the current validator, a stale one
+// (409), none (428), a conditional DELETE, If-None-Match: * create and its repeat.
+void check_write_paths(std::uint16_t port, fake_origin& origin) {
     http_client c(port);
-    INFO("proxy log:\n" << tail_lines(px.log()));
-
     // The process accepts before its store connections are up: wait until it judges writes.
     REQUIRE(eventually([&] { return c.request("PUT", "/strict/warm-up", {{"If-None-Match", "*"}}, "w").status == 201; }, 5s));
     // GET records the tag.
@@ -128,7 +118,72 @@ TEST_CASE("acl: the documented single-server user runs every write path") {
     CHECK(origin.get("/strict/new") == "n1");
     auto again = c.request("PUT", "/strict/new", {{"If-None-Match", "*"}}, "n2");
     CHECK((again.status == 409 || again.status == 412));
+}
 
+// The first line of the code block that follows `marker` in README.md ("" if there is none):
+// the Sentinel and Cluster tests run the documented lines themselves, so a line that lacks a
+// permission fails them.
+std::string readme_line_after(const std::string& marker) {
+    const auto readme = read_text_file(std::string(IFM_SOURCE_DIR) + "/README.md");
+    auto at = readme.find(marker);
+    if (at == std::string::npos) return {};
+    at = readme.find("\n```\n", at);
+    if (at == std::string::npos) return {};
+    at += 5;
+    return readme.substr(at, readme.find('\n', at) - at);
+}
+
+// A user that sees everything, for the harness (and for Sentinel and replication) once the
+// default user is off.
+const std::vector<std::string> admin_user{"ACL", "SETUSER", "ifm-admin", "on", ">admin-pw", "~*", "&*", "+@all"};
+
+std::string as_admin(redis_server& redis, std::vector<std::string> args) {
+    return redis.commands({{"AUTH", "ifm-admin", "admin-pw"}, std::move(args)});
+}
+
+// redis-cli as ifm-admin (the sentinels).
+std::string cli_as_admin(std::uint16_t port, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--no-auth-warning", "--user", "ifm-admin", "--pass", "admin-pw"});
+    return redis_cli(port, args);
+}
+
+// The proxy's log must not show a refused command or login.
+void check_no_permission_errors(const std::string& log) {
+    for (const char* bad : {"NOPERM", "lacks a permission", "may not run scripts", "refused auth", "WRONGPASS",
+                            "NOAUTH", "did not answer INFO"})
+        CHECK_MESSAGE(log.find(bad) == std::string::npos, bad);
+}
+
+// A proxy started now on `url` judges no write: 503 with nothing forwarded, the log says NOPERM.
+void check_writes_refused(const std::string& url, const std::string& store_extra, fake_origin& origin) {
+    auto port = free_port(), admin = free_port();
+    proxy_process px(proxy_yaml(port, admin, url, origin.port(), store_extra), port);
+    INFO("proxy log:\n" << tail_lines(px.log()));
+    http_client c(port);
+    const auto puts = origin.count("PUT");
+    CHECK(eventually([&] { return px.log().find("NOPERM") != std::string::npos; }, 5s));
+    CHECK(c.request("PUT", "/strict/refused", {{"If-None-Match", "*"}}, "r").status == 503);
+    CHECK(origin.count("PUT") == puts);
+}
+
+}  // namespace
+
+TEST_CASE("acl: the README documents the single-server ACL line the tests use") {
+    auto readme = read_text_file(std::string(IFM_SOURCE_DIR) + "/README.md");
+    REQUIRE_FALSE(readme.empty());
+    CHECK(readme.find("### Redis ACL") != std::string::npos);
+    CHECK(readme.find("\n" + acl_line + "\n") != std::string::npos);
+}
+
+TEST_CASE("acl: the documented single-server user runs every write path") {
+    redis_server redis;
+    create_user(redis, acl_line);
+    fake_origin origin;
+    origin.put("/strict/doc", "v1");
+    auto port = free_port(), admin = free_port();
+    proxy_process px(proxy_yaml(port, admin, user_url(redis), origin.port()), port);
+    INFO("proxy log:\n" << tail_lines(px.log()));
+    check_write_paths(port, origin);
     CHECK(as_user(redis, {"EXISTS", "ifm:epoch"}) == "1");   // the scripts ran as the user
     auto log = px.log();
     CHECK(log.find("NOPERM") == std::string::npos);
@@ -259,4 +314,115 @@ TEST_CASE("sentinel auth: without store.sentinel_password 503 and 'refused auth'
         CHECK(log.find("refused auth") == std::string::npos);
         CHECK(log.find("s3ntinel-pw") == std::string::npos);   // never logged
     }
+}
+
+// Sentinel (README, "Redis ACL"): the data nodes' user with +role, the sentinels' ifm-sentinel
+// user, both as the README writes them, the default user off everywhere. One replica (WAIT runs:
+// wait_replicas is 1 with Sentinel) and one sentinel.
+TEST_CASE("acl: the documented Sentinel users (data nodes and sentinels) run every write path") {
+    const auto data_line = readme_line_after("Sentinel, on the master and every replica");
+    const auto sentinel_line = readme_line_after("such a sentinel user");
+    REQUIRE(data_line.starts_with("ACL SETUSER ifm-proxy on >CHANGE-ME "));
+    REQUIRE(data_line.find(" +role ") != std::string::npos);
+    REQUIRE(sentinel_line.starts_with("ACL SETUSER ifm-sentinel on >CHANGE-ME "));
+
+    redis_sentinel_group group(1, 1);
+    const auto sport = group.sentinel_port(0);
+    // Sentinel and the replica log in as ifm-admin before the default user goes.
+    REQUIRE(redis_cli(sport, {"SENTINEL", "SET", group.name(), "auth-user", "ifm-admin"}) == "OK");
+    REQUIRE(redis_cli(sport, {"SENTINEL", "SET", group.name(), "auth-pass", "admin-pw"}) == "OK");
+    for (std::size_t i = 0; i < group.nodes(); ++i) {
+        auto& node = group.node(i);
+        REQUIRE(node.command(admin_user) == "OK");
+        REQUIRE(node.command(words(data_line)) == "OK");
+        if (i > 0) REQUIRE(node.command({"CONFIG", "SET", "masteruser", "ifm-admin", "masterauth", "admin-pw"}) == "OK");
+    }
+    for (std::size_t i = 0; i < group.nodes(); ++i) {
+        REQUIRE(group.node(i).command({"ACL", "SETUSER", "default", "off"}) == "OK");
+        REQUIRE(group.node(i).command({"PING"}).starts_with("ERR:"));
+    }
+    REQUIRE(redis_cli(sport, admin_user) == "OK");
+    REQUIRE(redis_cli(sport, words(sentinel_line)) == "OK");
+    REQUIRE(redis_cli(sport, {"ACL", "SETUSER", "default", "off"}) == "OK");
+    REQUIRE(redis_cli(sport, {"PING"}) != "PONG");
+    // Still a master with a replica in sync, as the sentinel sees it.
+    REQUIRE(eventually([&] {
+        return cli_as_admin(sport, {"SENTINEL", "get-master-addr-by-name", group.name()}) ==
+                   "127.0.0.1\n" + std::to_string(group.node(0).port()) &&
+               as_admin(group.node(1), {"INFO", "replication"}).find("master_link_status:up") != std::string::npos;
+    }, 10s));
+
+    const auto url = "redis-sentinel://ifm-proxy:CHANGE-ME@127.0.0.1:" + std::to_string(sport) + "/" + group.name();
+    const std::string store_extra = ", sentinel_username: ifm-sentinel, sentinel_password: CHANGE-ME";
+    fake_origin origin;
+    origin.put("/strict/doc", "v1");
+    {
+        auto port = free_port(), admin = free_port();
+        proxy_process px(proxy_yaml(port, admin, url, origin.port(), store_extra), port);
+        INFO("proxy log:\n" << tail_lines(px.log()));
+        check_write_paths(port, origin);
+        // The scripts ran on the master as the user, and WAIT brought their keys to the replica.
+        CHECK(group.node(0).commands({{"AUTH", "ifm-proxy", "CHANGE-ME"}, {"EXISTS", "ifm:epoch"}}) == "1");
+        CHECK(eventually([&] { return as_admin(group.node(1), {"EXISTS", "ifm:epoch"}) == "1"; }, 5s));
+        CHECK(as_admin(group.node(0), {"CLIENT", "LIST"}).find(" user=ifm-proxy ") != std::string::npos);
+        check_no_permission_errors(px.log());
+    }
+    // Each documented permission is needed: without +role on the data nodes, or without
+    // SENTINEL GET-MASTER-ADDR-BY-NAME on the sentinel, nothing is judged.
+    for (std::size_t i = 0; i < group.nodes(); ++i)
+        REQUIRE(as_admin(group.node(i), {"ACL", "SETUSER", "ifm-proxy", "-role"}) == "OK");
+    {
+        INFO("data nodes without +role");
+        check_writes_refused(url, store_extra, origin);
+    }
+    for (std::size_t i = 0; i < group.nodes(); ++i)
+        REQUIRE(as_admin(group.node(i), {"ACL", "SETUSER", "ifm-proxy", "+role"}) == "OK");
+    REQUIRE(cli_as_admin(sport, {"ACL", "SETUSER", "ifm-sentinel", "-sentinel|get-master-addr-by-name"}) == "OK");
+    {
+        INFO("sentinel without +sentinel|get-master-addr-by-name");
+        check_writes_refused(url, store_extra, origin);
+    }
+}
+
+// Cluster (README, "Redis ACL"): the README's Cluster user on every node, the default user off.
+TEST_CASE("acl: the documented Cluster user runs every write path on every master") {
+    const auto line = readme_line_after("Cluster, on every node");
+    REQUIRE(line.starts_with("ACL SETUSER ifm-proxy on >CHANGE-ME "));
+    REQUIRE(line.find(" +cluster|slots ") != std::string::npos);
+
+    redis_cluster cluster(3, 0);
+    for (std::size_t i = 0; i < cluster.nodes(); ++i) {
+        auto& node = cluster.node(i);
+        REQUIRE(node.command(admin_user) == "OK");
+        REQUIRE(node.command(words(line)) == "OK");
+        REQUIRE(node.command({"ACL", "SETUSER", "default", "off"}) == "OK");
+        REQUIRE(node.command({"PING"}).starts_with("ERR:"));
+    }
+    const auto url = "redis-cluster://ifm-proxy:CHANGE-ME@127.0.0.1:" + std::to_string(cluster.node(0).port()) +
+                     ",127.0.0.1:" + std::to_string(cluster.node(1).port());
+    fake_origin origin;
+    origin.put("/strict/doc", "v1");
+    {
+        auto port = free_port(), admin = free_port();
+        proxy_process px(proxy_yaml(port, admin, url, origin.port()), port);
+        INFO("proxy log:\n" << tail_lines(px.log()));
+        check_write_paths(port, origin);
+        // More resources, so that every master judges some (their keys spread over the slots).
+        // A worker connects to a node when it first needs it and answers 503 until then.
+        http_client c(port);
+        for (int i = 0; i < 24; ++i) {
+            const auto target = "/strict/spread-" + std::to_string(i);
+            CHECK(eventually([&] { return c.request("PUT", target, {{"If-None-Match", "*"}}, "s").status == 201; }, 5s));
+        }
+        for (std::size_t i = 0; i < cluster.nodes(); ++i) {
+            INFO("node " << i);
+            CHECK(as_admin(cluster.node(i), {"DBSIZE"}) != "0");
+            CHECK(as_admin(cluster.node(i), {"CLIENT", "LIST"}).find(" user=ifm-proxy ") != std::string::npos);
+        }
+        check_no_permission_errors(px.log());
+    }
+    // Without CLUSTER SLOTS the proxy cannot learn which node serves a key: nothing is judged.
+    for (std::size_t i = 0; i < cluster.nodes(); ++i)
+        REQUIRE(as_admin(cluster.node(i), {"ACL", "SETUSER", "ifm-proxy", "-cluster|slots"}) == "OK");
+    check_writes_refused(url, "", origin);
 }

@@ -393,9 +393,12 @@ net::awaitable<void> run_accept(fake_origin::impl* self, tcp::acceptor acceptor)
 
 }  // namespace
 
-fake_origin::fake_origin(unsigned threads) : impl_(std::make_unique<impl>()) {
+fake_origin::fake_origin(unsigned threads) : fake_origin("127.0.0.1", 0, threads) {}
+
+fake_origin::fake_origin(const std::string& address, std::uint16_t port, unsigned threads)
+    : impl_(std::make_unique<impl>()) {
   auto& ioc = impl_->ioc.emplace(static_cast<int>(std::max(1u, threads)));
-  tcp::acceptor acceptor(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  tcp::acceptor acceptor(ioc, tcp::endpoint(net::ip::make_address(address), port));
   impl_->port = acceptor.local_endpoint().port();
   net::co_spawn(ioc, run_accept(impl_.get(), std::move(acceptor)), net::detached);
   for (unsigned i = 0; i < std::max(1u, threads); ++i) impl_->threads.emplace_back([&ioc] { ioc.run(); });

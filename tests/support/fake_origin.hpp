@@ -48,6 +48,9 @@ std::string http_date(std::time_t t);
 class fake_origin {
  public:
   explicit fake_origin(unsigned threads = 1);
+  // Listening on `address`:`port` (0: a free port), e.g. 127.0.0.2 and the port of another
+  // origin, for a host name that moves to a new address.
+  fake_origin(const std::string& address, std::uint16_t port, unsigned threads = 1);
   ~fake_origin();
   fake_origin(const fake_origin&) = delete;
   fake_origin& operator=(const fake_origin&) = delete;

@@ -42,9 +42,12 @@ std::vector<std::string> proxy_argv(const std::string& config, std::vector<std::
 
 }  // namespace
 
-proxy_process::proxy_process(std::string yaml, std::uint16_t port, std::vector<std::string> extra_args)
+proxy_process::proxy_process(std::string yaml, std::uint16_t port, std::vector<std::string> extra_args,
+                             std::vector<std::string> prefix)
     : port_(port), config_path_(write_config(dir_, yaml)), log_path_(dir_.path() + "/proxy.log") {
-  child_ = std::make_unique<child_process>(proxy_argv(config_path_, std::move(extra_args)), log_path_);
+  auto argv = proxy_argv(config_path_, std::move(extra_args));
+  argv.insert(argv.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
+  child_ = std::make_unique<child_process>(std::move(argv), log_path_);
   // Poll in slices so a proxy that exits at once (bad config) fails fast with its log.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!wait_for_port(port_, std::chrono::milliseconds(100))) {

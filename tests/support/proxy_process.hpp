@@ -14,7 +14,10 @@ class proxy_process {
  public:
   // `yaml` must listen on 127.0.0.1:<port>; returns once the port accepts, else throws with the
   // tail of the proxy's log (within 10 s, or as soon as the process exits).
-  proxy_process(std::string yaml, std::uint16_t port, std::vector<std::string> extra_args = {});
+  // `prefix` goes before the binary on the command line (a wrapper that ends by exec'ing its
+  // arguments, e.g. `unshare -m sh -c '… && exec "$@"' sh`: the signals still reach the proxy).
+  proxy_process(std::string yaml, std::uint16_t port, std::vector<std::string> extra_args = {},
+                std::vector<std::string> prefix = {});
   ~proxy_process();  // SIGINT (sanitizer builds report at exit), SIGKILL after 5 s
   proxy_process(const proxy_process&) = delete;
   proxy_process& operator=(const proxy_process&) = delete;

@@ -55,8 +55,9 @@ TEST_CASE("dns: a name that resolves only later is used without a restart; a mov
   std::ofstream(nsswitch) << "hosts: files\n";
   const std::string mounts = "mount --bind " + hosts + " /etc/hosts && mount --bind " + nsswitch + " /etc/nsswitch.conf";
   if (std::system(("unshare -m sh -c '" + mounts + "' >/dev/null 2>&1").c_str()) != 0) {
-    MESSAGE("SKIPPED: `unshare -m` with bind mounts over /etc/hosts is not possible here (needs root and "
-            "util-linux unshare); the DNS re-resolution test did not run");
+    MESSAGE("SKIPPED: `unshare -m` with bind mounts over /etc/hosts is not possible here (needs "
+            "util-linux unshare and root with CAP_SYS_ADMIN, which a default container lacks); the DNS "
+            "re-resolution test did not run");
     return;
   }
 

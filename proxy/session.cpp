@@ -1086,7 +1086,10 @@ net::awaitable<void> client_session::relay_to_client(request_context& ctx, poole
             body.size = spool.take(chunk.get(), relay_buffer_size);
             body.data = body.size > 0 ? chunk.get() : nullptr;
             sig.room.cancel();
-            if (spool.failed()) sig.origin_failed = true;
+            if (spool.failed()) {   // the file could not be read back: cut, as for an origin failure
+                sig.origin_failed = true;
+                co_return gone();
+            }
         }
         first = false;
         bool last = sig.reader_done && spool.size() == 0;

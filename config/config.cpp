@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <boost/asio/ip/network_v4.hpp>
 #include <boost/asio/ip/network_v6.hpp>
@@ -311,6 +312,7 @@ private:
     void choice(const node& n, const std::string& path, E& out,
                 std::initializer_list<std::pair<std::string_view, E>> options);
     void file(const node& n, const std::string& path, std::string& out);
+    void directory(const node& n, const std::string& path, std::string& out);
     void boolean(const node& n, const std::string& path, bool& out) {
         choice(n, path, out, {{"true", true}, {"false", false}});
     }
@@ -350,6 +352,20 @@ void reader::file(const node& n, const std::string& path, std::string& out) {
         return fail(n, path, "cannot read '" + *s + "': " + std::strerror(e));
     }
     ::close(fd);
+    out = *s;
+}
+
+// A directory the proxy can make files in now (an explicit limits.spool_dir: better refused at
+// load than found read-only by the first slow client).
+void reader::directory(const node& n, const std::string& path, std::string& out) {
+    auto s = scalar(n, path, "expected a path to a writable directory");
+    if (!s) return;
+    if (s->empty() || (*s)[0] != '/') return fail(n, path, "expected an absolute path to a writable directory");
+    struct stat st {};
+    if (::stat(s->c_str(), &st) != 0) return fail(n, path, "cannot use '" + *s + "': " + std::strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return fail(n, path, "'" + *s + "' is not a directory");
+    if (::access(s->c_str(), W_OK | X_OK) != 0)
+        return fail(n, path, "cannot write in '" + *s + "': " + std::strerror(errno));
     out = *s;
 }
 
@@ -686,6 +702,9 @@ fields reader::limits_fields(limits_config& l) {
         {"max_body_bytes", [&](auto& v, auto& p) { size(v, p, l.max_body_bytes); }},
         {"max_hash_body", [&](auto& v, auto& p) { size(v, p, l.max_hash_body); }},
         {"max_buffered_bytes", [&](auto& v, auto& p) { size(v, p, l.max_buffered_bytes); }},
+        {"max_spooled_bytes", [&](auto& v, auto& p) { size(v, p, l.max_spooled_bytes, 0); }},
+        {"max_spooled_response", [&](auto& v, auto& p) { size(v, p, l.max_spooled_response, 0); }},
+        {"spool_dir", [&](auto& v, auto& p) { directory(v, p, l.spool_dir); }},
         {"max_prebuffered_body", [&](auto& v, auto& p) { size(v, p, l.max_prebuffered_body, 0); }},
         {"max_target_bytes", [&](auto& v, auto& p) { size(v, p, l.max_target_bytes, 1, MiB); }},
         {"idle_timeout", [&](auto& v, auto& p) { dur(v, p, l.idle_timeout); }},

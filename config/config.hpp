@@ -175,6 +175,12 @@ struct limits_config {
     std::size_t max_hash_body = 8 * 1024 * 1024;
     // Response bodies held in memory for hashing, per process; over it: streamed untracked.
     std::size_t max_buffered_bytes = 256 * 1024 * 1024;
+    // Streamed response bodies a client reads slower than the origin sends wait in a temporary
+    // file (in spool_dir; empty: $TMPDIR, else /tmp), so that the origin connection is freed when
+    // the origin is done: at most this much per process, and per response (0: no spooling).
+    std::size_t max_spooled_bytes = std::size_t{1} << 30;
+    std::size_t max_spooled_response = 256 * 1024 * 1024;
+    std::string spool_dir;
     // Write bodies up to this Content-Length are read whole (within max_buffered_bytes) before
     // the write lease is taken, so that a slow upload cannot hold the resource (0: never).
     std::size_t max_prebuffered_body = 1024 * 1024;

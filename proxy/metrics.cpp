@@ -1,6 +1,7 @@
 #include "proxy/metrics.hpp"
 
 #include "proxy/memory_budget.hpp"
+#include "proxy/response_spool.hpp"
 #include "proxy/runtime.hpp"
 
 #include <charconv>
@@ -302,6 +303,15 @@ std::string metrics::render() const {
     sample(out, "ifmatch_unbuffered_over_budget_total", "", unbuffered_over_budget.load(std::memory_order_relaxed));
     family(out, "ifmatch_buffered_bytes", "gauge", "Response body bytes held in memory for hashing (limits.max_buffered_bytes).");
     sample(out, "ifmatch_buffered_bytes", "", static_cast<std::uint64_t>(buffered_budget().used()));
+    family(out, "ifmatch_spooled_responses_total", "counter",
+           "Streamed responses whose client read slower than the origin sent: the rest went to a spool file.");
+    sample(out, "ifmatch_spooled_responses_total", "", spooled_responses.load(std::memory_order_relaxed));
+    family(out, "ifmatch_spool_full_total", "counter",
+           "Streamed responses that found no room in the spool (limits.max_spooled_bytes, max_spooled_response "
+           "or an unusable spool_dir) and held their origin connection until their client caught up.");
+    sample(out, "ifmatch_spool_full_total", "", spool_full.load(std::memory_order_relaxed));
+    family(out, "ifmatch_spooled_bytes", "gauge", "Response body bytes waiting in spool files (limits.max_spooled_bytes).");
+    sample(out, "ifmatch_spooled_bytes", "", static_cast<std::uint64_t>(spooled_budget().used()));
     family(out, "ifmatch_accept_paused_total", "counter",
            "Times a listener stopped accepting because limits.max_connections client connections were open.");
     sample(out, "ifmatch_accept_paused_total", "", accept_paused.load(std::memory_order_relaxed));

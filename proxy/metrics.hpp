@@ -133,6 +133,10 @@ public:
     // was reached; times the listeners paused at limits.max_connections; origin pool waits.
     std::atomic<std::uint64_t> unbuffered_over_budget{0};
     std::atomic<std::uint64_t> accept_paused{0};
+    // Streamed responses whose client fell behind: spooled to a file (limits.max_spooled_bytes),
+    // or kept waiting for their client, origin connection held, because the spool had no room.
+    std::atomic<std::uint64_t> spooled_responses{0};
+    std::atomic<std::uint64_t> spool_full{0};
     histogram origin_pool_wait;                          // requests that had to wait for a slot
     std::atomic<std::uint64_t> origin_pool_exhausted{0};  // no slot within pool_wait: 503
     std::atomic<std::uint64_t> client_aborts{0};         // origin exchanges cut because the client left

@@ -8,11 +8,13 @@
 #include "proxy/request_gate.hpp"
 #include "proxy/request_id.hpp"
 #include "proxy/resource_key.hpp"
+#include "proxy/response_spool.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -39,6 +41,11 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t max_discard_bytes = 64 * 1024;
 // 1xx responses accepted before the final response of one request.
 constexpr int max_interim_responses = 8;
+// Bytes of a streamed response held in memory for a client that falls behind, before the spool
+// file takes the rest: one relay buffer, so that a client that keeps up never makes it touch the
+// file (the origin's side reads the next buffer while the client's side writes the last one).
+constexpr std::size_t spool_memory_bytes = 16 * 1024;
+log_limiter spool_full_log(std::chrono::seconds(10));
 
 bool has_response_body(unsigned status, bool head) {
     return !head && status >= 200 && status != 204 && status != 304;
@@ -972,65 +979,133 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         if (wec) ctx.client_keep_alive = false;
         co_return;
     }
-    http::response_serializer<http::buffer_body> sr{res};
-    // The header goes out alone only when no body bytes are at hand yet: otherwise it shares
-    // the first write with them (one send instead of two).
-    if (prefix.empty() && early == 0 && !res_->is_done()) {
-        auto [ec, n] = co_await http::async_write_header(client_, sr, use_tuple);
-        if (ec) {
-            ctx.client_keep_alive = false;
-            co_return;
-        }
+    // Streamed: the origin's side and the client's side run side by side, joined by a spool
+    // (memory, then a temporary file), so that a client slower than the origin does not hold
+    // the origin connection: it goes back to the pool when the response is read (issue 15).
+    // The client's copy of the header is its own: trailers the parser adds later stay out of it.
+    http::response<http::buffer_body> out{res.base()};
+    response_spool spool(spool_memory_bytes, limits.max_spooled_response, limits.spool_dir);
+    if (early > 0) spool.preload(relay_buffer(), early);
+    relay_signals sig{net::steady_timer(client_.get_executor()), net::steady_timer(client_.get_executor())};
+    if (res_->is_done()) {
+        release_origin(oc);
+        sig.reader_done = true;
     }
-    bool origin_failed = false;
-    bool first = true;
-    if (res_->is_done()) release_origin(oc);
-    do {
-        if (first && !prefix.empty()) {
-            body.data = prefix.data();
-            body.size = prefix.size();
-            body.more = !res_->is_done();
-        } else if (first && early > 0) {
-            body.data = relay_buffer();
-            body.size = early;
-            body.more = !res_->is_done();
-        } else if (!res_->is_done()) {
-            body.data = relay_buffer();
-            body.size = relay_buffer_size;
-            oc->stream.expires_after(up.request_timeout);
-            auto [rec, rn] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
-            if (rec && rec != http::error::need_buffer) {
-                origin_failed = true;
-                break;
-            }
-            body.size = relay_buffer_size - body.size;
-            body.data = body.size > 0 ? relay_buffer() : nullptr;   // see exchange()
-            body.more = !res_->is_done();
-            drop_response_trailers();
-            // The origin is done before the client: its connection goes back to the pool now,
-            // not after the last write (which a slow client may stretch to body_timeout).
-            if (res_->is_done()) release_origin(oc);
-        } else {
-            body.data = nullptr;
-            body.size = 0;
-            body.more = false;
-        }
-        first = false;
-        ctx.bytes_sent += body.size;
-        client_.expires_after(limits.body_timeout);
-        auto [wec, wn] = co_await http::async_write(client_, sr, use_tuple);
-        if (wec && wec != http::error::need_buffer) {
-            ctx.client_keep_alive = false;
-            co_return;   // client gone: the origin connection is dropped with `oc`
-        }
-    } while (!res_->is_done() || !sr.is_done());
-    if (origin_failed) {
+    using namespace net::experimental::awaitable_operators;
+    co_await (spool_from_origin(ctx, oc, spool, sig) && relay_to_client(ctx, oc, out, prefix, spool, sig));
+    if (spool.used_file()) w_.stats.spooled_responses.fetch_add(1, std::memory_order_relaxed);
+    if (spool.hit_limit() || !spool.file_error().empty()) {
+        w_.stats.spool_full.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t suppressed = 0;
+        if (spool_full_log.ready(suppressed))
+            spdlog::warn("{}: no room to spool a response for a slow client ({}): its origin connection is held "
+                         "until the client catches up ({} more like it in the last 10 s)",
+                         ctx.target,
+                         spool.file_error().empty() ? "limits.max_spooled_bytes or max_spooled_response reached"
+                                                    : spool.file_error(),
+                         suppressed);
+    }
+    if (sig.origin_failed) {
         // The header is out: all we can do is cut the client connection short.
         ctx.client_keep_alive = false;
         w_.stats.count_origin_error(ctx.rt.get(), ctx.route);
-        co_return;
     }
-    release_origin(oc);
+    if (sig.client_gone) ctx.client_keep_alive = false;
+}
+
+namespace {
+
+// Wakes the other side of a relay (cancels its wait; nothing happens if it is not waiting).
+net::awaitable<void> wait_for(net::steady_timer& t) {
+    t.expires_at(net::steady_timer::time_point::max());
+    co_await t.async_wait(use_tuple);
+}
+
+}  // namespace
+
+// The origin's side of a streamed response: reads the body into the spool while there is room,
+// and gives the connection back as soon as the body is read.
+net::awaitable<void> client_session::spool_from_origin(request_context& ctx, pooled_connection& oc,
+                                                       response_spool& spool, relay_signals& sig) {
+    auto& body = res_->get().body();
+    const auto& up = ctx.pool->config();
+    while (!sig.reader_done && !sig.client_gone) {
+        if (!spool.make_room(relay_buffer_size)) {
+            co_await wait_for(sig.room);   // the client takes some first
+            continue;
+        }
+        body.data = relay_buffer();
+        body.size = relay_buffer_size;
+        oc->stream.expires_after(up.request_timeout);
+        auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
+        if (sig.client_gone) break;
+        auto got = relay_buffer_size - body.size;
+        if ((ec && ec != http::error::need_buffer) || !spool.append(relay_buffer(), got)) {
+            sig.origin_failed = true;
+            break;
+        }
+        drop_response_trailers();
+        if (res_->is_done()) {
+            sig.reader_done = true;
+            release_origin(oc);   // whatever the client does from here
+        }
+        sig.data.cancel();
+    }
+    sig.reader_done = true;
+    sig.data.cancel();
+}
+
+// The client's side: the header (with `prefix`, body bytes read before), then what the spool
+// holds, until the origin's side is done and the spool empty.
+net::awaitable<void> client_session::relay_to_client(request_context& ctx, pooled_connection& oc,
+                                                     http::response<http::buffer_body>& msg, std::string& prefix,
+                                                     response_spool& spool, relay_signals& sig) {
+    const auto& limits = ctx.rt->cfg.limits;
+    auto& body = msg.body();
+    http::response_serializer<http::buffer_body> sr{msg};
+    auto gone = [&] {
+        sig.client_gone = true;
+        if (oc) oc->stream.cancel();   // the origin's side stops reading
+        sig.room.cancel();
+    };
+    // The header goes out alone only when no body bytes are at hand yet (an event stream's
+    // client sees it at once); otherwise it shares the first write with them.
+    if (prefix.empty() && spool.size() == 0 && !sig.reader_done) {
+        client_.expires_after(limits.body_timeout);
+        auto [ec, n] = co_await http::async_write_header(client_, sr, use_tuple);
+        if (ec) co_return gone();
+    }
+    auto chunk = std::make_unique_for_overwrite<char[]>(relay_buffer_size);
+    bool first = true;
+    for (;;) {
+        if (first && !prefix.empty()) {
+            body.data = prefix.data();
+            body.size = prefix.size();
+        } else {
+            while (spool.size() == 0 && !sig.reader_done) co_await wait_for(sig.data);
+            body.size = spool.take(chunk.get(), relay_buffer_size);
+            body.data = body.size > 0 ? chunk.get() : nullptr;
+            sig.room.cancel();
+            if (spool.failed()) {   // the file could not be read back: cut, as for an origin failure
+                sig.origin_failed = true;
+                co_return gone();
+            }
+        }
+        first = false;
+        bool last = sig.reader_done && spool.size() == 0;
+        if (last && sig.origin_failed) {
+            // What the client may still have is sent; the end of the body is not.
+            if (body.size == 0) co_return;
+            body.more = true;
+        } else {
+            body.more = !last;
+        }
+        ctx.bytes_sent += body.size;
+        client_.expires_after(limits.body_timeout);
+        auto [wec, wn] = co_await http::async_write(client_, sr, use_tuple);
+        if (wec && wec != http::error::need_buffer) co_return gone();
+        if (last) co_return;
+    }
 }
 
 void client_session::drop_response_trailers() {

@@ -24,6 +24,8 @@
 
 namespace ifm::proxy {
 
+class response_spool;
+
 // Starts serving `socket` on worker `w` (detached; the session ends with the connection, or
 // when it is parked while idle).
 void start_session(worker& w, tcp::socket socket);
@@ -182,6 +184,19 @@ private:
     // connection_aborted (and ctx.client_gone) when the client closes first.
     net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);
+    // The two sides of a streamed response (relay_response), joined by a spool.
+    struct relay_signals {
+        net::steady_timer data;   // the origin's side appended, or is done
+        net::steady_timer room;   // the client's side took bytes, or is gone
+        bool reader_done = false;
+        bool origin_failed = false;
+        bool client_gone = false;
+    };
+    net::awaitable<void> spool_from_origin(request_context& ctx, pooled_connection& oc, response_spool& spool,
+                                           relay_signals& sig);
+    net::awaitable<void> relay_to_client(request_context& ctx, pooled_connection& oc,
+                                         http::response<http::buffer_body>& msg, std::string& prefix,
+                                         response_spool& spool, relay_signals& sig);
     void release_origin(pooled_connection& oc);
     // Trailer fields are dropped, never merged into the header (RFC 9110 §6.5.1, README).
     void drop_response_trailers();

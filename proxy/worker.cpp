@@ -1,6 +1,7 @@
 #include "proxy/worker.hpp"
 
 #include "proxy/memory_budget.hpp"
+#include "proxy/response_spool.hpp"
 #include "proxy/session.hpp"
 
 #include <malloc.h>
@@ -29,6 +30,7 @@ worker::worker(std::shared_ptr<const runtime> r, cache::store_factory& stores, m
     : rt(std::move(r)), stats(m), index(i) {
     pools = make_pools(ioc.get_executor(), *rt, stats);
     buffered_budget().set_limit(rt->cfg.limits.max_buffered_bytes);
+    spooled_budget().set_limit(rt->cfg.limits.max_spooled_bytes);
     store = stores.make(ioc.get_executor());
     store->expect_leases_up_to(longest_lease(*rt));
 }
@@ -42,6 +44,7 @@ worker::~worker() {
 void worker::apply(std::shared_ptr<const runtime> r) {
     pools = make_pools(ioc.get_executor(), *r, stats);
     buffered_budget().set_limit(r->cfg.limits.max_buffered_bytes);
+    spooled_budget().set_limit(r->cfg.limits.max_spooled_bytes);
     store->expect_leases_up_to(longest_lease(*r));
     rt = std::move(r);
 }

@@ -2,6 +2,7 @@
 // client connection floods, requests per connection and the origin connection cap. Each test
 // runs bounded loops on loopback and checks that the proxy keeps serving other clients.
 #include "proxy/origin_pool.hpp"
+#include "proxy/response_spool.hpp"
 #include "tests/support/fake_origin.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/proxy_fixture.hpp"
@@ -623,4 +624,141 @@ TEST_CASE("a keep-alive connection idle for a second is parked (no session) and 
     px.drain_and_wait();
     CHECK(steady::now() - drain_start < 2s);
     CHECK(c.closed_by_peer(1s));
+}
+
+namespace {
+
+// Reads one response whole from `c` (Content-Length or chunked); the body decoded.
+struct read_response {
+    std::string head, body;
+    bool complete = false;
+};
+read_response read_whole(raw_connection& c, std::chrono::milliseconds timeout) {
+    read_response r;
+    std::string data;
+    auto deadline = steady::now() + timeout;
+    std::size_t end = std::string::npos;
+    while (steady::now() < deadline) {
+        if (end == std::string::npos && (end = data.find("\r\n\r\n")) != std::string::npos) r.head = data.substr(0, end);
+        if (end != std::string::npos) {
+            auto rest = std::string_view(data).substr(end + 4);
+            if (r.head.find("Transfer-Encoding: chunked") != std::string::npos) {
+                std::string out;
+                std::size_t at = 0;
+                for (;;) {
+                    auto eol = rest.find("\r\n", at);
+                    if (eol == std::string_view::npos) break;
+                    auto size = std::stoul(std::string(rest.substr(at, eol - at)), nullptr, 16);
+                    if (rest.size() < eol + 2 + size + 2) break;
+                    if (size == 0) {
+                        r.body = std::move(out);
+                        r.complete = true;
+                        return r;
+                    }
+                    out.append(rest.substr(eol + 2, size));
+                    at = eol + 2 + size + 2;
+                }
+            } else if (auto cl = r.head.find("Content-Length: "); cl != std::string::npos) {
+                auto length = std::stoul(r.head.substr(cl + 16));
+                if (rest.size() >= length) {
+                    r.body = std::string(rest.substr(0, length));
+                    r.complete = true;
+                    return r;
+                }
+            }
+        }
+        auto got = c.read_some(500ms);
+        data += got;
+    }
+    return r;
+}
+
+}  // namespace
+
+// Issue 15: a streamed response (untracked, or over the buffering budget) whose client stops
+// reading is read on into the spool (limits.max_spooled_bytes), so that its origin connection
+// goes back to the pool when the origin is done. 24 MiB each: more than loopback's socket buffers
+// take, so the proxy really has bytes the client does not read.
+TEST_CASE("clients that stop reading a streamed response do not hold origin connections: the rest is spooled") {
+    constexpr std::size_t size = 24 * 1024 * 1024;
+    bool chunked = false;
+    SUBCASE("Content-Length") {}
+    SUBCASE("chunked") { chunked = true; }
+    proxy_fixture px([](ifm::config::config& c) {
+        c.upstreams[0].max_connections = 2;
+        c.upstreams[0].pool_wait = 2s;
+        c.limits.body_timeout = 30s;
+        c.limits.drain_timeout = 500ms;
+    });
+    std::vector<std::unique_ptr<raw_connection>> stalled;
+    for (int i = 0; i < 4; ++i) {
+        stalled.push_back(std::make_unique<raw_connection>(px.port()));
+        stalled.back()->send("GET /plain/big/" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " +
+                             std::to_string(size) + (chunked ? "\r\nx-fake-chunked: 1" : "") + "\r\n\r\n");
+    }
+    // All four reached the origin through two slots: each was given back once its body was read.
+    CHECK(px.origin().wait_for_requests(4, 5s));
+    CHECK(eventually([] { return ifm::proxy::spooled_budget().used() > size; }, 5s));
+    http_client c(px.port());
+    auto start = steady::now();
+    CHECK(ok_status(c) == 200);
+    CHECK(steady::now() - start < 1s);
+    CHECK(px.origin().connections_accepted() <= 2);
+    // Each client, reading at last, gets its whole body, in order.
+    auto expected = fake_body(size);
+    for (auto& s : stalled) {
+        auto r = read_whole(*s, 20s);
+        CHECK(r.head.starts_with("HTTP/1.1 200"));
+        REQUIRE(r.complete);
+        CHECK(r.body.size() == size);
+        CHECK(r.body == expected);
+    }
+    CHECK(px.server().stats().spooled_responses.load() == 4);
+    CHECK(eventually([] { return ifm::proxy::spooled_budget().used() == 0; }, 2s));
+}
+
+TEST_CASE("without room in the spool a stalled streamed response holds its origin connection (and says so)") {
+    constexpr std::size_t size = 24 * 1024 * 1024;
+    std::size_t spooled_bytes = 0, spooled_response = 256 * 1024 * 1024;
+    SUBCASE("max_spooled_bytes: 0") { spooled_bytes = 0; }
+    SUBCASE("max_spooled_response under the body") {
+        spooled_bytes = 1 << 30;
+        spooled_response = 1024 * 1024;
+    }
+    proxy_fixture px([&](ifm::config::config& c) {
+        c.upstreams[0].max_connections = 1;
+        c.upstreams[0].pool_wait = 300ms;
+        c.limits.body_timeout = 30s;
+        c.limits.drain_timeout = 500ms;
+        c.limits.max_spooled_bytes = spooled_bytes;
+        c.limits.max_spooled_response = spooled_response;
+    });
+    raw_connection stalled(px.port());
+    stalled.send("GET /plain/big HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " + std::to_string(size) + "\r\n\r\n");
+    REQUIRE(px.origin().wait_for_requests(1, 5s));
+    std::this_thread::sleep_for(300ms);
+    http_client c(px.port());
+    CHECK(ok_status(c) == 503);   // origin-busy: the only slot is held by the stalled response
+    auto r = read_whole(stalled, 20s);   // the stalled client still gets everything
+    REQUIRE(r.complete);
+    CHECK(r.body == fake_body(size));
+    CHECK(px.server().stats().spool_full.load() == 1);
+    CHECK(ok_status(c) == 200);
+}
+
+TEST_CASE("a client that leaves in the middle of a spooled response: its spool is given back") {
+    constexpr std::size_t size = 24 * 1024 * 1024;
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.body_timeout = 30s;
+        c.limits.drain_timeout = 500ms;
+    });
+    {
+        raw_connection gone(px.port());
+        gone.send("GET /plain/big HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " + std::to_string(size) + "\r\n\r\n");
+        REQUIRE(eventually([] { return ifm::proxy::spooled_budget().used() > size / 2; }, 5s));
+        CHECK(gone.read_some(2s).starts_with("HTTP/1.1 200"));
+    }
+    CHECK(eventually([] { return ifm::proxy::spooled_budget().used() == 0; }, 3s));
+    http_client c(px.port());
+    CHECK(ok_status(c) == 200);
 }

@@ -846,3 +846,17 @@ TEST_CASE("config: every default in docs/configuration.md is the loader's defaul
     }
     CHECK(checked > 30);
 }
+
+TEST_CASE("config: limits.spool_dir must be an absolute, existing, writable directory; the spool sizes may be 0") {
+    auto base = std::string(minimal);
+    check_error(only_error(base + "limits:\n  spool_dir: tmp\n"), "limits.spool_dir", 6, "absolute path");
+    check_error(only_error(base + "limits:\n  spool_dir: /no/such/dir\n"), "limits.spool_dir", 6, "/no/such/dir");
+    check_error(only_error(base + "limits:\n  spool_dir: /etc/hostname\n"), "limits.spool_dir", 6, "not a directory");
+    auto c = load_ok(base + "limits:\n  spool_dir: /tmp\n  max_spooled_bytes: 0\n  max_spooled_response: 2MiB\n");
+    CHECK(c.limits.spool_dir == "/tmp");
+    CHECK(c.limits.max_spooled_bytes == 0);
+    CHECK(c.limits.max_spooled_response == 2 * 1024 * 1024);
+    auto d = load_ok(base);
+    CHECK(d.limits.spool_dir.empty());
+    CHECK(d.limits.max_spooled_bytes == std::size_t{1} << 30);
+}

@@ -963,7 +963,6 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     drop_response_trailers();
     prepare_client_response(ctx, res.base());
     ctx.status = res.result_int();
-    const auto& up = ctx.pool->config();
     const auto& limits = ctx.rt->cfg.limits;
     client_.expires_after(limits.body_timeout);
     if (res_->is_done() && !res.chunked()) {

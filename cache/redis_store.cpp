@@ -285,14 +285,24 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     if (cond.if_none_match == condition::match::list)
         for (auto& t : cond.if_none_match_tags) a.push_back(std::move(t));
 
-    auto r = co_await router_->async_eval(acquire_script, keys(ref.key), std::move(a));
+    // What a release needs, taken now: the store may be destroyed while this waits (the frame
+    // holds the router).
+    auto router = router_;
+    auto k = keys(ref.key);
+    auto release_args = args(ref);
+    const bool connected = router->connected();   // else nothing is sent: it fails at once
+    auto r = co_await router->async_eval(acquire_script, k, std::move(a));
     if (!r) {
-        // Redis may still run the acquire (a slow server reads it late) and hold the lease for
-        // nobody: ask it to drop the lease if this token took it. Queued behind the acquire on the
-        // same connection; nothing waits for the answer.
-        if (r.error() == make_error_code(store_errc::timeout))
+        // Sent, but no answer: timed out, or the connection was dropped meanwhile (unavailable;
+        // a slow command's timeout drops it after connect_timeout without replies). Redis may
+        // still run the acquire (a slow server reads it late) and hold the lease for nobody: ask
+        // it to drop the lease if this token took it. Queued behind the acquire on the same
+        // connection when it is still up; nothing waits for the answer.
+        if (r.error() == make_error_code(store_errc::timeout) ||
+            (connected && r.error() == make_error_code(store_errc::unavailable)))
             net::co_spawn(co_await net::this_coro::executor,
-                          release_late_acquire(router_, keys(ref.key), args(ref), std::move(token), lease),
+                          release_late_acquire(std::move(router), std::move(k), std::move(release_args),
+                                               std::move(token), lease),
                           net::detached);
         co_return detail::failure{r.error()};
     }

@@ -6,6 +6,13 @@
 
 #include "cache/crc16.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <charconv>
 
 namespace ifm::cache {
@@ -19,6 +26,7 @@ extern const std::string_view commit;
 extern const std::string_view snapshot;
 extern const std::string_view observe;
 extern const std::string_view idempotency;
+extern const std::string_view release;
 }  // namespace lua
 
 namespace {
@@ -26,7 +34,35 @@ namespace {
 using boost::system::error_code;
 
 // Indexes into redis_options::scripts.
-enum script : std::size_t { acquire_script, store_script, commit_script, snapshot_script, observe_script, idem_script };
+enum script : std::size_t {
+    acquire_script, store_script, commit_script, snapshot_script, observe_script, idem_script, release_script
+};
+
+// release.lua for an acquire that timed out (redis_store::async_acquire); the router is held so
+// that the store may go away first. Not sent because the connection was being dropped (the
+// acquire's own timeout may drop it): sent again once connected; the acquire, buffered in the old
+// connection, runs as Redis wakes up, before a new connection's handshake is done. Given up when
+// the lease would have expired anyway.
+net::awaitable<void> release_late_acquire(std::shared_ptr<redis_router> router, std::vector<std::string> keys,
+                                          std::vector<std::string> args, std::string token,
+                                          std::chrono::milliseconds lease) {
+    args.push_back(std::move(token));
+    const auto give_up = std::chrono::steady_clock::now() + lease;
+    net::steady_timer pause(co_await net::this_coro::executor);
+    for (;;) {
+        auto r = co_await router->async_eval(release_script, keys, args);
+        if (r) {
+            if (r->reply.kind == redis_reply::type::integer && r->reply.integer == 1)
+                spdlog::debug("redis: released the lease of an acquire that had timed out");
+            co_return;
+        }
+        if (r.error() != make_error_code(store_errc::unavailable)) co_return;   // sent (timeout) or refused
+        if (std::chrono::steady_clock::now() + std::chrono::milliseconds(100) >= give_up) co_return;
+        pause.expires_after(std::chrono::milliseconds(100));
+        auto [ec] = co_await pause.async_wait(net::as_tuple(net::use_awaitable));
+        if (ec) co_return;
+    }
+}
 
 }  // namespace
 
@@ -41,6 +77,7 @@ const std::vector<lua_script>& redis_store::scripts() {
         {"acquire", with_prelude(lua::acquire)},   {"store_under_lease", with_prelude(lua::store_under_lease)},
         {"commit", with_prelude(lua::commit)},     {"snapshot", with_prelude(lua::snapshot)},
         {"observe", with_prelude(lua::observe)},   {"idempotency", std::string(lua::idempotency)},
+        {"release", with_prelude(lua::release)},
     };
     return scripts;
 }
@@ -248,8 +285,27 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     if (cond.if_none_match == condition::match::list)
         for (auto& t : cond.if_none_match_tags) a.push_back(std::move(t));
 
-    auto r = co_await router_->async_eval(acquire_script, keys(ref.key), std::move(a));
-    if (!r) co_return detail::failure{r.error()};
+    // What a release needs, taken now: the store may be destroyed while this waits (the frame
+    // holds the router).
+    auto router = router_;
+    auto k = keys(ref.key);
+    auto release_args = args(ref);
+    const bool connected = router->connected();   // else nothing is sent: it fails at once
+    auto r = co_await router->async_eval(acquire_script, k, std::move(a));
+    if (!r) {
+        // Sent, but no answer: timed out, or the connection was dropped meanwhile (unavailable;
+        // a slow command's timeout drops it after connect_timeout without replies). Redis may
+        // still run the acquire (a slow server reads it late) and hold the lease for nobody: ask
+        // it to drop the lease if this token took it. Queued behind the acquire on the same
+        // connection when it is still up; nothing waits for the answer.
+        if (r.error() == make_error_code(store_errc::timeout) ||
+            (connected && r.error() == make_error_code(store_errc::unavailable)))
+            net::co_spawn(co_await net::this_coro::executor,
+                          release_late_acquire(std::move(router), std::move(k), std::move(release_args),
+                                               std::move(token), lease),
+                          net::detached);
+        co_return detail::failure{r.error()};
+    }
     saw_epoch(ref.key);
     const auto& v = r->reply;
     if (v.kind != redis_reply::type::array || v.elements.size() != 5) co_return detail::failure{reply_error("acquire", v)};

@@ -171,11 +171,15 @@ write_action write_machine::on_fetched(const fetch_outcome& f, protocol_clock::t
 
 write_action write_machine::on_stored(const cache::result<bool>& r, protocol_clock::time_point now) {
     if (!r) {
-        // The lease and its write marker stay until they expire: then the state is unknown.
+        // Nothing was forwarded: the lease goes back, as after a failed revalidation (a store
+        // that runs the store_under_lease late has recorded what was fetched under the lease,
+        // which `keep` leaves). Only if the commit cannot reach the store either do the lease
+        // and its write marker stay until they expire (then the state is unknown). Keeping the
+        // lease cost a slow Redis (bench/hostile --only slowredis) 409s for a whole write_lease.
         outcome_ = outcome::store_error;
-        auto a = respond(reply_kind::store_unavailable);
-        a.store_error = r.error();
-        return a;
+        auto then = respond(reply_kind::store_unavailable);
+        then.store_error = r.error();
+        return commit(commit_outcome::keep, fetched_, std::chrono::milliseconds(0), std::move(then));
     }
     if (!*r) {
         outcome_ = outcome::aborted;

@@ -246,6 +246,21 @@ TEST_CASE("write machine: unknown state is revalidated under the lease, a stale 
     f.state = resource_state::present("\"v1\"");
     lost.on_fetched(f, t0);
     CHECK(lost.on_stored(false, t0).reply == reply_kind::lease_lost);
+
+    // The store failed to record what was fetched (a slow Redis): nothing was forwarded, so the
+    // lease goes back before the 503.
+    write_machine slow(params());
+    slow.start(t0);
+    slow.on_acquired(acquired(acquire_status::unknown), t0);
+    slow.on_fetched(f, t0);
+    x = slow.on_stored(cache::result<bool>(boost::system::in_place_error, make_error_code(cache::store_errc::timeout)), t0);
+    CHECK(x.what == kind::commit);
+    CHECK(x.outcome == commit_outcome::keep);
+    x = slow.on_committed(true, t0);
+    CHECK(x.reply == reply_kind::store_unavailable);
+    CHECK(x.store_error == make_error_code(cache::store_errc::timeout));
+    CHECK(slow.precondition() == outcome::store_error);
+    CHECK_FALSE(slow.forwarded());
 }
 
 TEST_CASE("write machine: never forwards with less than the origin's deadline plus the margin left") {

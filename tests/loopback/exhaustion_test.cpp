@@ -643,6 +643,10 @@ read_response read_whole(raw_connection& c, std::chrono::milliseconds timeout) {
         if (end != std::string::npos) {
             auto rest = std::string_view(data).substr(end + 4);
             if (r.head.find("Transfer-Encoding: chunked") != std::string::npos) {
+                if (!rest.ends_with("\r\n0\r\n\r\n")) {   // decoded once, when the last chunk is in
+                    data += c.read_some(500ms);
+                    continue;
+                }
                 std::string out;
                 std::size_t at = 0;
                 for (;;) {

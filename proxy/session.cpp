@@ -42,9 +42,10 @@ constexpr std::size_t max_discard_bytes = 64 * 1024;
 // 1xx responses accepted before the final response of one request.
 constexpr int max_interim_responses = 8;
 // Bytes of a streamed response held in memory for a client that falls behind, before the spool
-// file takes the rest: one relay buffer, so that a client that keeps up never makes it touch the
-// file (the origin's side reads the next buffer while the client's side writes the last one).
-constexpr std::size_t spool_memory_bytes = 16 * 1024;
+// file takes the rest: four relay buffers, so that a client that keeps up does not make it touch
+// the file (with one, the origin's side often ran a buffer ahead and every 16 KiB went through
+// pwrite, pread and ftruncate: 1 MiB GETs at 0.6x; with four, 0.86x, no file I/O).
+constexpr std::size_t spool_memory_bytes = 64 * 1024;
 log_limiter spool_full_log(std::chrono::seconds(10));
 
 bool has_response_body(unsigned status, bool head) {

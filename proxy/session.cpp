@@ -1015,7 +1015,8 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
 
 namespace {
 
-// Wakes the other side of a relay (cancels its wait; nothing happens if it is not waiting).
+// Waits until the other side of a relay cancels `t` (cancel() wakes a waiting side and does
+// nothing to one that is not waiting: each side checks its condition before it waits).
 net::awaitable<void> wait_for(net::steady_timer& t) {
     t.expires_at(net::steady_timer::time_point::max());
     co_await t.async_wait(use_tuple);

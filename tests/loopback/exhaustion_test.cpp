@@ -65,6 +65,26 @@ std::future<unsigned> hold_origin_connection(proxy_fixture& px, std::string dela
     return busy;
 }
 
+// Two origin connections, waited for up to 2 s, and a client send timeout long enough for the
+// stalled readers below to stay stalled throughout.
+void two_origin_slots(ifm::config::config& c) {
+    c.upstreams[0].max_connections = 2;
+    c.upstreams[0].pool_wait = 2s;
+    c.limits.body_timeout = 30s;
+    c.limits.drain_timeout = 500ms;
+}
+
+// Four clients that each send `request(i)` and read nothing of the answer.
+template <class Request>
+std::vector<std::unique_ptr<raw_connection>> stalled_readers(std::uint16_t port, Request request) {
+    std::vector<std::unique_ptr<raw_connection>> stalled;
+    for (int i = 0; i < 4; ++i) {
+        stalled.push_back(std::make_unique<raw_connection>(port));
+        stalled.back()->send(request(i));
+    }
+    return stalled;
+}
+
 namespace net = boost::asio;
 using ifm::proxy::origin_pool;
 
@@ -525,18 +545,10 @@ TEST_CASE("the origin pool keeps at most max_idle_connections idle; the rest are
 TEST_CASE("clients that stop reading a buffered response do not hold origin connections") {
     // Hash route: the 8 MiB body is read whole (to hash it) before the client gets a byte, so the
     // origin connection has nothing left to do while the client stalls.
-    proxy_fixture px([](ifm::config::config& c) {
-        c.upstreams[0].max_connections = 2;
-        c.upstreams[0].pool_wait = 2s;
-        c.limits.body_timeout = 30s;
-        c.limits.drain_timeout = 500ms;
+    proxy_fixture px(two_origin_slots);
+    auto stalled = stalled_readers(px.port(), [](int i) {
+        return "GET /doc/" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\nx-fake-body-size: 8388608\r\n\r\n";
     });
-    std::vector<std::unique_ptr<raw_connection>> stalled;
-    for (int i = 0; i < 4; ++i) {
-        stalled.push_back(std::make_unique<raw_connection>(px.port()));
-        stalled.back()->send("GET /doc/" + std::to_string(i) +
-                             " HTTP/1.1\r\nHost: a\r\nx-fake-body-size: 8388608\r\n\r\n");
-    }
     // All four reached the origin through two slots: each was given back once its body was read.
     CHECK(px.origin().wait_for_requests(4, 5s));
     http_client c(px.port());
@@ -688,18 +700,11 @@ TEST_CASE("clients that stop reading a streamed response do not hold origin conn
     bool chunked = false;
     SUBCASE("Content-Length") {}
     SUBCASE("chunked") { chunked = true; }
-    proxy_fixture px([](ifm::config::config& c) {
-        c.upstreams[0].max_connections = 2;
-        c.upstreams[0].pool_wait = 2s;
-        c.limits.body_timeout = 30s;
-        c.limits.drain_timeout = 500ms;
+    proxy_fixture px(two_origin_slots);
+    auto stalled = stalled_readers(px.port(), [&](int i) {
+        return "GET /plain/big/" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " +
+               std::to_string(size) + (chunked ? "\r\nx-fake-chunked: 1" : "") + "\r\n\r\n";
     });
-    std::vector<std::unique_ptr<raw_connection>> stalled;
-    for (int i = 0; i < 4; ++i) {
-        stalled.push_back(std::make_unique<raw_connection>(px.port()));
-        stalled.back()->send("GET /plain/big/" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " +
-                             std::to_string(size) + (chunked ? "\r\nx-fake-chunked: 1" : "") + "\r\n\r\n");
-    }
     // All four reached the origin through two slots: each was given back once its body was read.
     CHECK(px.origin().wait_for_requests(4, 5s));
     CHECK(eventually([] { return ifm::proxy::spooled_budget().used() > size; }, 5s));

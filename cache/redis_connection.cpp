@@ -675,18 +675,53 @@ net::awaitable<error_code> redis_connection::async_handshake() {
     co_return error_code{};
 }
 
-net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std::string> argv,
+namespace {
+
+void append_bulk(std::string& out, std::string_view arg) {
+    out += '$';
+    out += std::to_string(arg.size());
+    out += "\r\n";
+    out += arg;
+    out += "\r\n";
+}
+
+std::size_t bulk_size(std::string_view arg) {
+    return arg.size() + 24;   // "$" + up to 20 digits + two CRLFs
+}
+
+}  // namespace
+
+// RESP, as hiredis' redisFormatCommandArgv writes it: an array of bulk strings.
+std::string format_command(std::initializer_list<const std::vector<std::string>*> parts,
+                           std::initializer_list<std::string_view> head) {
+    std::size_t n = head.size(), size = 16;
+    for (auto h : head) size += bulk_size(h);
+    for (const auto* p : parts) {
+        n += p->size();
+        for (const auto& a : *p) size += bulk_size(a);
+    }
+    std::string out;
+    out.reserve(size);
+    out += '*';
+    out += std::to_string(n);
+    out += "\r\n";
+    for (auto h : head) append_bulk(out, h);
+    for (const auto* p : parts)
+        for (const auto& a : *p) append_bulk(out, a);
+    return out;
+}
+
+net::awaitable<result<redis_reply>> redis_connection::async_send(const std::vector<std::string>& argv,
+                                                                 std::chrono::milliseconds timeout,
+                                                                 bool asking) {
+    auto command = format_command({&argv}, {});
+    co_return co_await async_send(command, timeout, asking);
+}
+
+net::awaitable<result<redis_reply>> redis_connection::async_send(const std::string& command,
                                                                  std::chrono::milliseconds timeout,
                                                                  bool asking) {
     if (!ctx_ || closed_) co_return errc(store_errc::unavailable);
-    std::vector<const char*> ptrs;
-    std::vector<std::size_t> lens;
-    ptrs.reserve(argv.size());
-    lens.reserve(argv.size());
-    for (const auto& a : argv) {
-        ptrs.push_back(a.data());
-        lens.push_back(a.size());
-    }
     auto cmd = std::make_shared<pending_command>(executor_);
     auto holder = std::make_unique<std::shared_ptr<pending_command>>(cmd);
     if (in_flight_ == 0) last_progress_ = clock::now();
@@ -694,9 +729,8 @@ net::awaitable<result<redis_reply>> redis_connection::async_send(std::vector<std
     // by hiredis (no callback), and nothing can come between the two.
     if (asking && redisAsyncCommand(ctx_, nullptr, nullptr, "ASKING") != REDIS_OK)
         co_return errc(store_errc::unavailable);
-    // hiredis copies the arguments into its output buffer.
-    if (redisAsyncCommandArgv(ctx_, &on_reply, holder.get(), static_cast<int>(argv.size()),
-                              ptrs.data(), lens.data()) != REDIS_OK)
+    // hiredis copies the command into its output buffer.
+    if (redisAsyncFormattedCommand(ctx_, &on_reply, holder.get(), command.data(), command.size()) != REDIS_OK)
         co_return errc(store_errc::unavailable);  // disconnecting: the callback never runs
     holder.release();  // hiredis calls on_reply exactly once, which deletes it
     ++in_flight_;
@@ -726,6 +760,11 @@ net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std
     co_return co_await async_send(std::move(argv), opts_.command_timeout, asking);
 }
 
+net::awaitable<result<redis_reply>> redis_connection::exec_formatted(const std::string& command, bool asking) {
+    if (!ready_ || closed_) co_return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
+    co_return co_await async_send(command, opts_.command_timeout, asking);
+}
+
 net::awaitable<result<redis_reply>> redis_connection::async_exec_in_session(
     std::uint64_t session, std::vector<std::string> argv, std::chrono::milliseconds timeout) {
     auto self = shared_from_this();
@@ -737,15 +776,10 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
     std::size_t index, std::vector<std::string> keys, std::vector<std::string> args, bool asking) {
     auto self = shared_from_this();
     const auto& script = opts_.scripts.at(index);
-    std::vector<std::string> argv;
-    argv.reserve(3 + keys.size() + args.size());
-    argv.push_back("EVALSHA");
-    argv.push_back(script.sha1);
-    argv.push_back(std::to_string(keys.size()));
-    for (auto& k : keys) argv.push_back(std::move(k));
-    for (auto& a : args) argv.push_back(std::move(a));
-
-    auto r = co_await async_exec(argv, asking);
+    // Formatted once, straight from the arguments (no argument vector, no copy for the retry).
+    const auto nkeys = std::to_string(keys.size());
+    const auto command = format_command({&keys, &args}, {"EVALSHA", script.sha1, nkeys});
+    auto r = co_await exec_formatted(command, asking);
     if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
         // Redis restarted, failed over or ran SCRIPT FLUSH since we connected.
         spdlog::info("redis: script {} is missing on {}; loading it again", script.name,
@@ -753,7 +787,7 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
         auto loaded = co_await async_exec(detail::argv_of("SCRIPT", "LOAD", script.source));
         if (!loaded) co_return loaded;
         if (loaded->is_error()) co_return loaded;
-        r = co_await async_exec(std::move(argv), asking);
+        r = co_await exec_formatted(command, asking);
     }
     co_return r;
 }

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -91,6 +92,10 @@ struct redis_options {
     bool sentinel = false;
 };
 
+// One command in RESP: `head` then every string of `parts`, as bulk strings.
+std::string format_command(std::initializer_list<const std::vector<std::string>*> parts,
+                           std::initializer_list<std::string_view> head);
+
 class redis_connection : public std::enable_shared_from_this<redis_connection> {
 public:
     static std::shared_ptr<redis_connection> create(net::any_io_executor ex, redis_options opts);
@@ -150,9 +155,16 @@ private:
     static net::awaitable<void> run_connection(std::shared_ptr<redis_connection> self);
     net::awaitable<boost::system::error_code> async_connect_once(std::size_t attempt);
     net::awaitable<boost::system::error_code> async_handshake();
-    net::awaitable<result<redis_reply>> async_send(std::vector<std::string> argv,
+    // `command`: one command in RESP (format_command), handed to hiredis as it is.
+    net::awaitable<result<redis_reply>> async_send(const std::string& command,
                                                    std::chrono::milliseconds timeout,
                                                    bool asking = false);
+    net::awaitable<result<redis_reply>> async_send(const std::vector<std::string>& argv,
+                                                   std::chrono::milliseconds timeout,
+                                                   bool asking = false);
+    // async_exec of a command already formatted; the caller keeps `command` alive and holds
+    // a reference to this connection.
+    net::awaitable<result<redis_reply>> exec_formatted(const std::string& command, bool asking);
     void drop_context();
     void context_gone(redisAsyncContext* ac);
 

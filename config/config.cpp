@@ -536,6 +536,7 @@ fields reader::store_fields(store_config& s) {
         {"wait_timeout", [&](auto& v, auto& p) { dur(v, p, s.wait_timeout); }},
         {"young_server_wait", [&](auto& v, auto& p) { boolean(v, p, s.young_server_wait); }},
         {"validator_ttl", [&](auto& v, auto& p) { dur(v, p, s.validator_ttl); }},
+        {"snapshot_reuse", [&](auto& v, auto& p) { dur(v, p, s.snapshot_reuse, 0ms); }},
     };
 }
 

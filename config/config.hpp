@@ -50,6 +50,9 @@ struct store_config {
     // How long a resource's validators are kept after their last change (SPEC §4: bounded memory,
     // bounded staleness); at least twice the longest write_lease.
     duration validator_ttl = 1h;
+    // How long a worker reuses a resource's last snapshot for its next reads instead of asking
+    // the store before each one (proxy/write_protocol.hpp, snapshot_cache); 0: every read asks.
+    duration snapshot_reuse = 1s;
 
     bool operator==(const store_config&) const = default;
 };

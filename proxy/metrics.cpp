@@ -310,6 +310,10 @@ std::string metrics::render() const {
            "Streamed responses that found no room in the spool (limits.max_spooled_bytes, max_spooled_response "
            "or an unusable spool_dir) and held their origin connection until their client caught up.");
     sample(out, "ifmatch_spool_full_total", "", spool_full.load(std::memory_order_relaxed));
+    family(out, "ifmatch_snapshots_reused_total", "counter",
+           "Tracked reads that reused their worker's recent snapshot of the resource instead of asking the store "
+           "(store.snapshot_reuse).");
+    sample(out, "ifmatch_snapshots_reused_total", "", snapshots_reused.load(std::memory_order_relaxed));
     family(out, "ifmatch_spooled_bytes", "gauge", "Response body bytes waiting in spool files (limits.max_spooled_bytes).");
     sample(out, "ifmatch_spooled_bytes", "", static_cast<std::uint64_t>(spooled_budget().used()));
     family(out, "ifmatch_accept_paused_total", "counter",

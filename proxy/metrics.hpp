@@ -137,6 +137,8 @@ public:
     // or kept waiting for their client, origin connection held, because the spool had no room.
     std::atomic<std::uint64_t> spooled_responses{0};
     std::atomic<std::uint64_t> spool_full{0};
+    // Tracked reads that reused their worker's snapshot of the resource (store.snapshot_reuse).
+    std::atomic<std::uint64_t> snapshots_reused{0};
     histogram origin_pool_wait;                          // requests that had to wait for a slot
     std::atomic<std::uint64_t> origin_pool_exhausted{0};  // no slot within pool_wait: 503
     std::atomic<std::uint64_t> client_aborts{0};         // origin exchanges cut because the client left

@@ -987,12 +987,14 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
     response_spool spool(spool_memory_bytes, limits.max_spooled_response, limits.spool_dir);
     if (early > 0) spool.preload(relay_buffer(), early);
     relay_signals sig{net::steady_timer(client_.get_executor()), net::steady_timer(client_.get_executor())};
+    if (!client_.tls() && !out.chunked()) sig.direct_fd = client_.socket().native_handle();
     if (res_->is_done()) {
         release_origin(oc);
         sig.reader_done = true;
     }
     using namespace net::experimental::awaitable_operators;
     co_await (spool_from_origin(ctx, oc, spool, sig) && relay_to_client(ctx, oc, out, prefix, spool, sig));
+    ctx.bytes_sent += sig.direct_bytes;
     if (spool.used_file()) w_.stats.spooled_responses.fetch_add(1, std::memory_order_relaxed);
     if (spool.hit_limit() || !spool.file_error().empty()) {
         w_.stats.spool_full.fetch_add(1, std::memory_order_relaxed);
@@ -1014,6 +1016,13 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
 }
 
 namespace {
+
+// Sends what the socket takes now, without waiting (0 if it takes nothing, or fails: the bytes
+// then go through the spool and the client's side meets the error).
+std::size_t send_now(int fd, const char* p, std::size_t n) {
+    auto r = ::send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return r > 0 ? static_cast<std::size_t>(r) : 0;
+}
 
 // Waits until the other side of a relay cancels `t` (cancel() wakes a waiting side and does
 // nothing to one that is not waiting: each side checks its condition before it waits).
@@ -1041,7 +1050,12 @@ net::awaitable<void> client_session::spool_from_origin(request_context& ctx, poo
         auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
         if (sig.client_gone) break;
         auto got = relay_buffer_size - body.size;
-        if ((ec && ec != http::error::need_buffer) || !spool.append(relay_buffer(), got)) {
+        std::size_t sent = 0;
+        if (!(ec && ec != http::error::need_buffer) && got > 0 && sig.direct_fd >= 0 && sig.writer_waiting &&
+            spool.size() == 0)
+            sent = send_now(sig.direct_fd, relay_buffer(), got);
+        sig.direct_bytes += sent;
+        if ((ec && ec != http::error::need_buffer) || !spool.append(relay_buffer() + sent, got - sent)) {
             sig.origin_failed = true;
             break;
         }
@@ -1050,7 +1064,7 @@ net::awaitable<void> client_session::spool_from_origin(request_context& ctx, poo
             sig.reader_done = true;
             release_origin(oc);   // whatever the client does from here
         }
-        sig.data.cancel();
+        if (spool.size() > 0 || sig.reader_done) sig.data.cancel();   // all sent directly: nothing to wake for
     }
     sig.reader_done = true;
     sig.data.cancel();
@@ -1083,7 +1097,11 @@ net::awaitable<void> client_session::relay_to_client(request_context& ctx, poole
             body.data = prefix.data();
             body.size = prefix.size();
         } else {
-            while (spool.size() == 0 && !sig.reader_done) co_await wait_for(sig.data);
+            while (spool.size() == 0 && !sig.reader_done) {
+                sig.writer_waiting = true;
+                co_await wait_for(sig.data);
+                sig.writer_waiting = false;
+            }
             body.size = spool.take(chunk.get(), relay_buffer_size);
             body.data = body.size > 0 ? chunk.get() : nullptr;
             sig.room.cancel();

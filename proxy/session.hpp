@@ -191,6 +191,14 @@ private:
         bool reader_done = false;
         bool origin_failed = false;
         bool client_gone = false;
+        // The fast path: while the client keeps up, the origin's side sends what it read
+        // straight to the client's socket (a non-blocking send, no copy through the spool), and
+        // spools only what the socket does not take. Possible on a plain connection whose body
+        // goes out as it came (not re-chunked), while the client's side waits with the header
+        // sent and nothing spooled: then no bytes can overtake others. -1: not possible.
+        int direct_fd = -1;
+        bool writer_waiting = false;
+        std::uint64_t direct_bytes = 0;
     };
     net::awaitable<void> spool_from_origin(request_context& ctx, pooled_connection& oc, response_spool& spool,
                                            relay_signals& sig);

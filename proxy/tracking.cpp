@@ -101,9 +101,17 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     auto connections = w_.store->reconnects();
     cache::resource_ref ref{ctx.key, variant_of(ctx, "")};
     cache::result<cache::snapshot> snap;
-    {
-        store_timer t(ctx.store_time);
-        snap = co_await w_.store->async_snapshot(ref);
+    // A snapshot this worker took for an earlier read is as good as a new one (snapshot_cache).
+    if (auto reused = w_.snapshots.reuse(ref, protocol_clock::now(), connections)) {
+        snap = *reused;
+        w_.stats.snapshots_reused.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        auto taken_at = protocol_clock::now();
+        {
+            store_timer t(ctx.store_time);
+            snap = co_await w_.store->async_snapshot(ref);
+        }
+        if (snap) w_.snapshots.taken(ref, *snap, taken_at, connections);
     }
     bool may_hash = route.etag != etag_mode::origin;
     if (may_hash) {
@@ -170,9 +178,16 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
         auto before = *snap;
         if (variant != ref.variant) before.state = resource_state::unknown();   // not comparable
         if (read_may_record(before, *seen, w_.store->reconnects() != connections)) {
+            bool same_variant = variant == ref.variant;
             ref.variant = std::move(variant);
-            store_timer t(ctx.store_time);
-            co_await w_.store->async_observe(ref, snap->generation, *seen);
+            cache::result<bool> recorded;
+            {
+                store_timer t(ctx.store_time);
+                recorded = co_await w_.store->async_observe(ref, snap->generation, *seen);
+            }
+            if (same_variant)
+                w_.snapshots.observed(ref, snap->generation, *seen, recorded && *recorded, protocol_clock::now(),
+                                      connections);
         }
     }
 
@@ -700,6 +715,8 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 r = co_await store.async_commit(ref, m.token(), a.outcome, a.state, a.hold);
             }
             if (!r) spdlog::warn("commit of {} failed: {}", ctx.key, r.error().message());
+            w_.snapshots.forget(ctx.key);   // its reads would find the generation moved: ask again
+            for (const auto& c : ctx.companions) w_.snapshots.forget(c.key);
             // Whatever the write did to its companions is unknown, unless it was not applied. The
             // target's commit first: until theirs, each companion is still leased, so nothing can
             // record or pass a precondition on it in between (no atomicity across keys needed,

@@ -33,6 +33,7 @@ worker::worker(std::shared_ptr<const runtime> r, cache::store_factory& stores, m
     spooled_budget().set_limit(rt->cfg.limits.max_spooled_bytes);
     store = stores.make(ioc.get_executor());
     store->expect_leases_up_to(longest_lease(*rt));
+    snapshots.set_ttl(std::chrono::duration_cast<std::chrono::milliseconds>(rt->cfg.store.snapshot_reuse));
 }
 
 worker::~worker() {
@@ -46,6 +47,7 @@ void worker::apply(std::shared_ptr<const runtime> r) {
     buffered_budget().set_limit(r->cfg.limits.max_buffered_bytes);
     spooled_budget().set_limit(r->cfg.limits.max_spooled_bytes);
     store->expect_leases_up_to(longest_lease(*r));
+    snapshots.set_ttl(std::chrono::duration_cast<std::chrono::milliseconds>(r->cfg.store.snapshot_reuse));
     rt = std::move(r);
 }
 
@@ -59,13 +61,18 @@ void worker::begin_drain() {
         p.socket.close(ec);
     }
     for (auto& p : *pools) p->close_idle();
+    trim_timer.cancel();
 }
 
 void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_clock::time_point deadline) {
     parked.push_back(parked_connection{std::move(socket), served, deadline});
     // After a burst (thousands of connections served at once, then idle), the sessions' memory
-    // is free but glibc keeps the pages: give them back, at most once a second, after many parks.
-    if (++parked_since_trim >= 1024) {
+    // is free but glibc keeps the pages: give them back, at most once a second during a long
+    // burst, and once more when the parking has been quiet for trim_quiet (the last ones'
+    // sessions would otherwise stay resident until the next burst: 0.5 KiB per idle connection
+    // in bench/idle_connections).
+    ++parked_since_trim;
+    if (parked_since_trim >= 1024) {
         auto now = std::chrono::steady_clock::now();
         if (now - last_trim >= std::chrono::seconds(1)) {
             parked_since_trim = 0;
@@ -73,6 +80,7 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
             ::malloc_trim(0);
         }
     }
+    if (parked_since_trim > 0) trim_after_parks();
     auto it = std::prev(parked.end());
     // A plain handler, not a coroutine: the wait is all an idle connection holds. It always runs
     // (readable, or cancelled by the sweep or the drain) and is the only one to erase the entry.
@@ -86,6 +94,26 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
             if (!ec) sweep_parked();
         });
     }
+}
+
+void worker::trim_after_parks() {
+    last_park = std::chrono::steady_clock::now();
+    if (!trim_timer_armed) arm_trim_timer();   // an armed one looks at last_park when it fires
+}
+
+// Fires trim_quiet after the last park known now; if more came meanwhile, waits again.
+void worker::arm_trim_timer() {
+    trim_timer_armed = true;
+    trim_timer.expires_at(last_park + trim_quiet);
+    trim_timer.async_wait([this](boost::system::error_code ec) {
+        trim_timer_armed = false;
+        if (ec || draining) return;
+        if (std::chrono::steady_clock::now() < last_park + trim_quiet) return arm_trim_timer();
+        if (parked_since_trim < trim_min_parks) return;   // a trickle frees too little to walk the heap for
+        parked_since_trim = 0;
+        last_trim = std::chrono::steady_clock::now();
+        ::malloc_trim(0);
+    });
 }
 
 void worker::on_parked_ready(parked_list::iterator it, boost::system::error_code ec) {

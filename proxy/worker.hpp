@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cache/store.hpp"
+#include "proxy/write_protocol.hpp"
 #include "proxy/metrics.hpp"
 #include "proxy/origin_pool.hpp"
 #include "proxy/runtime.hpp"
@@ -45,6 +46,8 @@ struct worker {
     // the pools of the runtime it started with.
     std::shared_ptr<std::vector<std::unique_ptr<origin_pool>>> pools;
     std::unique_ptr<cache::validator_store> store;
+    // Snapshots reused by the next reads of a resource (store.snapshot_reuse).
+    snapshot_cache snapshots{std::chrono::milliseconds(0)};
     metrics& stats;
     unsigned index;
     std::unordered_set<client_session*> sessions;
@@ -64,6 +67,11 @@ private:
     using parked_list = std::list<parked_connection>;
     void on_parked_ready(parked_list::iterator it, boost::system::error_code ec);
     void sweep_parked();
+    // Gives freed session memory back to the system once parking has been quiet for a moment.
+    void trim_after_parks();
+    void arm_trim_timer();
+    static constexpr auto trim_quiet = std::chrono::milliseconds(250);
+    static constexpr std::size_t trim_min_parks = 64;
     // Oldest first: with one idle_timeout, deadlines are in order (after a reload that changes
     // it, a shorter one may wait behind a longer one: closed late, never early).
     parked_list parked;
@@ -71,6 +79,9 @@ private:
     bool park_timer_armed = false;
     std::size_t parked_since_trim = 0;
     std::chrono::steady_clock::time_point last_trim{};
+    net::steady_timer trim_timer{ioc};
+    bool trim_timer_armed = false;
+    std::chrono::steady_clock::time_point last_park{};
 };
 
 }  // namespace ifm::proxy

@@ -58,6 +58,76 @@ bool read_may_record(const cache::snapshot& before, const resource_state& seen, 
     return !before.leased && !store_reconnected && before.state != seen;
 }
 
+void snapshot_cache::sync(std::uint64_t reconnects) {
+    if (reconnects != reconnects_) {
+        entries_.clear();
+        reconnects_ = reconnects;
+    }
+}
+
+snapshot_cache::entry* snapshot_cache::find(const cache::resource_ref& ref) {
+    auto it = entries_.find(ref.key);
+    if (it == entries_.end()) return nullptr;
+    for (auto& e : it->second)
+        if (e.variant == ref.variant) return &e;
+    return nullptr;
+}
+
+void snapshot_cache::erase(const cache::resource_ref& ref) {
+    auto it = entries_.find(ref.key);
+    if (it == entries_.end()) return;
+    std::erase_if(it->second, [&](const entry& e) { return e.variant == ref.variant; });
+    if (it->second.empty()) entries_.erase(it);
+}
+
+std::optional<cache::snapshot> snapshot_cache::reuse(const cache::resource_ref& ref, protocol_clock::time_point now,
+                                                     std::uint64_t reconnects) {
+    sync(reconnects);
+    if (ttl_.count() <= 0) return std::nullopt;
+    auto* e = find(ref);
+    if (!e) return std::nullopt;
+    if (now - e->at >= ttl_) {
+        erase(ref);
+        return std::nullopt;
+    }
+    return e->snap;
+}
+
+void snapshot_cache::put(const cache::resource_ref& ref, const cache::snapshot& s, protocol_clock::time_point at) {
+    if (ttl_.count() <= 0) return;
+    if (auto* e = find(ref)) {
+        e->snap = s;
+        e->at = at;
+        return;
+    }
+    if (entries_.size() >= capacity_) entries_.clear();   // bounded; a dropped entry costs one snapshot
+    entries_[ref.key].push_back(entry{ref.variant, s, at});
+}
+
+void snapshot_cache::taken(const cache::resource_ref& ref, const cache::snapshot& s, protocol_clock::time_point at,
+                           std::uint64_t reconnects) {
+    sync(reconnects);
+    if (s.leased) {
+        erase(ref);   // a write is in flight: its commit will move the generation
+        return;
+    }
+    put(ref, s, at);
+}
+
+void snapshot_cache::observed(const cache::resource_ref& ref, std::uint64_t generation, const resource_state& seen,
+                              bool recorded, protocol_clock::time_point at, std::uint64_t reconnects) {
+    sync(reconnects);
+    if (!recorded) {
+        erase(ref);
+        return;
+    }
+    put(ref, cache::snapshot{seen, generation, false}, at);
+}
+
+void snapshot_cache::forget(const std::string& key) {
+    entries_.erase(key);
+}
+
 std::chrono::milliseconds write_machine::settle_hold() const {
     return p_.settle.value_or(p_.lease);
 }

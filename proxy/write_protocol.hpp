@@ -22,6 +22,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 namespace ifm::proxy {
 
@@ -175,5 +177,57 @@ commit_decision decide_commit(const write_params& p, const origin_answer& a);
 // the store did not reconnect meanwhile (a Redis that lost its data reads generation 0 as
 // before), and what it saw differs from what is recorded (else there is nothing to do).
 bool read_may_record(const cache::snapshot& before, const cache::resource_state& seen, bool store_reconnected);
+
+// Reads that cannot matter (issue 12): a worker's last snapshot of a resource, reused by its next
+// reads for `ttl` (store.snapshot_reuse) instead of asking the store again before each one.
+//
+// Why it is safe (SPEC §5.6): a read may record what it saw only if no lease is held and the
+// generation is unchanged since *before the request was forwarded*. A snapshot taken before an
+// earlier read was also taken before this one: the observe that follows carries its generation,
+// and the store refuses it if any commit, or any write's lease (held, or lost with its `w`
+// marker), came since then, however old the snapshot. The snapshot's age bounds nothing but
+// freshness: a read whose answer equals the reused state records nothing (the store held that
+// state when the snapshot was taken; if it has forgotten it since, the next write revalidates at
+// the origin, as for any unknown validator). Skipping a record can only leave a validator
+// unknown, never wrong. Entries are reused only from unleased snapshots and confirmed observes,
+// and only while the store has not reconnected (a Redis that lost its data reads generation 0
+// again). tests/sim runs every read through this class (mutation `snapshot_after_read` shows its
+// checker catches the unsafe variant: a snapshot taken after the read).
+class snapshot_cache {
+public:
+    snapshot_cache(std::chrono::milliseconds ttl, std::size_t capacity = 4096) : ttl_(ttl), capacity_(capacity) {}
+    void set_ttl(std::chrono::milliseconds ttl) { ttl_ = ttl; }
+
+    // A snapshot of `ref` taken at or after `now - ttl`, usable in place of a new one; nullopt: take one.
+    // `reconnects`: the store's reconnect count now (a change forgets everything).
+    std::optional<cache::snapshot> reuse(const cache::resource_ref& ref, protocol_clock::time_point now,
+                                         std::uint64_t reconnects);
+    // A snapshot was taken at `at` (before the read was forwarded).
+    void taken(const cache::resource_ref& ref, const cache::snapshot& s, protocol_clock::time_point at,
+               std::uint64_t reconnects);
+    // The observe of `seen` with `generation` was answered at `at`: recorded (the store held that
+    // generation, no lease, and now `seen`) or refused (something changed: forget the resource).
+    void observed(const cache::resource_ref& ref, std::uint64_t generation, const cache::resource_state& seen,
+                  bool recorded, protocol_clock::time_point at, std::uint64_t reconnects);
+    // This worker wrote the resource: forget every variant.
+    void forget(const std::string& key);
+    std::size_t size() const { return entries_.size(); }
+
+private:
+    struct entry {
+        std::string variant;
+        cache::snapshot snap;
+        protocol_clock::time_point at;
+    };
+    entry* find(const cache::resource_ref& ref);
+    void erase(const cache::resource_ref& ref);
+    void sync(std::uint64_t reconnects);
+    void put(const cache::resource_ref& ref, const cache::snapshot& s, protocol_clock::time_point at);
+
+    std::chrono::milliseconds ttl_;
+    std::size_t capacity_;
+    std::uint64_t reconnects_ = 0;
+    std::unordered_map<std::string, std::vector<entry>> entries_;   // by resource key: its variants
+};
 
 }  // namespace ifm::proxy

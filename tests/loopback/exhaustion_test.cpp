@@ -645,8 +645,10 @@ struct read_response {
     std::string head, body;
     bool complete = false;
 };
-read_response read_whole(raw_connection& c, std::chrono::milliseconds timeout) {
+// `pause_every` > 0: a bursty reader, pausing 20 ms after each `pause_every` bytes.
+read_response read_whole(raw_connection& c, std::chrono::milliseconds timeout, std::size_t pause_every = 0) {
     read_response r;
+    std::size_t next_pause = pause_every;
     std::string data;
     auto deadline = steady::now() + timeout;
     std::size_t end = std::string::npos;
@@ -685,6 +687,10 @@ read_response read_whole(raw_connection& c, std::chrono::milliseconds timeout) {
         }
         auto got = c.read_some(500ms);
         data += got;
+        if (pause_every > 0 && data.size() >= next_pause) {
+            std::this_thread::sleep_for(20ms);
+            next_pause = data.size() + pause_every;
+        }
     }
     return r;
 }
@@ -723,6 +729,23 @@ TEST_CASE("clients that stop reading a streamed response do not hold origin conn
         CHECK(r.body == expected);
     }
     CHECK(px.server().stats().spooled_responses.load() == 4);
+    CHECK(eventually([] { return ifm::proxy::spooled_budget().used() == 0; }, 2s));
+}
+
+// The fast path: while the client keeps up, bytes go straight to its socket; when it falls
+// behind, through the spool; when it has caught up, straight again. A client that reads in bursts
+// makes the two take turns: it must still get every byte in order.
+TEST_CASE("a client that reads in bursts gets the body whole and in order (direct sends and the spool take turns)") {
+    constexpr std::size_t size = 24 * 1024 * 1024;
+    proxy_fixture px(two_origin_slots);
+    raw_connection c(px.port());
+    c.send("GET /plain/bursty HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " + std::to_string(size) + "\r\n\r\n");
+    auto r = read_whole(c, 30s, 1024 * 1024);
+    CHECK(r.head.starts_with("HTTP/1.1 200"));
+    REQUIRE(r.complete);
+    CHECK(r.body.size() == size);
+    CHECK(r.body == fake_body(size));
+    CHECK(px.server().stats().spooled_responses.load() == 1);   // the spool took part
     CHECK(eventually([] { return ifm::proxy::spooled_budget().used() == 0; }, 2s));
 }
 

@@ -298,6 +298,73 @@ TEST_CASE("a slow GET never records a validator from before a write (generation 
     });
 }
 
+// Issue 12: reads reuse their worker's recent snapshot (store.snapshot_reuse). A slow GET that
+// reused one taken before a write, and saw another representation than the snapshot's, must not
+// record it: the observe carries the old generation and the store refuses it. Fails if a reused
+// snapshot's generation is not checked (the second PUT then passes with the slow GET's tag).
+TEST_CASE("a slow GET that reuses a snapshot never records a validator from before a write") {
+    for_each_store([](auto use_store) {
+        proxy_fixture px([&](ifm::config::config& c) {
+            use_store(c);
+            c.store.snapshot_reuse = 10s;
+        });
+        auto port = px.port();
+        http_client w(port);
+        // The first GET takes the snapshot and records its tag; the next ones reuse it.
+        auto first = w.request("GET", "/g", {{"x-fake-body-size", "10"}});
+        REQUIRE(first.status == 200);
+        CHECK(w.request("GET", "/g", {{"x-fake-body-size", "10"}}).header("ETag") == first.header("ETag"));
+        CHECK(px.server().stats().snapshots_reused.load() == 1);
+        // A slow GET of another representation (11 bytes), on the snapshot of before the write.
+        auto slow = std::async(std::launch::async, [port] {
+            http_client c(port);
+            return c.request("GET", "/g", {{"x-fake-body-size", "11"}, {"x-fake-delay-ms", "400"}});
+        });
+        REQUIRE(px.origin().wait_for_requests(3, 2s));
+        CHECK(w.request("PUT", "/g", {{"If-Match", first.header("ETag")}, {"x-fake-status", "204"}}, "new").status ==
+              204);
+        auto old = slow.get();
+        REQUIRE(old.status == 200);
+        CHECK(px.server().stats().snapshots_reused.load() == 2);
+        auto pre_write_tag = old.header("ETag");
+        REQUIRE(pre_write_tag != first.header("ETag"));
+        auto r = w.request("PUT", "/g", {{"If-Match", pre_write_tag}, {"x-fake-status", "204"}}, "late");
+        CHECK(r.status == 409);
+    });
+}
+
+// With store.snapshot_reuse: 0 every read asks the store; with the default, repeated reads of a
+// resource ask it once per second and per worker, and still learn a change made behind the
+// proxy's back on the next read after the one that saw it.
+TEST_CASE("store.snapshot_reuse: repeated reads reuse a snapshot; 0 turns it off") {
+    for (auto reuse : {std::chrono::milliseconds(0), std::chrono::milliseconds(5000)}) {
+        CAPTURE(reuse.count());
+        redis_server redis;
+        proxy_fixture px([&](ifm::config::config& c) {
+            c.store.kind = store_kind::redis;
+            c.store.url = redis.url();
+            c.store.timeout = 500ms;
+            c.store.snapshot_reuse = reuse;
+        });
+        http_client c(px.port());
+        std::string tag;
+        for (int i = 0; i < 20; ++i) {
+            auto r = c.request("GET", "/h", {{"x-fake-body-size", "10"}});
+            REQUIRE(r.status == 200);
+            tag = r.header("ETag");
+        }
+        CHECK(px.server().stats().snapshots_reused.load() == (reuse.count() ? 19u : 0u));
+        // Changed behind the proxy's back (12 bytes now): the read that sees it records it on the
+        // reused snapshot's generation, which no write has moved, and a write with it passes.
+        auto changed = c.request("GET", "/h", {{"x-fake-body-size", "12"}});
+        REQUIRE(changed.status == 200);
+        CHECK(changed.header("ETag") != tag);
+        auto put = c.request("PUT", "/h", {{"If-Match", changed.header("ETag")}, {"x-fake-status", "204"}}, "x");
+        CHECK(put.status == 204);
+        CHECK(px.origin().count("GET", "/h") == 21u);   // no revalidation: the store knew the new tag
+    }
+}
+
 TEST_CASE("a write in flight makes the resource busy: 409 with Retry-After, or wait") {
     for_each_store([](auto use_store) {
         SUBCASE("on_busy: reject") {

@@ -153,6 +153,7 @@ struct world_params {
     usec store_down = 0;
     bool unfenced = false, sticky_origin_mode = false;
     double p_not_sent = 0, p_retried = 0;   // connect failures; a DELETE resent on a fresh connection
+    usec snapshot_reuse = 0;       // store.snapshot_reuse: reads reuse their proxy's recent snapshot
 
     std::string line() const {
         std::ostringstream o;
@@ -167,7 +168,7 @@ struct world_params {
           << " p_crash=" << p_crash << " restart_at=" << restart_at << " flush_at=" << flush_at
           << " failover_at=" << failover_at << " stale_failover_at=" << stale_failover_at << "(image "
           << stale_image_at << ") unfenced=" << unfenced << " p_not_sent=" << p_not_sent
-          << " p_retried=" << p_retried << " origin weights=[";
+          << " p_retried=" << p_retried << " snapshot_reuse=" << snapshot_reuse / ms << "ms origin weights=[";
         for (std::size_t i = 0; i < origin_weights.size(); ++i)
             o << (i ? "," : "") << name(static_cast<origin_class>(i)) << ":" << origin_weights[i];
         o << "]";
@@ -247,6 +248,7 @@ private:
         bool up = true;
         std::uint64_t incarnation = 0;
         std::uint64_t reconnects = 0;
+        proxy::snapshot_cache snapshots{std::chrono::milliseconds(0)};   // lost in a crash
     };
     struct client_state {
         int id = 0, ops_left = 0, variant = 0;
@@ -489,6 +491,7 @@ void world::start() {
         o.version = next_version_++;
     }
     proxies_.assign(wp_.proxies, {});
+    for (auto& px : proxies_) px.snapshots.set_ttl(std::chrono::milliseconds(wp_.snapshot_reuse / ms));
     active_.assign(wp_.proxies, {});
     clients_.resize(wp_.clients);
     last_image_ = store_->save();
@@ -556,6 +559,7 @@ void world::crash_proxy(int p) {
     log("PROXY ", p, " crashes (", active_[p].size(), " requests in flight)");
     proxies_[p].up = false;
     ++proxies_[p].incarnation;
+    proxies_[p].snapshots = proxy::snapshot_cache(std::chrono::milliseconds(wp_.snapshot_reuse / ms));
     auto ops = std::move(active_[p]);
     active_[p].clear();
     for (auto& o : ops) {
@@ -659,78 +663,98 @@ void world::client_read(int c) {
         if (!ok) cl.have = false;
         at(now_ + uniform(0, 10) * ms, [this, c] { client_write(c); });
     };
-    // 1. snapshot, 2. origin GET, 3. observe (SPEC §5.6).
+    // 1. snapshot (or the proxy's recent one, reused), 2. origin GET, 3. observe (SPEC §5.6).
+    auto after_snapshot = [this, o, c, p, res, variant, ref, invoked, reconnects, done](cache::result<snapshot> snap,
+                                                                                      bool reused) {
+        const usec arrive = now_ + origin_latency();
+        at(arrive, [this, o, c, p, res, variant, ref, invoked, reconnects, done, snap, reused] {
+            // The origin serves the GET now.
+            const auto& org = origin_[res];
+            const bool fails = chance(0.03);
+            const bool exists = org.exists;
+            const std::int64_t version = org.version;
+            std::optional<resource_state> seen;
+            std::string tag;
+            if (!fails) {
+                if (exists) {
+                    tag = tag_for(res, version, variant);
+                    if (!tag.empty()) seen = resource_state::present(tag);
+                } else {
+                    seen = resource_state::absent();
+                }
+            }
+            log("  origin GET r", res, fails ? " -> 500" : (exists ? " -> 200 v" : " -> 404 v"), version,
+                " ", tag);
+            at(now_ + origin_latency(), [this, o, c, p, res, ref, invoked, reconnects, done, snap, seen,
+                                             exists, version, tag, fails, reused]() mutable {
+                if (!alive(*o)) return;
+                auto& cl = clients_[c];
+                if (fails || !seen) {
+                    log("C", c, " GET r", res, " failed");
+                    done(false);
+                    return;
+                }
+                // What the client now holds.
+                if (cl.have && cl.res == res) {
+                    cl.old_tag = cl.tag;
+                    cl.old_version = cl.version;
+                }
+                cl.have = true;
+                cl.exists = exists;
+                cl.tag = tag;
+                cl.version = version;
+                cl.tag_source = 1;
+                cl.tag_from_write = -1;
+                cl.tag_since = invoked;
+                if (reused && opt_.mut == mutation::snapshot_after_read) {
+                    // The unsafe variant: the generation read after the origin answered.
+                    snap = cache::result<snapshot>(store_->read(ref));
+                    log("  P", p, " snapshot (after the read) r", res, ": ", str(snap->state), " gen ",
+                        gen_id(snap->generation));
+                }
+                bool record = false;
+                if (snap) {
+                    snapshot s = *snap;
+                    if (opt_.mut == mutation::record_leased) s.leased = false;
+                    record = proxy::read_may_record(s, *seen, proxies_[p].reconnects != reconnects);
+                }
+                if (!record) {
+                    log("C", c, " GET r", res, " done: v", version, " ", tag, " (not recorded)");
+                    done(true);
+                    return;
+                }
+                const auto gen = snap->generation;
+                const auto state = *seen;
+                store_call<cache::result<bool>>(
+                    o, "observe",
+                    [this, ref, gen, state] {
+                        bool r = store_->observe(ref, gen, state);
+                        log("  store observe ", ref.key, " ", str(state), " gen ", gen_id(gen), r ? ": recorded" : ": refused");
+                        return cache::result<bool>(r);
+                    },
+                    [this, c, p, res, ref, gen, state, reconnects, version, tag, done](cache::result<bool> r) {
+                        proxies_[p].snapshots.observed(ref, gen, state, r && *r, tp(now_), reconnects);
+                        log("C", c, " GET r", res, " done: v", version, " ", tag);
+                        done(true);
+                    });
+            });
+        });
+    };
+    if (auto reused = proxies_[p].snapshots.reuse(ref, tp(now_), reconnects)) {
+        log("  P", p, " reuses its snapshot of r", res, ": ", str(reused->state), " gen ", gen_id(reused->generation));
+        after_snapshot(cache::result<snapshot>(*reused), true);
+        return;
+    }
+    const usec asked = now_;
     store_call<cache::result<snapshot>>(
         o, "snapshot", [this, ref] { return cache::result<snapshot>(store_->read(ref)); },
-        [this, o, c, p, res, variant, ref, invoked, reconnects, done](cache::result<snapshot> snap) {
-            if (snap) log("  P", p, " snapshot r", res, ": ", str(snap->state), " gen ", gen_id(snap->generation),
-                          snap->leased ? " leased" : "");
-            const usec arrive = now_ + origin_latency();
-            at(arrive, [this, o, c, p, res, variant, ref, invoked, reconnects, done, snap] {
-                // The origin serves the GET now.
-                const auto& org = origin_[res];
-                const bool fails = chance(0.03);
-                const bool exists = org.exists;
-                const std::int64_t version = org.version;
-                std::optional<resource_state> seen;
-                std::string tag;
-                if (!fails) {
-                    if (exists) {
-                        tag = tag_for(res, version, variant);
-                        if (!tag.empty()) seen = resource_state::present(tag);
-                    } else {
-                        seen = resource_state::absent();
-                    }
-                }
-                log("  origin GET r", res, fails ? " -> 500" : (exists ? " -> 200 v" : " -> 404 v"), version,
-                    " ", tag);
-                at(now_ + origin_latency(), [this, o, c, p, res, ref, invoked, reconnects, done, snap, seen,
-                                                 exists, version, tag, fails] {
-                    if (!alive(*o)) return;
-                    auto& cl = clients_[c];
-                    if (fails || !seen) {
-                        log("C", c, " GET r", res, " failed");
-                        done(false);
-                        return;
-                    }
-                    // What the client now holds.
-                    if (cl.have && cl.res == res) {
-                        cl.old_tag = cl.tag;
-                        cl.old_version = cl.version;
-                    }
-                    cl.have = true;
-                    cl.exists = exists;
-                    cl.tag = tag;
-                    cl.version = version;
-                    cl.tag_source = 1;
-                    cl.tag_from_write = -1;
-                    cl.tag_since = invoked;
-                    bool record = false;
-                    if (snap) {
-                        snapshot s = *snap;
-                        if (opt_.mut == mutation::record_leased) s.leased = false;
-                        record = proxy::read_may_record(s, *seen, proxies_[p].reconnects != reconnects);
-                    }
-                    if (!record) {
-                        log("C", c, " GET r", res, " done: v", version, " ", tag, " (not recorded)");
-                        done(true);
-                        return;
-                    }
-                    const auto gen = snap->generation;
-                    const auto state = *seen;
-                    store_call<cache::result<bool>>(
-                        o, "observe",
-                        [this, ref, gen, state] {
-                            bool r = store_->observe(ref, gen, state);
-                            log("  store observe ", ref.key, " ", str(state), " gen ", gen_id(gen), r ? ": recorded" : ": refused");
-                            return cache::result<bool>(r);
-                        },
-                        [this, c, res, version, tag, done](cache::result<bool>) {
-                            log("C", c, " GET r", res, " done: v", version, " ", tag);
-                            done(true);
-                        });
-                });
-            });
+        [this, p, res, ref, asked, reconnects, after_snapshot](cache::result<snapshot> snap) {
+            if (snap) {
+                log("  P", p, " snapshot r", res, ": ", str(snap->state), " gen ", gen_id(snap->generation),
+                    snap->leased ? " leased" : "");
+                proxies_[p].snapshots.taken(ref, *snap, tp(asked), reconnects);
+            }
+            after_snapshot(snap, false);
         });
 }
 
@@ -947,6 +971,7 @@ void world::execute(std::shared_ptr<write_op> w, write_action a, int from) {
         const auto hold = a.hold;
         const int res = w->res;
         log("  P", w->proxy, " W", w->write, " commit ", name(outcome), " ", str(state), " hold ", hold.count(), "ms");
+        proxies_[w->proxy].snapshots.forget(ref.key);   // as the proxy does (proxy/tracking.cpp)
         store_call<cache::result<bool>>(
             w, "commit",
             [this, ref, token, outcome, state, hold, res] {
@@ -1286,6 +1311,12 @@ seed_result world::run(std::uint64_t seed) {
         std::uniform_real_distribution<double> u(0, 1);
         wp_.p_not_sent = u(aux_) < 0.5 ? 0.0 : u(aux_) * 0.1;
         wp_.p_retried = u(aux_) < 0.5 ? 0.0 : u(aux_) * 0.3;
+        // Reads that reuse a snapshot: off in a third of the seeds, else up to 2 s (longer than
+        // most histories, so that most reads reuse one), or forced by the mutation that needs it.
+        // A stream of its own: the other streams' draws stay as they were.
+        std::mt19937_64 reuse_rng(seed ^ 0xc2b2ae3d27d4eb4fULL);
+        const bool off = u(reuse_rng) < 0.33 && opt_.mut != mutation::snapshot_after_read;
+        wp_.snapshot_reuse = off ? 0 : static_cast<usec>(1 + u(reuse_rng) * 2000) * ms;
     }
     start();
     const std::uint64_t limit = 2'000'000;
@@ -1350,6 +1381,7 @@ const char* to_string(mutation m) {
     case mutation::commit_keeps_lost: return "commit_keeps_lost";
     case mutation::commit_wrong_validator: return "commit_wrong_validator";
     case mutation::retried_ignored: return "retried_ignored";
+    case mutation::snapshot_after_read: return "snapshot_after_read";
     }
     return "?";
 }
@@ -1357,7 +1389,7 @@ const char* to_string(mutation m) {
 std::vector<mutation> all_mutations() {
     return {mutation::redirect_keep, mutation::accepted_release, mutation::unknown_release,
             mutation::no_lease_margin, mutation::record_leased, mutation::commit_keeps_lost,
-            mutation::commit_wrong_validator, mutation::retried_ignored};
+            mutation::commit_wrong_validator, mutation::retried_ignored, mutation::snapshot_after_read};
 }
 
 seed_result run_seed(std::uint64_t seed, const options& opt) {

@@ -23,6 +23,7 @@ enum class mutation : std::uint8_t {
     commit_keeps_lost,   // (f) memory_backend::commit keeps the validators when the token lost the lease
     commit_wrong_validator,  // a probe of the I2 check: a `set` commit records another tag than it was given
     retried_ignored,     // decide_commit ignores `retried` (a resent DELETE whose first attempt may have applied)
+    snapshot_after_read, // a read that reuses a snapshot takes it after the origin answered instead (issue 12)
 };
 bool parse_mutation(const std::string& name, mutation& out);
 const char* to_string(mutation m);

@@ -860,3 +860,12 @@ TEST_CASE("config: limits.spool_dir must be an absolute, existing, writable dire
     CHECK(d.limits.spool_dir.empty());
     CHECK(d.limits.max_spooled_bytes == std::size_t{1} << 30);
 }
+
+TEST_CASE("config: store.snapshot_reuse is a duration, 1s by default, 0ms turns it off") {
+    auto base = std::string(minimal);
+    CHECK(load_ok(base).store.snapshot_reuse == std::chrono::seconds(1));
+    CHECK(load_ok(base + "store: { snapshot_reuse: 0ms }\n").store.snapshot_reuse.count() == 0);
+    CHECK(load_ok(base + "store: { snapshot_reuse: 250ms }\n").store.snapshot_reuse == std::chrono::milliseconds(250));
+    check_error(only_error(base + "store: { snapshot_reuse: 5 }\n"), "store.snapshot_reuse", 5, "a unit is required");
+    check_error(only_error(base + "store: { snapshot_reuse: soon }\n"), "store.snapshot_reuse", 5, "expected a duration");
+}

@@ -1,11 +1,13 @@
 // Redis topologies without sockets: CRC16 and hash slots (Redis Cluster specification), the
 // redis-sentinel:// and redis-cluster:// URLs in the store and in the config loader.
 #include "cache/crc16.hpp"
+#include "cache/redis_connection.hpp"
 #include "cache/redis_store.hpp"
 #include "cache/redis_topology.hpp"
 #include "config/config.hpp"
 
 #include <doctest/doctest.h>
+#include <hiredis/hiredis.h>
 
 using namespace ifm::cache;
 
@@ -123,4 +125,25 @@ TEST_CASE("config: store.wait_replicas and store.wait_timeout") {
     CHECK(first_error(load_string(with_url("redis://h", "  wait_timeout: 1s\n"))) ==
           "store.wait_timeout: must be shorter than store.connect_timeout (1s)");
     CHECK(first_error(load_string(with_url("redis://h", "  wait_timeout: 1s\n  connect_timeout: 2s\n"))).empty());
+}
+
+TEST_CASE("format_command: the same RESP as hiredis' redisFormatCommandArgv") {
+    std::vector<std::string> keys{"ifm:{/a}", "ifm:{/a}:l", ""};
+    std::vector<std::string> args{"5000", std::string("bin\0\r\nary", 9), std::string(300, 'x')};
+    auto ours = format_command({&keys, &args}, {"EVALSHA", "0123456789abcdef0123456789abcdef01234567", "3"});
+    std::vector<std::string> all{"EVALSHA", "0123456789abcdef0123456789abcdef01234567", "3"};
+    all.insert(all.end(), keys.begin(), keys.end());
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<const char*> ptrs;
+    std::vector<std::size_t> lens;
+    for (const auto& a : all) {
+        ptrs.push_back(a.data());
+        lens.push_back(a.size());
+    }
+    char* theirs = nullptr;
+    auto n = redisFormatCommandArgv(&theirs, static_cast<int>(all.size()), ptrs.data(), lens.data());
+    REQUIRE(n > 0);
+    CHECK(ours == std::string(theirs, static_cast<std::size_t>(n)));
+    redisFreeCommand(theirs);
+    CHECK(format_command({}, {"PING"}) == "*1\r\n$4\r\nPING\r\n");
 }

@@ -407,3 +407,95 @@ TEST_CASE("store: after losing its data the store refuses writes for the fleet's
     clk.now += 2s;
     CHECK(b.acquire({"r"}, {}, 5s, "t4", 30s)->status == acquire_status::unknown);
 }
+
+// Issue 12: reads reuse their worker's recent snapshot of a resource (snapshot_cache).
+TEST_CASE("snapshot_cache: unleased snapshots are reused for ttl, per variant, until a write, a refusal or a reconnect") {
+    snapshot_cache c(1000ms);
+    const cache::resource_ref ref{"/a", ""}, gz{"/a", "gzip"}, other{"/b", ""};
+    const cache::snapshot s{resource_state::present("\"1\""), 7, false};
+    CHECK_FALSE(c.reuse(ref, t0, 0));
+    c.taken(ref, s, t0, 0);
+    REQUIRE(c.reuse(ref, t0 + 999ms, 0));
+    CHECK(c.reuse(ref, t0 + 999ms, 0)->generation == 7);
+    CHECK(c.reuse(ref, t0 + 999ms, 0)->state == s.state);
+    CHECK_FALSE(c.reuse(ref, t0 + 1000ms, 0));   // expired, and dropped
+    CHECK_FALSE(c.reuse(ref, t0, 0));
+    CHECK_FALSE(c.reuse(gz, t0, 0));
+    CHECK_FALSE(c.reuse(other, t0, 0));
+
+    SUBCASE("a leased snapshot is not kept, and drops the one before") {
+        c.taken(ref, s, t0, 0);
+        c.taken(ref, cache::snapshot{s.state, 7, true}, t0 + 1ms, 0);
+        CHECK_FALSE(c.reuse(ref, t0 + 2ms, 0));
+    }
+    SUBCASE("a recorded observe refreshes the entry with what it recorded, at the same generation") {
+        c.taken(ref, s, t0, 0);
+        c.observed(ref, 7, resource_state::present("\"2\""), true, t0 + 900ms, 0);
+        auto r = c.reuse(ref, t0 + 1800ms, 0);
+        REQUIRE(r);
+        CHECK(r->state.etag == "\"2\"");
+        CHECK(r->generation == 7);
+        CHECK_FALSE(r->leased);
+    }
+    SUBCASE("a refused observe forgets the resource") {
+        c.taken(ref, s, t0, 0);
+        c.observed(ref, 7, resource_state::present("\"2\""), false, t0 + 1ms, 0);
+        CHECK_FALSE(c.reuse(ref, t0 + 2ms, 0));
+    }
+    SUBCASE("a write of this worker forgets every variant of the resource") {
+        c.taken(ref, s, t0, 0);
+        c.taken(gz, s, t0, 0);
+        c.taken(other, s, t0, 0);
+        c.forget("/a");
+        CHECK_FALSE(c.reuse(ref, t0, 0));
+        CHECK_FALSE(c.reuse(gz, t0, 0));
+        CHECK(c.reuse(other, t0, 0));
+    }
+    SUBCASE("a store reconnect forgets everything (a Redis that lost its data reads generation 0 again)") {
+        c.taken(ref, s, t0, 0);
+        CHECK_FALSE(c.reuse(ref, t0, 1));
+        c.taken(ref, s, t0, 1);
+        CHECK(c.reuse(ref, t0, 1));
+    }
+    SUBCASE("ttl 0 keeps nothing") {
+        c.set_ttl(0ms);
+        c.taken(ref, s, t0, 0);
+        CHECK_FALSE(c.reuse(ref, t0, 0));
+        CHECK(c.size() == 0);
+    }
+    SUBCASE("bounded: past capacity the entries are dropped, not grown") {
+        snapshot_cache small(1000ms, 4);
+        for (int i = 0; i < 10; ++i) small.taken(cache::resource_ref{"/r" + std::to_string(i)}, s, t0, 0);
+        CHECK(small.size() <= 4);
+        CHECK(small.reuse(cache::resource_ref{"/r9"}, t0, 0));
+    }
+}
+
+// The argument of snapshot_cache, on the real memory store: an observe that carries a reused
+// snapshot's generation is refused after any commit or lease since the snapshot, however old.
+TEST_CASE("snapshot_cache: an observe with a reused snapshot's generation is refused once a write came in between") {
+    auto now = t0;
+    cache::memory_backend store([&] { return now; }, std::chrono::hours(1));
+    const cache::resource_ref ref{"/a"};
+    const auto v1 = resource_state::present("\"1\""), v2 = resource_state::present("\"2\"");
+    REQUIRE(store.observe(ref, 0, v1));
+    snapshot_cache c(10s);
+    c.taken(ref, store.read(ref), now, 0);
+    // A write takes the lease and commits v2 after the snapshot.
+    auto a = store.acquire(ref, if_match("\"1\""), 5000ms, "tok");
+    REQUIRE(a.has_value());
+    REQUIRE(a->status == acquire_status::ok);
+    REQUIRE(store.commit(ref, "tok", commit_outcome::set, v2, 0ms));
+    now += 5s;
+    // A read that reuses the old snapshot and saw v1 (it raced the write) must not record it.
+    auto reused = c.reuse(ref, now, 0);
+    REQUIRE(reused);
+    REQUIRE(read_may_record(*reused, v1, false) == false);   // equal to the reused state: nothing to record
+    auto r = store.read(ref);
+    CHECK(r.state == v2);
+    // A read that saw something else records only through the generation check: refused.
+    const auto v3 = resource_state::present("\"3\"");
+    REQUIRE(read_may_record(*reused, v3, false));
+    CHECK_FALSE(store.observe(ref, reused->generation, v3));
+    CHECK(store.read(ref).state == v2);
+}

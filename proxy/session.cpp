@@ -229,28 +229,29 @@ net::awaitable<client_session::next> client_session::wait_for_request() {
         header_deadline_ = first_deadline;
         co_return next::request;
     }
-    // The wait holds no read buffer (2 KiB per idle connection before): the bytes are read once
-    // they are there. A kept-alive connection still idle after park_after leaves its session.
+    // A kept-alive connection still idle after park_after leaves its session (and its read
+    // buffer): a parked connection holds only its socket (worker::park).
     const auto now = std::chrono::steady_clock::now();
     const auto deadline = served_ == 0 ? first_deadline : now + w_.rt->cfg.limits.idle_timeout;
     if (client_.tls()) co_return co_await wait_for_tls_request(deadline);
     const auto park_at = served_ == 0 ? deadline : std::min(deadline, now + park_after);
     for (;;) {
         idle_ = true;
-        bool readable = co_await wait_readable(park_at);
+        auto [readable, ec, n] = co_await read_some_until(park_at);
         idle_ = false;
         if (w_.draining) co_return next::closed;
+        if (n > 0) {
+            buffer_.commit(n);
+            break;
+        }
         if (!readable) {
+            buffer_.shrink_to_fit();
             if (park_at == deadline) co_return next::closed;   // idle timeout: nothing to answer
             idle_deadline_ = deadline;
             co_return next::parked;
         }
-        boost::system::error_code ec;
-        auto n = client_.socket().read_some(buffer_.prepare(2048), ec);
         if (ec == net::error::would_block || ec == net::error::try_again) continue;   // spurious wake-up
-        if (ec) co_return next::closed;   // closed by the client
-        buffer_.commit(n);
-        break;
+        co_return next::closed;   // closed by the client
     }
     header_deadline_ = served_ == 0 ? first_deadline
                                     : std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
@@ -269,13 +270,17 @@ net::awaitable<client_session::next> client_session::wait_for_tls_request(std::c
     co_return next::request;
 }
 
-net::awaitable<bool> client_session::wait_readable(std::chrono::steady_clock::time_point deadline) {
+// A read (not an async_wait: Asio re-arms epoll with epoll_ctl for every wait, while a read
+// that finds the socket drained is queued for its next edge without a system call) raced with
+// the deadline. `readable` false: the deadline came first; bytes read are kept either way.
+net::awaitable<std::tuple<bool, boost::system::error_code, std::size_t>> client_session::read_some_until(
+    std::chrono::steady_clock::time_point deadline) {
     client_.expires_never();
     net::steady_timer timer(client_.get_executor(), deadline);
     auto group = net::experimental::make_parallel_group(
-        client_.socket().async_wait(tcp::socket::wait_read, net::deferred), timer.async_wait(net::deferred));
-    auto [order, wec, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
-    co_return order[0] == 0 && !wec;
+        client_.socket().async_read_some(buffer_.prepare(2048), net::deferred), timer.async_wait(net::deferred));
+    auto [order, rec, rn, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
+    co_return std::tuple<bool, boost::system::error_code, std::size_t>{order[0] == 0, rec, rn};
 }
 
 net::awaitable<void> client_session::respond(request_context& ctx) {
@@ -1153,13 +1158,13 @@ bool client_closed(int fd) {
 // on the client is cancelled); the client's socket becoming readable ends it only if the client
 // has gone (EOF or error), not for more request bytes (pipelining), which stay in the socket.
 struct until_header_or_client_gone {
-    int client_fd;
     net::cancellation_type operator()(boost::system::error_code, std::size_t) const {
         return net::cancellation_type::terminal;
     }
-    net::cancellation_type operator()(boost::system::error_code ec) const {
-        if (ec) return net::cancellation_type::none;
-        return client_closed(client_fd) ? net::cancellation_type::terminal : net::cancellation_type::none;
+    net::cancellation_type operator()(boost::system::error_code ec, bool data) const {
+        if (ec == net::error::operation_aborted) return net::cancellation_type::none;
+        if (ec || !data) return net::cancellation_type::terminal;   // EOF or reset: gone
+        return net::cancellation_type::none;   // more request bytes: they stay in the socket
     }
 };
 
@@ -1172,11 +1177,16 @@ net::awaitable<boost::system::error_code> client_session::read_origin_header(req
         auto [ec, n] = co_await http::async_read_header(oc->stream, oc->buffer, *res_, use_tuple);
         co_return ec;
     }
+    // The watch peeks one byte (a receive, not an async_wait: no epoll_ctl per request) and
+    // reports whether bytes are there (pipelining) rather than how many.
+    char peeked = 0;
     auto group = net::experimental::make_parallel_group(
         http::async_read_header(oc->stream, oc->buffer, *res_, net::deferred),
-        client_.socket().async_wait(tcp::socket::wait_read, net::deferred));
-    auto [order, hec, hn, wec] = co_await group.async_wait(
-        until_header_or_client_gone{client_.socket().native_handle()}, net::use_awaitable);
+        client_.socket().async_receive(net::buffer(&peeked, 1), tcp::socket::message_peek,
+                                       net::deferred([](boost::system::error_code ec, std::size_t n) {
+                                           return net::deferred.values(ec, n > 0);
+                                       })));
+    auto [order, hec, hn, wec, wdata] = co_await group.async_wait(until_header_or_client_gone{}, net::use_awaitable);
     if (order[0] == 1 && hec && client_closed(client_.socket().native_handle())) {
         // The origin connection is left mid-exchange: dropped with `oc`, never pooled.
         ctx.client_gone = true;

@@ -149,8 +149,10 @@ private:
     net::awaitable<bool> serve_one();
     enum class next { request, closed, parked };
     net::awaitable<next> wait_for_request();
-    // Waits until the client's socket is readable or `deadline` passes, holding no buffer.
-    net::awaitable<bool> wait_readable(std::chrono::steady_clock::time_point deadline);
+    // Reads what the client sends next (at most 2 KiB into buffer_) or returns at `deadline`:
+    // {arrived before the deadline, error, bytes read}.
+    net::awaitable<std::tuple<bool, boost::system::error_code, std::size_t>> read_some_until(
+        std::chrono::steady_clock::time_point deadline);
     net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_header_bytes(std::size_t room);
     // Sends `pending_` (staged by the caller: GCC 12 destroys non-trivial temporaries inside
     // co_await expressions twice, so none may appear there).

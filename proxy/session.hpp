@@ -15,6 +15,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -149,7 +150,7 @@ private:
     net::awaitable<bool> serve_one();
     enum class next { request, closed, parked };
     net::awaitable<next> wait_for_request();
-    // Reads what the client sends next (at most 2 KiB into buffer_) or returns at `deadline`:
+    // Reads what the client sends next (at most first_bytes_) or returns at `deadline`:
     // {arrived before the deadline, error, bytes read}.
     net::awaitable<std::tuple<bool, boost::system::error_code, std::size_t>> read_some_until(
         std::chrono::steady_clock::time_point deadline);
@@ -270,6 +271,7 @@ private:
     std::shared_ptr<boost::asio::ssl::context> tls_;   // outlives client_, which refers to it
     client_stream client_;
     beast::flat_buffer buffer_;
+    std::array<char, 1024> first_bytes_;   // the next request's first bytes, read while idle
     std::string peer_;
     boost::asio::ip::address peer_address_;   // unspecified when unknown: never trusted
     boxed<request_parser> req_;

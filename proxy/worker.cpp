@@ -4,6 +4,8 @@
 #include "proxy/response_spool.hpp"
 #include "proxy/session.hpp"
 
+#include <boost/asio/bind_allocator.hpp>
+
 #include <malloc.h>
 
 namespace ifm::proxy {
@@ -85,7 +87,8 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
     // A plain handler, not a coroutine: the wait is all an idle connection holds. It always runs
     // (readable, or cancelled by the sweep or the drain) and is the only one to erase the entry.
     it->socket.async_wait(tcp::socket::wait_read,
-                          [this, it](boost::system::error_code ec) { on_parked_ready(it, ec); });
+                          net::bind_allocator(std::pmr::polymorphic_allocator<std::byte>(&park_pool),
+                                              [this, it](boost::system::error_code ec) { on_parked_ready(it, ec); }));
     if (!park_timer_armed) {
         park_timer_armed = true;
         park_timer.expires_at(deadline);
@@ -119,6 +122,7 @@ void worker::arm_trim_timer() {
 void worker::on_parked_ready(parked_list::iterator it, boost::system::error_code ec) {
     auto p = std::move(*it);
     parked.erase(it);
+    if (parked.empty()) park_pool.release();   // a burst's blocks go back once it is over
     if (ec || draining || std::chrono::steady_clock::now() >= p.deadline) {
         boost::system::error_code ignored;
         p.socket.close(ignored);   // idle timeout or drain: nothing to answer

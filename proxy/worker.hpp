@@ -3,10 +3,10 @@
 #pragma once
 
 #include "cache/store.hpp"
-#include "proxy/write_protocol.hpp"
 #include "proxy/metrics.hpp"
 #include "proxy/origin_pool.hpp"
 #include "proxy/runtime.hpp"
+#include "proxy/write_protocol.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -14,6 +14,7 @@
 #include <chrono>
 #include <list>
 #include <memory>
+#include <memory_resource>
 #include <unordered_set>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct worker {
     // Stops taking requests: idle keep-alive sessions are closed, busy ones finish their request.
     void begin_drain();
 
+    // Parked connections' list nodes and waits come from a pool of their own: from the heap they
+    // landed among the freed sessions' chunks and kept those pages resident (fragmentation).
+    // First member: it outlives ioc, whose destruction frees the waits still pending.
+    std::pmr::unsynchronized_pool_resource park_pool;
     net::io_context ioc{1};
     std::shared_ptr<const runtime> rt;
     // Aligned with rt->cfg.upstreams. Shared so that a request in flight during a reload keeps
@@ -64,7 +69,7 @@ struct worker {
     std::size_t parked_count() const { return parked.size(); }
 
 private:
-    using parked_list = std::list<parked_connection>;
+    using parked_list = std::pmr::list<parked_connection>;
     void on_parked_ready(parked_list::iterator it, boost::system::error_code ec);
     void sweep_parked();
     // Gives freed session memory back to the system once parking has been quiet for a moment.
@@ -74,7 +79,7 @@ private:
     static constexpr std::size_t trim_min_parks = 64;
     // Oldest first: with one idle_timeout, deadlines are in order (after a reload that changes
     // it, a shorter one may wait behind a longer one: closed late, never early).
-    parked_list parked;
+    parked_list parked{&park_pool};
     net::steady_timer park_timer{ioc};
     bool park_timer_armed = false;
     std::size_t parked_since_trim = 0;

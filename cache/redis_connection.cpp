@@ -756,8 +756,8 @@ net::awaitable<result<redis_reply>> redis_connection::async_send(const std::stri
 net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std::string> argv,
                                                                  bool asking) {
     auto self = shared_from_this();  // the frame may outlive the store that owns us
-    if (!ready_ || closed_) co_return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
-    co_return co_await async_send(std::move(argv), opts_.command_timeout, asking);
+    const auto command = format_command({&argv}, {});
+    co_return co_await exec_formatted(command, asking);
 }
 
 net::awaitable<result<redis_reply>> redis_connection::exec_formatted(const std::string& command, bool asking) {

@@ -235,24 +235,18 @@ net::awaitable<client_session::next> client_session::wait_for_request() {
     const auto deadline = served_ == 0 ? first_deadline : now + w_.rt->cfg.limits.idle_timeout;
     if (client_.tls()) co_return co_await wait_for_tls_request(deadline);
     const auto park_at = served_ == 0 ? deadline : std::min(deadline, now + park_after);
-    for (;;) {
-        idle_ = true;
-        auto [readable, ec, n] = co_await read_some_until(park_at);
-        idle_ = false;
-        if (w_.draining) co_return next::closed;
-        if (n > 0) {
-            net::buffer_copy(buffer_.prepare(n), net::buffer(first_bytes_.data(), n));
-            buffer_.commit(n);
-            break;
-        }
-        if (!readable) {
-            if (park_at == deadline) co_return next::closed;   // idle timeout: nothing to answer
-            idle_deadline_ = deadline;
-            co_return next::parked;
-        }
-        if (ec == net::error::would_block || ec == net::error::try_again) continue;   // spurious wake-up
-        co_return next::closed;   // closed by the client
+    idle_ = true;
+    auto [readable, n] = co_await read_some_until(park_at);
+    idle_ = false;
+    if (w_.draining) co_return next::closed;
+    if (n == 0 && !readable) {
+        if (park_at == deadline) co_return next::closed;   // idle timeout: nothing to answer
+        idle_deadline_ = deadline;
+        co_return next::parked;
     }
+    if (n == 0) co_return next::closed;   // closed by the client, or a socket error
+    net::buffer_copy(buffer_.prepare(n), net::buffer(first_bytes_.data(), n));
+    buffer_.commit(n);
     header_deadline_ = served_ == 0 ? first_deadline
                                     : std::chrono::steady_clock::now() + w_.rt->cfg.limits.header_timeout;
     co_return next::request;
@@ -274,15 +268,16 @@ net::awaitable<client_session::next> client_session::wait_for_tls_request(std::c
 // that finds the socket drained is queued for its next edge without a system call) raced with
 // the deadline, into first_bytes_ (part of the session, no allocation while idle: a 2 KiB
 // buffer_ here cost 0.7 KiB more per parked connection in bench/run's idle part, heap pages kept
-// by fragmentation). `readable` false: the deadline came first; bytes read are kept either way.
-net::awaitable<std::tuple<bool, boost::system::error_code, std::size_t>> client_session::read_some_until(
+// by fragmentation). `readable` false: the deadline came first; bytes read are kept either way,
+// and none with the read first means EOF or an error (Asio retries a read that would block).
+net::awaitable<std::tuple<bool, std::size_t>> client_session::read_some_until(
     std::chrono::steady_clock::time_point deadline) {
     client_.expires_never();
     net::steady_timer timer(client_.get_executor(), deadline);
     auto group = net::experimental::make_parallel_group(
         client_.socket().async_read_some(net::buffer(first_bytes_), net::deferred), timer.async_wait(net::deferred));
     auto [order, rec, rn, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
-    co_return std::tuple<bool, boost::system::error_code, std::size_t>{order[0] == 0, rec, rn};
+    co_return std::tuple<bool, std::size_t>{order[0] == 0, rec ? 0 : rn};
 }
 
 net::awaitable<void> client_session::respond(request_context& ctx) {
@@ -1057,12 +1052,12 @@ net::awaitable<void> client_session::spool_from_origin(request_context& ctx, poo
         auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
         if (sig.client_gone) break;
         auto got = relay_buffer_size - body.size;
+        const bool failed = ec && ec != http::error::need_buffer;
         std::size_t sent = 0;
-        if (!(ec && ec != http::error::need_buffer) && got > 0 && sig.direct_fd >= 0 && sig.writer_waiting &&
-            spool.size() == 0)
+        if (!failed && got > 0 && sig.direct_fd >= 0 && sig.writer_waiting && spool.size() == 0)
             sent = send_now(sig.direct_fd, relay_buffer(), got);
         sig.direct_bytes += sent;
-        if ((ec && ec != http::error::need_buffer) || !spool.append(relay_buffer() + sent, got - sent)) {
+        if (failed || !spool.append(relay_buffer() + sent, got - sent)) {
             sig.origin_failed = true;
             break;
         }

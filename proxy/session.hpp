@@ -151,8 +151,8 @@ private:
     enum class next { request, closed, parked };
     net::awaitable<next> wait_for_request();
     // Reads what the client sends next (at most first_bytes_) or returns at `deadline`:
-    // {arrived before the deadline, error, bytes read}.
-    net::awaitable<std::tuple<bool, boost::system::error_code, std::size_t>> read_some_until(
+    // {arrived before the deadline, bytes read (0: EOF or an error, if it arrived)}.
+    net::awaitable<std::tuple<bool, std::size_t>> read_some_until(
         std::chrono::steady_clock::time_point deadline);
     net::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_header_bytes(std::size_t room);
     // Sends `pending_` (staged by the caller: GCC 12 destroys non-trivial temporaries inside

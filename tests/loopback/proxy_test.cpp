@@ -169,6 +169,23 @@ TEST_CASE("a pooled connection the origin closed is replaced without failing a G
     CHECK(px.origin().connections_accepted() >= 2);
 }
 
+// A PUT is never sent again (it may have been applied), so a pooled connection the origin has
+// closed must be noticed before it is used, not by the write failing on it.
+TEST_CASE("a pooled connection the origin closed is never used for a write") {
+    proxy_fixture px;
+    px.origin().set_idle_timeout(50ms);
+    http_client c(px.port());
+    for (int i = 0; i < 6; ++i) {
+        CAPTURE(i);
+        CHECK(c.request("PUT", "/plain/s", {{"x-fake-status", "204"}}, "v" + std::to_string(i)).status == 204);
+        std::this_thread::sleep_for(150ms);
+    }
+    CHECK(px.origin().connections_accepted() == 6);
+    // Kept while the origin keeps it: back to back, one connection.
+    for (int i = 0; i < 5; ++i) CHECK(c.request("PUT", "/plain/s", {{"x-fake-status", "204"}}, "w").status == 204);
+    CHECK(px.origin().connections_accepted() == 7);
+}
+
 TEST_CASE("origin failures map to 502 and 504 with problem+json") {
     SUBCASE("refused") {
         proxy_fixture px([](ifm::config::config& c) { c.upstreams[0].port = 1; });

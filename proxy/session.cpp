@@ -11,6 +11,7 @@
 #include "proxy/response_spool.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
@@ -147,6 +148,7 @@ client_session::client_session(worker& w, tcp::socket socket, std::uint64_t serv
 }
 
 client_session::~client_session() {
+    w_.remove_waiting(wait_node_);
     w_.sessions.erase(this);
     if (!parked_) w_.stats.client_connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -265,19 +267,25 @@ net::awaitable<client_session::next> client_session::wait_for_tls_request(std::c
 }
 
 // A read (not an async_wait: Asio re-arms epoll with epoll_ctl for every wait, while a read
-// that finds the socket drained is queued for its next edge without a system call) raced with
-// the deadline, into first_bytes_ (part of the session, no allocation while idle: a 2 KiB
-// buffer_ here cost 0.7 KiB more per parked connection in bench/run's idle part, heap pages kept
-// by fragmentation). `readable` false: the deadline came first; bytes read are kept either way,
-// and none with the read first means EOF or an error (Asio retries a read that would block).
+// costs at most one recv that finds the socket drained before it is queued for the next edge),
+// into first_bytes_ (part of the session, no allocation while idle: a 2 KiB buffer_ here cost
+// 0.7 KiB more per parked connection in bench/run's idle part, heap pages kept by
+// fragmentation). The deadline is the worker's: one timer for every waiting session
+// (worker::add_waiting) cancels the read. `readable` false: the deadline came first; bytes read
+// are kept either way, and none with the read first means EOF or an error (Asio retries a read
+// that would block).
 net::awaitable<std::tuple<bool, std::size_t>> client_session::read_some_until(
     std::chrono::steady_clock::time_point deadline) {
     client_.expires_never();
-    net::steady_timer timer(client_.get_executor(), deadline);
-    auto group = net::experimental::make_parallel_group(
-        client_.socket().async_read_some(net::buffer(first_bytes_), net::deferred), timer.async_wait(net::deferred));
-    auto [order, rec, rn, tec] = co_await group.async_wait(net::experimental::wait_for_one(), net::use_awaitable);
-    co_return std::tuple<bool, std::size_t>{order[0] == 0, rec ? 0 : rn};
+    wait_node_.deadline = deadline;
+    w_.add_waiting(wait_node_);
+    auto [ec, n] = co_await client_.socket().async_read_some(
+        net::buffer(first_bytes_), net::bind_cancellation_slot(wait_node_.cancel.slot(), use_tuple));
+    const bool expired = wait_node_.expired;
+    w_.remove_waiting(wait_node_);
+    // Bytes win over a deadline reached as they came (the read completed first).
+    if (!ec) co_return std::tuple<bool, std::size_t>{true, n};
+    co_return std::tuple<bool, std::size_t>{!(expired && ec == net::error::operation_aborted), 0};
 }
 
 net::awaitable<void> client_session::respond(request_context& ctx) {

@@ -272,6 +272,7 @@ private:
     client_stream client_;
     beast::flat_buffer buffer_;
     std::array<char, 1024> first_bytes_;   // the next request's first bytes, read while idle
+    waiting_node wait_node_;               // in w_'s waiting list while read_some_until waits
     std::string peer_;
     boost::asio::ip::address peer_address_;   // unspecified when unknown: never trusted
     boxed<request_parser> req_;

@@ -99,6 +99,58 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
     }
 }
 
+void worker::add_waiting(waiting_node& n) {
+    n.expired = false;
+    n.prev = nullptr;
+    n.next = waiting_head;
+    if (waiting_head) waiting_head->prev = &n;
+    waiting_head = &n;
+    n.linked = true;
+    // Deadlines mostly come later than the armed one (the same park_after from a later now):
+    // the timer is re-armed only for an earlier one.
+    if (!wait_timer_armed || n.deadline < wait_timer_at) arm_wait_timer(n.deadline);
+}
+
+void worker::remove_waiting(waiting_node& n) {
+    if (!n.linked) return;
+    if (n.prev) n.prev->next = n.next;
+    else waiting_head = n.next;
+    if (n.next) n.next->prev = n.prev;
+    n.prev = n.next = nullptr;
+    n.linked = false;
+}
+
+void worker::arm_wait_timer(std::chrono::steady_clock::time_point at) {
+    wait_timer_armed = true;
+    wait_timer_at = at;
+    wait_timer.expires_at(at);   // cancels a pending wait, whose handler then does nothing
+    wait_timer.async_wait([this](boost::system::error_code ec) {
+        if (ec) return;
+        wait_timer_armed = false;
+        sweep_waiting();
+    });
+}
+
+// Every waiting session is looked at: the first request's deadline (header_timeout) and a kept
+// connection's (park_after, idle_timeout) differ, so the list is not in deadline order.
+void worker::sweep_waiting() {
+    const auto now = std::chrono::steady_clock::now();
+    std::optional<std::chrono::steady_clock::time_point> next;
+    for (auto* n = waiting_head; n;) {
+        auto* following = n->next;
+        if (n->deadline <= now) {
+            remove_waiting(*n);
+            n->expired = true;
+            // The read completes with operation_aborted, posted: nothing runs here.
+            n->cancel.emit(net::cancellation_type::terminal);
+        } else if (!next || n->deadline < *next) {
+            next = n->deadline;
+        }
+        n = following;
+    }
+    if (next) arm_wait_timer(*next);
+}
+
 void worker::trim_after_parks() {
     last_park = std::chrono::steady_clock::now();
     if (!trim_timer_armed) arm_trim_timer();   // an armed one looks at last_park when it fires

@@ -260,6 +260,29 @@ TEST_CASE("idle keep-alive connections are closed after idle_timeout") {
     CHECK(eventually([&] { return open_clients(px) == 0; }));
 }
 
+// The waits for a next request share one timer per worker (worker::add_waiting), armed for the
+// earliest deadline: a kept connection's short one must not wait behind a silent connection's
+// long one, nor the silent one be cut at the kept one's.
+TEST_CASE("waits for a next request with different deadlines each end at their own") {
+    proxy_fixture px([](ifm::config::config& c) {
+        c.limits.idle_timeout = 300ms;
+        c.limits.header_timeout = 2500ms;
+    });
+    raw_connection silent(px.port());   // its first request is due in 2.5 s: the timer is armed for that
+    std::this_thread::sleep_for(100ms);
+    raw_connection kept(px.port());
+    kept.send("GET /plain/w HTTP/1.1\r\nHost: a\r\nx-fake-status: 200\r\n\r\n");
+    CHECK(kept.read_some(2s).starts_with("HTTP/1.1 200"));
+    auto start = steady::now();
+    CHECK(kept.closed_by_peer(3s));   // idle_timeout, earlier than the armed deadline
+    CHECK(steady::now() - start < 1500ms);
+    CHECK_FALSE(silent.closed_by_peer(1000ms));   // about 1.5 s in: still within its 2.5 s
+    start = steady::now();
+    CHECK(silent.closed_by_peer(4s));
+    CHECK(steady::now() - start < 2500ms);
+    CHECK(eventually([&] { return open_clients(px) == 0; }));
+}
+
 TEST_CASE("a connection's first request is due within header_timeout of the accept; later ones may idle first") {
     proxy_fixture px([](ifm::config::config& c) {
         c.limits.idle_timeout = 30s;

@@ -4,11 +4,12 @@
 // connection. What the event loop, the coroutines and the kernel cost per request, with no
 // parsing, routing or policy. -DUSE_TCP_STREAM: the same on beast::tcp_stream with a timeout
 // per operation, as the proxy's streams have. Benchmark code: no error handling beyond closing.
+#include "relay_main.hpp"
+
 #include <boost/asio.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include <charconv>
-#include <cstdio>
 #include <cstring>
 #include <string_view>
 
@@ -86,19 +87,4 @@ static awaitable<void> session(tcp::socket client_sock, tcp::endpoint origin_ep)
     }
 }
 
-static awaitable<void> listener(tcp::acceptor acc, tcp::endpoint origin_ep) {
-    for (;;) {
-        auto [ec, s] = co_await acc.async_accept(net::as_tuple(use_awaitable));
-        if (ec) continue;
-        net::co_spawn(acc.get_executor(), session(std::move(s), origin_ep), net::detached);
-    }
-}
-
-int main(int argc, char** argv) {
-    if (argc < 3) { std::fprintf(stderr, "bare_relay LISTEN_PORT ORIGIN_PORT\n"); return 2; }
-    net::io_context ioc(1);
-    tcp::acceptor acc(ioc, {net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(std::atoi(argv[1]))});
-    tcp::endpoint origin_ep(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(std::atoi(argv[2])));
-    net::co_spawn(ioc, listener(std::move(acc), origin_ep), net::detached);
-    ioc.run();
-}
+int main(int argc, char** argv) { return floor_relay::run(argc, argv, session); }

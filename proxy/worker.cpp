@@ -108,7 +108,7 @@ void worker::add_waiting(waiting_node& n) {
     n.linked = true;
     // Deadlines mostly come later than the armed one (the same park_after from a later now):
     // the timer is re-armed only for an earlier one.
-    if (!wait_timer_armed || n.deadline < wait_timer_at) arm_wait_timer(n.deadline);
+    if (n.deadline < wait_timer_at) arm_wait_timer(n.deadline);
 }
 
 void worker::remove_waiting(waiting_node& n) {
@@ -121,12 +121,11 @@ void worker::remove_waiting(waiting_node& n) {
 }
 
 void worker::arm_wait_timer(std::chrono::steady_clock::time_point at) {
-    wait_timer_armed = true;
     wait_timer_at = at;
     wait_timer.expires_at(at);   // cancels a pending wait, whose handler then does nothing
     wait_timer.async_wait([this](boost::system::error_code ec) {
         if (ec) return;
-        wait_timer_armed = false;
+        wait_timer_at = std::chrono::steady_clock::time_point::max();
         sweep_waiting();
     });
 }

@@ -109,8 +109,8 @@ private:
     net::steady_timer park_timer{ioc};
     bool park_timer_armed = false;
     net::steady_timer wait_timer{ioc};
-    bool wait_timer_armed = false;
-    std::chrono::steady_clock::time_point wait_timer_at{};
+    // When wait_timer fires; max(): not armed.
+    std::chrono::steady_clock::time_point wait_timer_at = std::chrono::steady_clock::time_point::max();
     std::size_t parked_since_trim = 0;
     std::chrono::steady_clock::time_point last_trim{};
     net::steady_timer trim_timer{ioc};

@@ -10,20 +10,30 @@ namespace {
 
 // Proxy-Connection is not standard, but RFC 9110 §7.6.1 names it among the fields an
 // intermediary removes: old clients and proxies send it in place of Connection.
-constexpr std::array<http::field, 9> hop_by_hop_fields = {
-    http::field::connection,        http::field::keep_alive,
-    http::field::proxy_authenticate, http::field::proxy_authorization,
-    http::field::proxy_connection,  http::field::te,
-    http::field::trailer,           http::field::transfer_encoding,
-    http::field::upgrade,
-};
+bool is_hop_by_hop(http::field name) {
+    switch (name) {
+    case http::field::connection: case http::field::keep_alive: case http::field::proxy_authenticate:
+    case http::field::proxy_authorization: case http::field::proxy_connection: case http::field::te:
+    case http::field::trailer: case http::field::transfer_encoding: case http::field::upgrade:
+        return true;
+    default:
+        return false;
+    }
+}
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
-bool is_tchar(char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
+// RFC 9110 §5.6.2 tchar, as a table: checked for every byte of every field name.
+constexpr std::array<bool, 256> tchar_table = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+    return t;
+}();
+
+bool is_tchar(char c) { return tchar_table[static_cast<unsigned char>(c)]; }
 
 // uri-host [":" port] (RFC 3986 reg-name / IPv4 / IP-literal characters); may be empty.
 bool is_authority(std::string_view s) {
@@ -62,16 +72,21 @@ std::vector<std::string> connection_tokens(std::string_view value) {
     return out;
 }
 
-void strip_hop_by_hop(http::fields& f) {
+void strip_hop_by_hop(header_fields& f) {
+    // Two walks of the field list, no lookup by name (each one a search of Beast's ordered set):
+    // the names Connection lists, then every field that is hop-by-hop or listed.
     std::vector<std::string> named;
-    for (auto it = f.find(http::field::connection); it != f.end() && it->name() == http::field::connection; ++it) {
-        for (auto& t : connection_tokens(it->value())) named.push_back(std::move(t));
+    for (const auto& field : f)
+        if (field.name() == http::field::connection)
+            for (auto& t : connection_tokens(field.value())) named.push_back(std::move(t));
+    for (auto it = f.begin(); it != f.end();) {
+        const bool drop = is_hop_by_hop(it->name()) ||
+                          std::ranges::any_of(named, [&](const std::string& n) { return iequals(n, it->name_string()); });
+        it = drop ? f.erase(it) : std::next(it);
     }
-    for (auto name : hop_by_hop_fields) f.erase(name);
-    for (auto& n : named) f.erase(n);
 }
 
-std::optional<std::string> joined_field(const http::fields& f, std::string_view name) {
+std::optional<std::string> joined_field(const header_fields& f, std::string_view name) {
     auto [first, last] = f.equal_range(name);
     if (first == last) return std::nullopt;
     std::string out;
@@ -82,15 +97,15 @@ std::optional<std::string> joined_field(const http::fields& f, std::string_view 
     return out;
 }
 
-std::optional<std::string> joined_field(const http::fields& f, http::field name) {
+std::optional<std::string> joined_field(const header_fields& f, http::field name) {
     return joined_field(f, http::to_string(name));
 }
 
-std::size_t field_count(const http::fields& f) {
+std::size_t field_count(const header_fields& f) {
     return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
 }
 
-void drop_trailer_fields(http::fields& f, const std::vector<std::string_view>& trailer_names) {
+void drop_trailer_fields(header_fields& f, const std::vector<std::string_view>& trailer_names) {
     // Beast keeps fields of one name together, each new one after the last: a trailer line's
     // field is the last of its name still there.
     for (auto name : trailer_names) {
@@ -101,14 +116,14 @@ void drop_trailer_fields(http::fields& f, const std::vector<std::string_view>& t
     }
 }
 
-void header_snapshot::take(const http::fields& f) {
+void header_snapshot::take(const header_fields& f) {
     kept_.clear();
     for (const auto& field : f) kept_.push_back(&field);
     std::ranges::sort(kept_);
     taken_ = true;
 }
 
-void header_snapshot::drop_added(http::fields& f) {
+void header_snapshot::drop_added(header_fields& f) {
     if (!taken_) return;
     for (auto it = f.begin(); it != f.end();) {
         const void* at = &*it;
@@ -118,7 +133,7 @@ void header_snapshot::drop_added(http::fields& f) {
     clear();
 }
 
-bool is_websocket_upgrade(const http::request_header<>& h) {
+bool is_websocket_upgrade(const request_header& h) {
     if (h.count(http::field::upgrade) != 1 || !iequals(trim(h[http::field::upgrade]), "websocket")) return false;
     for (auto it = h.find(http::field::connection); it != h.end() && it->name() == http::field::connection; ++it)
         for (auto& t : connection_tokens(it->value()))
@@ -126,7 +141,7 @@ bool is_websocket_upgrade(const http::request_header<>& h) {
     return false;
 }
 
-std::optional<std::uint64_t> max_forwards_of(const http::fields& f) {
+std::optional<std::uint64_t> max_forwards_of(const header_fields& f) {
     if (f.count(http::field::max_forwards) != 1) return std::nullopt;
     auto v = trim(f[http::field::max_forwards]);
     if (v.empty() || v.size() > 18) return std::nullopt;
@@ -138,7 +153,7 @@ std::optional<std::uint64_t> max_forwards_of(const http::fields& f) {
     return n;
 }
 
-std::string trace_reflection(const http::request_header<>& h) {
+std::string trace_reflection(const request_header& h) {
     std::string out;
     out.append(h.method_string().data(), h.method_string().size());
     out += ' ';
@@ -158,41 +173,68 @@ std::string trace_reflection(const http::request_header<>& h) {
     return out;
 }
 
-void append_x_forwarded_for(http::fields& f, std::string_view client_ip) {
+void append_x_forwarded_for(header_fields& f, std::string_view client_ip) {
     auto existing = joined_field(f, "X-Forwarded-For");
+    if (!existing) {
+        f.insert("X-Forwarded-For", client_ip);
+        return;
+    }
     f.erase("X-Forwarded-For");
-    if (existing && !trim(*existing).empty()) {
+    if (!trim(*existing).empty()) {
         f.set("X-Forwarded-For", std::string(trim(*existing)) + ", " + std::string(client_ip));
     } else {
         f.set("X-Forwarded-For", client_ip);
     }
 }
 
-void add_forwarding_headers(http::fields& f, config::forwarded_style style,
+void add_forwarding_headers(header_fields& f, config::forwarded_style style,
                             std::string_view client_ip, std::string_view host, bool trusted,
                             std::string_view proto) {
     if (style == config::forwarded_style::none) return;
+    // Which of the forwarding fields came with the request: one walk of the list instead of a
+    // lookup by name for each (most requests carry none of them).
+    bool xff = false, xfp = false, xfh = false, fwd = false;
+    for (const auto& field : f) {
+        if (field.name() == http::field::forwarded) {
+            fwd = true;
+        } else if (field.name() == http::field::unknown) {
+            auto n = field.name_string();
+            xff = xff || iequals(n, "X-Forwarded-For");
+            xfp = xfp || iequals(n, "X-Forwarded-Proto");
+            xfh = xfh || iequals(n, "X-Forwarded-Host");
+        }
+    }
     if (!trusted) {
-        for (auto name : {"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}) f.erase(name);
-        f.erase(http::field::forwarded);
+        if (xff) f.erase("X-Forwarded-For");
+        if (xfp) f.erase("X-Forwarded-Proto");
+        if (xfh) f.erase("X-Forwarded-Host");
+        if (fwd) f.erase(http::field::forwarded);
+        xff = xfp = xfh = fwd = false;
     }
     switch (style) {
     case config::forwarded_style::none:
         return;
     case config::forwarded_style::x_forwarded:
-        append_x_forwarded_for(f, client_ip);
+        if (xff) append_x_forwarded_for(f, client_ip);
+        else f.insert("X-Forwarded-For", client_ip);
         // A trusted proxy in front (a TLS ingress) knows the scheme and host the client used.
-        if (f.count("X-Forwarded-Proto") == 0) f.set("X-Forwarded-Proto", proto);
-        if (!host.empty() && f.count("X-Forwarded-Host") == 0) f.set("X-Forwarded-Host", host);
+        if (!xfp) f.insert("X-Forwarded-Proto", proto);
+        if (!host.empty() && !xfh) f.insert("X-Forwarded-Host", host);
         return;
     case config::forwarded_style::forwarded: {
         // RFC 7239: IPv6 addresses and anything with a colon must be quoted.
-        std::string node = client_ip.find(':') != std::string_view::npos
-                               ? "\"[" + std::string(client_ip) + "]\""
-                               : std::string(client_ip);
-        std::string element = "for=" + node + ";proto=" + std::string(proto);
-        bool host_is_token = !host.empty() && std::all_of(host.begin(), host.end(), is_tchar);
-        if (!host.empty()) element += ";host=" + (host_is_token ? std::string(host) : "\"" + std::string(host) + "\"");
+        const bool quote_node = client_ip.find(':') != std::string_view::npos;
+        std::string element = "for=";
+        element.append(quote_node ? "\"[" : "").append(client_ip).append(quote_node ? "]\"" : "");
+        element.append(";proto=").append(proto);
+        if (!host.empty()) {
+            const bool quote_host = !std::all_of(host.begin(), host.end(), is_tchar);
+            element.append(";host=").append(quote_host ? "\"" : "").append(host).append(quote_host ? "\"" : "");
+        }
+        if (!fwd) {
+            f.insert(http::field::forwarded, element);
+            return;
+        }
         auto existing = joined_field(f, http::field::forwarded);
         f.erase(http::field::forwarded);
         f.set(http::field::forwarded, existing ? *existing + ", " + element : element);
@@ -201,55 +243,75 @@ void add_forwarding_headers(http::fields& f, config::forwarded_style style,
     }
 }
 
-void append_via(http::fields& f, unsigned version) {
-    std::string entry = version == 10 ? "1.0 ifmatch-proxy" : "1.1 ifmatch-proxy";
+void append_via(header_fields& f, unsigned version) {
+    std::string_view entry = version == 10 ? "1.0 ifmatch-proxy" : "1.1 ifmatch-proxy";
+    if (f.find(http::field::via) == f.end()) {
+        f.insert(http::field::via, entry);
+        return;
+    }
     auto existing = joined_field(f, http::field::via);
     f.erase(http::field::via);
-    f.set(http::field::via, existing ? *existing + ", " + entry : entry);
+    f.set(http::field::via, *existing + ", " + std::string(entry));
 }
 
-std::string check_request_framing(const http::request_header<>& h) {
-    auto te_count = h.count(http::field::transfer_encoding);
-    auto cl_count = h.count(http::field::content_length);
+std::string check_request_framing(const request_header& h) {
+    // One walk of the field list: the counts and values of the framing fields, and every name
+    // and value checked for what may not be in them.
+    std::size_t te_count = 0, cl_count = 0, host_count = 0;
+    std::string_view te, cl, host;
+    bool bad_name = false, bad_value = false;
+    for (auto const& field : h) {
+        switch (field.name()) {
+        case http::field::transfer_encoding: ++te_count; te = field.value(); break;
+        case http::field::content_length: ++cl_count; cl = field.value(); break;
+        case http::field::host: ++host_count; host = field.value(); break;
+        default: break;
+        }
+        auto name = field.name_string();
+        if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) bad_name = true;
+        for (unsigned char c : field.value()) {
+            if ((c < 0x20 && c != '\t') || c == 0x7f) bad_value = true;
+        }
+    }
     if (te_count > 0) {
         if (cl_count > 0) return "Content-Length together with Transfer-Encoding";
         if (h.version() < 11) return "Transfer-Encoding in an HTTP/1.0 request";
         // Only exactly one "chunked" coding in one field is accepted: anything else (an empty
         // field next to "chunked" included) is a desync risk.
-        if (te_count > 1 || !iequals(trim(h[http::field::transfer_encoding]), "chunked"))
-            return "unsupported Transfer-Encoding";
+        if (te_count > 1 || !iequals(trim(te), "chunked")) return "unsupported Transfer-Encoding";
     }
     if (cl_count > 1) return "several Content-Length fields";
     if (cl_count == 1) {
-        auto v = h[http::field::content_length];
-        if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        if (cl.empty() || !std::all_of(cl.begin(), cl.end(), [](char c) { return c >= '0' && c <= '9'; }))
             return "malformed Content-Length";
     }
-    auto host_count = h.count(http::field::host);
     if (h.version() >= 11 && host_count != 1)
         return host_count == 0 ? "missing Host header" : "several Host headers";
     if (host_count > 1) return "several Host headers";
     // RFC 9112 §3.2: a Host that is not uri-host [":" port] is a 400 (it is also matched
     // against routes and forwarded in X-Forwarded-Host).
-    if (host_count == 1 && !is_authority(h[http::field::host])) return "malformed Host header";
-    for (auto const& field : h) {
-        auto name = field.name_string();
-        if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) return "malformed header name";
-        for (unsigned char c : field.value()) {
-            if ((c < 0x20 && c != '\t') || c == 0x7f) return "control character in a header value";
-        }
-    }
+    if (host_count == 1 && !is_authority(host)) return "malformed Host header";
+    if (bad_name) return "malformed header name";
+    if (bad_value) return "control character in a header value";
     return {};
 }
 
-std::string check_response_framing(const http::response_header<>& h) {
-    auto te_count = h.count(http::field::transfer_encoding);
-    auto cl_count = h.count(http::field::content_length);
+std::string check_response_framing(const response_header& h) {
+    std::size_t te_count = 0, cl_count = 0;
+    std::string_view te;
+    for (auto const& field : h) {
+        if (field.name() == http::field::transfer_encoding) {
+            ++te_count;
+            te = field.value();
+        } else if (field.name() == http::field::content_length) {
+            ++cl_count;
+        }
+    }
     if (te_count > 0 && cl_count > 0) return "origin sent Content-Length with Transfer-Encoding";
     if (cl_count > 1) return "origin sent several Content-Length fields";
     if (te_count > 0) {
         // We re-frame bodies ourselves, so a transfer-coding other than chunked would be lost.
-        if (te_count > 1 || !iequals(trim(h[http::field::transfer_encoding]), "chunked"))
+        if (te_count > 1 || !iequals(trim(te), "chunked"))
             return "origin sent a Transfer-Encoding other than chunked";
     }
     return {};
@@ -267,7 +329,7 @@ bool is_idempotent(http::verb v) {
 
 namespace {
 
-void append_fields(const http::fields& f, std::string& out) {
+void append_fields(const header_fields& f, std::string& out) {
     for (const auto& field : f) {
         out += field.name_string();
         out += ": ";
@@ -275,6 +337,13 @@ void append_fields(const http::fields& f, std::string& out) {
         out += "\r\n";
     }
     out += "\r\n";
+}
+
+// What append_fields() adds: reserved at once rather than grown five times for a usual header.
+std::size_t fields_size(const header_fields& f) {
+    std::size_t n = 2;
+    for (const auto& field : f) n += field.name_string().size() + field.value().size() + 4;
+    return n;
 }
 
 void append_version(unsigned version, std::string& out) {
@@ -286,7 +355,8 @@ void append_version(unsigned version, std::string& out) {
 
 }  // namespace
 
-void serialize_header(const http::request_header<>& h, std::string& out) {
+void serialize_header(const request_header& h, std::string& out) {
+    out.reserve(out.size() + h.method_string().size() + h.target().size() + 12 + fields_size(h));
     out += h.method_string();
     out += ' ';
     out += h.target();
@@ -296,7 +366,8 @@ void serialize_header(const http::request_header<>& h, std::string& out) {
     append_fields(h, out);
 }
 
-void serialize_header(const http::response_header<>& h, std::string& out) {
+void serialize_header(const response_header& h, std::string& out) {
+    out.reserve(out.size() + 15 + h.reason().size() + fields_size(h));
     append_version(h.version(), out);
     out += ' ';
     auto status = h.result_int();

@@ -23,7 +23,7 @@ namespace {
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
-std::string field_or_empty(const http::fields& f, http::field name) {
+std::string field_or_empty(const header_fields& f, http::field name) {
     auto it = f.find(name);
     return it == f.end() ? std::string{} : std::string(it->value());
 }
@@ -151,7 +151,7 @@ net::awaitable<bool> client_session::begin_idempotent(request_context& ctx, idem
     // The replay: nothing forwarded, no lease taken. The body was read; the connection stays usable.
     ctx.precondition = outcome::replayed;
     co_await discard_body(ctx);
-    http::response<http::string_body> res{static_cast<http::status>(stored->status), 11};
+    response_message<http::string_body> res{static_cast<http::status>(stored->status), 11};
     if (!stored->etag.empty()) res.set(http::field::etag, stored->etag);
     if (!stored->location.empty()) res.set(http::field::location, stored->location);
     if (!stored->content_type.empty() && stored->body_stored) res.set(http::field::content_type, stored->content_type);

@@ -64,7 +64,7 @@ void append_json_string(std::string& out, std::string_view s) {
     out += '"';
 }
 
-http::response<http::string_body> make_problem_response(const problem& p, unsigned version,
+response_message<http::string_body> make_problem_response(const problem& p, unsigned version,
                                                         bool keep_alive, bool head_request,
                                                         std::string_view request_id) {
     std::string body = "{\"type\":";
@@ -85,7 +85,7 @@ http::response<http::string_body> make_problem_response(const problem& p, unsign
     }
     body += "}\n";
 
-    http::response<http::string_body> res{static_cast<http::status>(p.status), version};
+    response_message<http::string_body> res{static_cast<http::status>(p.status), version};
     res.set(http::field::server, "ifmatch-proxy");
     res.set(http::field::content_type, "application/problem+json");
     res.set(http::field::cache_control, "no-store");

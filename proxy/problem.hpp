@@ -1,6 +1,8 @@
 // Responses the proxy makes itself: application/problem+json (RFC 9457), SPEC §6.
 #pragma once
 
+#include "proxy/header_fields.hpp"
+
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -33,7 +35,7 @@ void append_json_string(std::string& out, std::string_view s);
 std::size_t utf8_sequence_length(std::string_view s);
 
 // `request_id`, when not empty, goes into the body ("request_id") and the X-Request-Id header.
-http::response<http::string_body> make_problem_response(const problem& p, unsigned version,
+response_message<http::string_body> make_problem_response(const problem& p, unsigned version,
                                                         bool keep_alive, bool head_request,
                                                         std::string_view request_id = {});
 

@@ -32,20 +32,6 @@ problem bad_request(std::string detail) {
     return {400, "malformed-request", "Bad request", std::move(detail), {}, {}, 0};
 }
 
-// Feeds `input` from `pos` to the parser until it has the header, needs more than there is
-// (need_more), or fails.
-boost::system::error_code feed_header(request_parser& p, std::string_view input, std::size_t& pos) {
-    for (;;) {
-        if (p.is_header_done()) return {};
-        if (pos == input.size()) return http::error::need_more;
-        boost::system::error_code ec;
-        auto used = p.put(net::buffer(input.data() + pos, input.size() - pos), ec);
-        pos += used;
-        if (ec) return ec;
-        if (used == 0) return http::error::need_more;
-    }
-}
-
 bool valid_chunk_extensions(std::string_view s);
 
 // Called when the parser of a chunked body wants more bytes although `rest` (its unconsumed
@@ -62,7 +48,7 @@ bool stuck_on_chunk_line(std::string_view rest) {
 }
 
 // Appends what the serializer has to write (the header, or the body it was given) to `out`.
-boost::system::error_code drain(http::request_serializer<http::buffer_body>& sr, std::string& out, bool header_only) {
+boost::system::error_code drain(http::request_serializer<http::buffer_body, header_fields>& sr, std::string& out, bool header_only) {
     while (!(header_only ? sr.is_header_done() : sr.is_done())) {
         boost::system::error_code ec;
         std::size_t n = 0;
@@ -126,6 +112,18 @@ bool valid_chunk_extensions(std::string_view s) {
 }
 
 }  // namespace
+
+boost::system::error_code feed_header(request_parser& p, std::string_view input, std::size_t& pos) {
+    for (;;) {
+        if (p.is_header_done()) return {};
+        if (pos == input.size()) return http::error::need_more;
+        boost::system::error_code ec;
+        auto used = p.put(net::buffer(input.data() + pos, input.size() - pos), ec);
+        pos += used;
+        if (ec) return ec;
+        if (used == 0) return http::error::need_more;
+    }
+}
 
 head_scanner::state head_scanner::refuse(std::string why) {
     reason_ = std::move(why);
@@ -270,7 +268,7 @@ std::optional<problem> body_error_problem(const boost::system::error_code& ec) {
     return bad_request("malformed request body: " + ec.message());
 }
 
-request_check check_request(http::request_header<>& h, const config::limits_config& limits) {
+request_check check_request(request_header& h, const config::limits_config& limits) {
     request_check out;
     auto fields = static_cast<std::size_t>(std::distance(h.begin(), h.end()));
     if (fields > limits.max_header_fields) {
@@ -338,7 +336,7 @@ std::chrono::steady_clock::time_point body_read_deadline(std::chrono::steady_clo
     return std::min(gap, allowed);
 }
 
-void rewrite_for_origin(http::request_header<>& h, std::optional<std::uint64_t> content_length, bool chunked,
+void rewrite_for_origin(request_header& h, std::optional<std::uint64_t> content_length, bool chunked,
                         const config::headers_config& headers, std::string_view client_ip,
                         std::string_view host, std::string_view host_header) {
     auto received_version = h.version();
@@ -394,7 +392,7 @@ gate_result gate_request(std::string_view input, const config::limits_config& li
     std::optional<std::uint64_t> length;
     if (auto l = p.content_length()) length = *l;
     rewrite_for_origin(msg.base(), length, p.chunked(), headers, "192.0.2.1", host, {});
-    http::request_serializer<http::buffer_body> sr{msg};
+    http::request_serializer<http::buffer_body, header_fields> sr{msg};
     sr.split(true);
 
     // The body, as exchange() relays it: through the parser into a buffer, out through the

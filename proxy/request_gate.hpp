@@ -19,7 +19,7 @@
 
 namespace ifm::proxy {
 
-using request_parser = http::request_parser<http::buffer_body>;
+using request_parser = http::request_parser<http::buffer_body, field_allocator<char>>;
 
 // Screens the raw header block as it arrives, for what Beast 1.81 accepts or hides once it has
 // parsed a header: obs-fold continuation lines (joined into the value), whitespace variants of
@@ -43,6 +43,11 @@ private:
     std::size_t head_size_ = 0;
     std::string reason_;
 };
+
+// Feeds `input` from `pos` to the parser until it has the header ({}), needs more than there is
+// (need_more), or fails; `pos` moves past what the parser consumed. The session parses a header
+// block head_scanner found complete with it, without a socket read.
+boost::system::error_code feed_header(request_parser& p, std::string_view input, std::size_t& pos);
 
 // Sets the header and body limits (Beast ignores a body_limit set after the header was parsed).
 // The caller also installs check_chunk_header with on_chunk_header (Beast keeps a reference to
@@ -79,7 +84,7 @@ struct request_check {
 // Every check of a parsed request header, in order: field count (431), framing
 // (check_request_framing, 400), target length (414), absolute-form target (its authority must
 // equal Host; rewritten to origin-form in `h`), target syntax (400).
-request_check check_request(http::request_header<>& h, const config::limits_config& limits);
+request_check check_request(request_header& h, const config::limits_config& limits);
 
 // Deadline of the next read of a request body. No gap may exceed body_timeout; with a
 // min_body_rate the whole body must also arrive within body_timeout plus one second per
@@ -92,7 +97,7 @@ std::chrono::steady_clock::time_point body_read_deadline(std::chrono::steady_clo
 // The request header as it goes to the origin: hop-by-hop fields (and those named in
 // Connection) removed, HTTP/1.1, our own framing (never the client's Transfer-Encoding),
 // forwarding headers, Via, the upstream's Host override, keep-alive.
-void rewrite_for_origin(http::request_header<>& h, std::optional<std::uint64_t> content_length, bool chunked,
+void rewrite_for_origin(request_header& h, std::optional<std::uint64_t> content_length, bool chunked,
                         const config::headers_config& headers, std::string_view client_ip,
                         std::string_view host, std::string_view host_header);
 

@@ -144,8 +144,8 @@ public:
     void close_if_idle();
 
 private:
-    using request_parser = http::request_parser<http::buffer_body>;
-    using response_parser = http::response_parser<http::buffer_body>;
+    using request_parser = http::request_parser<http::buffer_body, field_allocator<char>>;
+    using response_parser = http::response_parser<http::buffer_body, field_allocator<char>>;
 
     net::awaitable<bool> serve_one();
     enum class next { request, closed, parked };
@@ -159,7 +159,7 @@ private:
     // co_await expressions twice, so none may appear there).
     net::awaitable<void> respond(request_context& ctx);
     net::awaitable<void> discard_body(request_context& ctx);
-    net::awaitable<void> answer_here(request_context& ctx, http::response<http::string_body> res);
+    net::awaitable<void> answer_here(request_context& ctx, response_message<http::string_body> res);
     // Reads a bounded request body whole into ctx.prebody; false when the client was answered
     // (or is gone) instead.
     net::awaitable<bool> prebuffer_body(request_context& ctx);
@@ -169,7 +169,7 @@ private:
     net::awaitable<boost::system::error_code> exchange(request_context& ctx, pooled_connection& oc);
     net::awaitable<boost::system::result<pooled_connection>> send_to_origin(request_context& ctx);
     net::awaitable<void> forward(request_context& ctx);
-    net::awaitable<void> write_head_only(request_context& ctx, http::response_header<> h);
+    net::awaitable<void> write_head_only(request_context& ctx, response_header h);
     // After the origin's 101: relays bytes both ways until both sides close, one fails, or
     // limits.tunnel_idle_timeout passes with no byte either way. The client connection ends with it.
     net::awaitable<void> tunnel(request_context& ctx, pooled_connection oc);
@@ -206,13 +206,13 @@ private:
     net::awaitable<void> spool_from_origin(request_context& ctx, pooled_connection& oc, response_spool& spool,
                                            relay_signals& sig);
     net::awaitable<void> relay_to_client(request_context& ctx, pooled_connection& oc,
-                                         http::response<http::buffer_body>& msg, std::string& prefix,
+                                         response_message<http::buffer_body>& msg, std::string& prefix,
                                          response_spool& spool, relay_signals& sig);
     void release_origin(pooled_connection& oc);
     // Trailer fields are dropped, never merged into the header (RFC 9110 §6.5.1, README).
     void drop_response_trailers();
     net::awaitable<void> fail_origin(request_context& ctx, boost::system::error_code ec);
-    void prepare_client_response(request_context& ctx, http::response_header<>& h);
+    void prepare_client_response(request_context& ctx, response_header& h);
 
     // Tracking (SPEC §4, §5).
     struct idempotent_write {   // an Idempotency-Key's record (proxy/idempotency_session.cpp)

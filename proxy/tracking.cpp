@@ -28,7 +28,7 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 using cache::resource_state;
 using config::etag_mode;
 
-std::string field_value(const http::fields& f, http::field name) {
+std::string field_value(const header_fields& f, http::field name) {
     auto it = f.find(name);
     return it == f.end() ? std::string{} : std::string(it->value());
 }
@@ -38,7 +38,7 @@ std::string strong_etag(std::string_view value) {
     return tag && !tag->weak ? tag->opaque : std::string{};
 }
 
-std::optional<std::int64_t> last_modified_of(const http::fields& f) {
+std::optional<std::int64_t> last_modified_of(const header_fields& f) {
     auto v = field_value(f, http::field::last_modified);
     return v.empty() ? std::nullopt : parse_http_date(v);
 }
@@ -59,7 +59,7 @@ bool excluded_from_fetch(http::field f) {
     }
 }
 
-void strip_conditionals(http::fields& f) {
+void strip_conditionals(header_fields& f) {
     for (auto name : {http::field::if_match, http::field::if_none_match, http::field::if_modified_since,
                       http::field::if_unmodified_since, http::field::if_range})
         f.erase(name);
@@ -68,7 +68,7 @@ void strip_conditionals(http::fields& f) {
 bool is_2xx(unsigned s) { return s >= 200 && s < 300; }
 
 // What a revalidation response's header says of the resource.
-void read_header(fetch_result& f, const http::response_header<>& h) {
+void read_header(fetch_result& f, const response_header& h) {
     f.status = h.result_int();
     f.etag = field_value(h, http::field::etag);
     f.last_modified = last_modified_of(h);
@@ -77,12 +77,12 @@ void read_header(fetch_result& f, const http::response_header<>& h) {
 
 }  // namespace
 
-net::awaitable<void> client_session::write_head_only(request_context& ctx, http::response_header<> h) {
-    http::response<http::empty_body> res{std::move(h)};
+net::awaitable<void> client_session::write_head_only(request_context& ctx, response_header h) {
+    response_message<http::empty_body> res{std::move(h)};
     prepare_client_response(ctx, res.base());
     ctx.status = res.result_int();
     client_.expires_after(ctx.rt->cfg.limits.body_timeout);
-    http::response_serializer<http::empty_body> sr{res};
+    http::response_serializer<http::empty_body, header_fields> sr{res};
     auto [ec, n] = co_await http::async_write_header(client_, sr, use_tuple);
     if (ec) ctx.client_keep_alive = false;
 }
@@ -193,7 +193,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
 
     if (ours && client_inm && if_none_match_matches(*client_inm, seen->etag)) {
         // RFC 9110 §15.4.5: a 304 carries the validator and the caching headers of the 200.
-        http::response_header<> h;
+        response_header h;
         h.result(http::status::not_modified);
         for (auto f : {http::field::etag, http::field::cache_control, http::field::content_location,
                        http::field::date, http::field::expires, http::field::vary})
@@ -217,7 +217,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
     const auto& cfg = ctx.rt->cfg;
     const auto& up = ctx.pool->config();
     const auto& orig = req_->get();
-    http::request<http::empty_body> r{use_head ? http::verb::head : http::verb::get, ctx.target, 11};
+    request_message<http::empty_body> r{use_head ? http::verb::head : http::verb::get, ctx.target, 11};
     for (const auto& field : orig)
         if (!excluded_from_fetch(field.name())) r.insert(field.name_string(), field.value());
     strip_hop_by_hop(r.base());
@@ -237,7 +237,7 @@ net::awaitable<fetch_result> client_session::fetch(request_context& ctx, bool us
         auto [wec, wn] = co_await http::async_write((*oc)->stream, r, use_tuple);
         // 1xx interim responses are skipped; each response needs a parser of its own.
         // Trailers are dropped (RFC 9110 §6.5.1): a trailer ETag must not pass for the header's.
-        std::optional<http::response_parser<http::string_body>> p;
+        std::optional<http::response_parser<http::string_body, field_allocator<char>>> p;
         header_snapshot header;
         std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> on_chunk =
             [&](std::uint64_t size, std::string_view, boost::system::error_code&) {

@@ -17,7 +17,7 @@ TEST_CASE("Connection tokens are parsed case-insensitively with OWS and empty el
 }
 
 TEST_CASE("hop-by-hop fields and fields named in Connection are removed") {
-    http::fields f;
+    header_fields f;
     f.set(http::field::connection, "X-Secret, keep-alive");
     f.insert(http::field::connection, "Upgrade-Insecure");
     f.set("X-Secret", "1");
@@ -45,10 +45,10 @@ TEST_CASE("hop-by-hop fields and fields named in Connection are removed") {
 }
 
 TEST_CASE("X-Forwarded-For is appended to, joining repeated lines") {
-    http::fields f;
+    header_fields f;
     append_x_forwarded_for(f, "127.0.0.1");
     CHECK(f["X-Forwarded-For"] == "127.0.0.1");
-    http::fields g;
+    header_fields g;
     g.insert("X-Forwarded-For", "1.1.1.1");
     g.insert("X-Forwarded-For", "2.2.2.2");
     append_x_forwarded_for(g, "::1");
@@ -57,7 +57,7 @@ TEST_CASE("X-Forwarded-For is appended to, joining repeated lines") {
 }
 
 TEST_CASE("Forwarded quotes IPv6 nodes and appends to an existing value") {
-    http::fields f;
+    header_fields f;
     f.set(http::field::forwarded, "for=1.2.3.4");
     add_forwarding_headers(f, ifm::config::forwarded_style::forwarded, "::1", "h.test:8080", true);
     CHECK(f[http::field::forwarded] == "for=1.2.3.4, for=\"[::1]\";proto=http;host=\"h.test:8080\"");
@@ -70,18 +70,18 @@ TEST_CASE("trailer fields are dropped, the header kept, also where Beast puts th
     // Beast inserts a field after the last one of its name: a trailer Set-Cookie lands before
     // the header's Transfer-Encoding, which "drop what follows the header's count" removed.
     auto header = [] {
-        http::fields f;
+        header_fields f;
         f.insert("Set-Cookie", "x=1");
         f.insert("A", "1");
         f.insert("Transfer-Encoding", "chunked");
         return f;
     };
-    auto add_trailer = [](http::fields& f) {
+    auto add_trailer = [](header_fields& f) {
         f.insert("Set-Cookie", "evil=1");
         f.insert("X-T", "2");
         f.insert("set-cookie", "evil=2");
     };
-    auto check_header = [](const http::fields& f) {
+    auto check_header = [](const header_fields& f) {
         CHECK(field_count(f) == 3);
         CHECK(f.count("Set-Cookie") == 1);
         CHECK(f["Set-Cookie"] == "x=1");
@@ -108,7 +108,7 @@ TEST_CASE("trailer fields are dropped, the header kept, also where Beast puts th
 }
 
 TEST_CASE("Max-Forwards values and WebSocket handshakes") {
-    http::request_header<> h;
+    request_header h;
     CHECK_FALSE(max_forwards_of(h));
     h.set(http::field::max_forwards, " 3 ");
     CHECK(max_forwards_of(h) == 3u);
@@ -142,7 +142,7 @@ TEST_CASE("trusted proxy networks") {
 }
 
 TEST_CASE("Via is appended") {
-    http::fields f;
+    header_fields f;
     f.set(http::field::via, "1.0 fred");
     append_via(f, 11);
     CHECK(f[http::field::via] == "1.0 fred, 1.1 ifmatch-proxy");
@@ -150,7 +150,7 @@ TEST_CASE("Via is appended") {
 
 TEST_CASE("request framing checks catch what Beast 1.81 lets through") {
     auto check = [](std::initializer_list<std::pair<const char*, const char*>> fields, unsigned version = 11) {
-        http::request_header<> h;
+        request_header h;
         h.version(version);
         for (auto& [n, v] : fields) h.insert(n, v);
         return check_request_framing(h);
@@ -170,12 +170,12 @@ TEST_CASE("request framing checks catch what Beast 1.81 lets through") {
 }
 
 TEST_CASE("response framing: CL with TE and non-chunked codings are refused") {
-    http::response_header<> h;
+    response_header h;
     h.insert(http::field::transfer_encoding, "chunked");
     CHECK(check_response_framing(h).empty());
     h.insert(http::field::content_length, "5");
     CHECK(!check_response_framing(h).empty());
-    http::response_header<> g;
+    response_header g;
     g.insert(http::field::transfer_encoding, "gzip, chunked");
     CHECK(!check_response_framing(g).empty());
 }
@@ -209,7 +209,7 @@ TEST_CASE("hash validators are strong, stable and content-sensitive") {
 }
 
 TEST_CASE("serialize_header writes what Beast's serializer writes, in one buffer") {
-    http::request<http::empty_body> req{http::verb::get, "/a?b=1", 11};
+    request_message<http::empty_body> req{http::verb::get, "/a?b=1", 11};
     req.set(http::field::host, "example.test");
     req.insert("X-Two", "1");
     req.insert("X-Two", "2");
@@ -220,7 +220,7 @@ TEST_CASE("serialize_header writes what Beast's serializer writes, in one buffer
     beast_out << req.base();
     CHECK(out.substr(7) == beast_out.str());
 
-    http::response<http::empty_body> res{http::status::precondition_failed, 10};
+    response_message<http::empty_body> res{http::status::precondition_failed, 10};
     res.set(http::field::content_length, "0");
     std::string r;
     serialize_header(res.base(), r);
@@ -230,10 +230,32 @@ TEST_CASE("serialize_header writes what Beast's serializer writes, in one buffer
     r.clear();
     serialize_header(res.base(), r);
     CHECK(r == "HTTP/1.0 599 Odd\r\nContent-Length: 0\r\n\r\n");
-    http::request<http::empty_body> custom;
+    request_message<http::empty_body> custom;
     custom.method_string("PROPFIND");
     custom.target("/");
     std::string c;
     serialize_header(custom.base(), c);
     CHECK(c == "PROPFIND / HTTP/1.1\r\n\r\n");
+}
+
+TEST_CASE("header field maps take their lines from the thread's pool, any size") {
+    // A value past the pool's largest block, one per size class and one of each class boundary.
+    header_fields f;
+    for (std::size_t n : {0ul, 1ul, 31ul, 32ul, 33ul, 200ul, field_pool_largest - 60, field_pool_largest, 4000ul})
+        f.insert("X-Size-" + std::to_string(n), std::string(n, 'v'));
+    f.set("X-Size-200", std::string(300, 'w'));   // set: erase the old line, add a longer one
+    CHECK(field_count(f) == 9);
+    CHECK(f["X-Size-4000"] == std::string(4000, 'v'));
+    CHECK(f["X-Size-200"] == std::string(300, 'w'));
+    header_fields copy = f;
+    f.clear();
+    CHECK(copy["X-Size-31"] == std::string(31, 'v'));
+#if !defined(__SANITIZE_ADDRESS__)
+    // A freed block is the next one handed out of its class on this thread.
+    void* a = field_pool_allocate(100);
+    field_pool_deallocate(a, 100);
+    void* b = field_pool_allocate(120);   // same 32-byte class as 100: 97..128
+    CHECK(a == b);
+    field_pool_deallocate(b, 120);
+#endif
 }

@@ -1065,7 +1065,7 @@ net::awaitable<void> client_session::spool_from_origin(request_context& ctx, poo
         body.data = relay_buffer();
         body.size = relay_buffer_size;
         oc->stream.expires_after(up.request_timeout);
-        auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
+        auto ec = co_await read_from_origin(oc, read_until::body, {});
         if (sig.client_gone) break;
         auto got = relay_buffer_size - body.size;
         const bool failed = ec && ec != http::error::need_buffer;
@@ -1171,21 +1171,23 @@ log_limiter over_budget_log(std::chrono::seconds(10));
 
 }  // namespace
 
-// Reads the origin's response header into res_: what oc->buffer holds is parsed first, then one
-// read at a time until the parser has the header (http::async_read_header's loop without its
-// composed operations: about 4 % of a GET's instructions). The reads carry `cancel` (the hang-up
-// watch's), and obey the stream's expiry set by the caller.
-net::awaitable<boost::system::error_code> client_session::read_response_header(pooled_connection& oc,
-                                                                               net::cancellation_slot cancel) {
+// Reads the origin's response into res_ until the parser has the header (`what` header) or the
+// whole message, or has filled the body buffer it was given (need_buffer, `what` body): what
+// oc->buffer holds is parsed first, then one async_read_some at a time. This is
+// http::async_read_header's / http::async_read's loop without their composed operations and the
+// posted completion they make even when no read is needed (4 % of a GET's instructions). The reads
+// carry `cancel` (the hang-up watch's) and obey the stream's expiry set by the caller.
+net::awaitable<boost::system::error_code> client_session::read_from_origin(pooled_connection& oc, read_until what,
+                                                                           net::cancellation_slot cancel) {
     auto& b = oc->buffer;
     auto& p = *res_;
     for (;;) {
-        if (p.is_header_done()) co_return boost::system::error_code{};
+        if (what == read_until::header ? p.is_header_done() : p.is_done()) co_return boost::system::error_code{};
         if (b.size() > 0) {
             boost::system::error_code ec;
             auto used = p.put(b.data(), ec);
             b.consume(used);
-            if (ec && ec != http::error::need_more) co_return ec;
+            if (ec && ec != http::error::need_more) co_return ec;   // need_buffer: the body buffer is full
             if (!ec && used > 0) continue;
         }
         auto limit = b.max_size() - b.size();
@@ -1196,8 +1198,9 @@ net::awaitable<boost::system::error_code> client_session::read_response_header(p
         if (ec == net::error::eof) {
             if (!p.got_some()) co_return make_error_code(http::error::end_of_stream);
             boost::system::error_code eof_ec;
-            p.put_eof(eof_ec);   // a header cut short: partial_message
-            co_return eof_ec ? eof_ec : make_error_code(http::error::partial_message);
+            p.put_eof(eof_ec);   // the end of a close-delimited body, or a message cut short
+            if (eof_ec || p.is_done()) co_return eof_ec;
+            co_return make_error_code(http::error::partial_message);
         }
         if (ec) co_return ec;
     }
@@ -1218,7 +1221,7 @@ struct hangup_watch {
 }  // namespace
 
 net::awaitable<boost::system::error_code> client_session::read_origin_header(request_context& ctx, pooled_connection& oc) {
-    if (!ctx.abort_on_client_close || buffer_.size() > 0) co_return co_await read_response_header(oc, {});
+    if (!ctx.abort_on_client_close || buffer_.size() > 0) co_return co_await read_from_origin(oc, read_until::header, {});
     // The watch peeks one byte (a receive, not an async_wait: no epoll_ctl per request) and
     // reports whether bytes are there (pipelining: they stay in the socket, the watch ends) or
     // the client is gone (EOF or an error: the origin read is cancelled).
@@ -1232,7 +1235,7 @@ net::awaitable<boost::system::error_code> client_session::read_origin_header(req
                 watch->origin_cancel.emit(net::cancellation_type::terminal);
             }
         }));
-    auto hec = co_await read_response_header(oc, watch->origin_cancel.slot());
+    auto hec = co_await read_from_origin(oc, read_until::header, watch->origin_cancel.slot());
     watch->waiting = false;
     watch->peek_cancel.emit(net::cancellation_type::terminal);   // a no-op if the peek has completed
     if (watch->fired && hec && client_closed(client_.socket().native_handle())) {
@@ -1264,7 +1267,7 @@ net::awaitable<client_session::buffered> client_session::buffer_response_body(
         body.data = chunk;
         body.size = relay_buffer_size;
         oc->stream.expires_after(up.request_timeout);
-        auto [ec, n] = co_await http::async_read(oc->stream, oc->buffer, *res_, use_tuple);
+        auto ec = co_await read_from_origin(oc, read_until::body, {});
         out.append(chunk, relay_buffer_size - body.size);
         if (ec && ec != http::error::need_buffer) co_return buffered::failed;
     }

@@ -39,6 +39,10 @@ TEST_CASE("hash tags: both keys of a resource share a slot, whatever the resourc
         // The tag is the whole (escaped) resource key: "ifm:{" + tag + "}".
         CHECK(hash_tag(hash) == std::string_view(hash).substr(5, hash.size() - 6));
     }
+    // The escaping is part of the key layout proxies of different versions share in one store.
+    CHECK(redis_store::resource_key("ifm", "r /%7B{}%") == "ifm:{r /%257B%7B%7D%25}");
+    CHECK(redis_store::resource_key("ifm", "plain /a") == "ifm:{plain /a}");
+    CHECK(redis_store::resource_key("ifm", "") == "ifm:{}");
     // Different resources spread over the slots (not one tag for everything).
     CHECK(hash_slot(redis_store::resource_key("ifm", "a")) != hash_slot(redis_store::resource_key("ifm", "b")));
     // The prefix is outside the tag: deployments sharing a cluster put a resource in one slot.

@@ -186,7 +186,7 @@ private:
     // The origin's response header into res_; with ctx.abort_on_client_close, gives up with
     // connection_aborted (and ctx.client_gone) when the client closes first.
     net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
-    enum class read_until { header, body };
+    enum class read_until { header, body };   // body: the whole body, or a full body buffer
     net::awaitable<boost::system::error_code> read_from_origin(pooled_connection& oc, read_until what,
                                                                net::cancellation_slot cancel);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);

@@ -20,6 +20,15 @@ namespace {
 
 constexpr std::size_t classes = field_pool_largest / field_pool_granule;
 
+// Sized where the compiler has sized deallocation (g++; clang 14 only with -fsized-deallocation).
+void release(void* p, [[maybe_unused]] std::size_t bytes) noexcept {
+#if defined(__cpp_sized_deallocation)
+    ::operator delete(p, bytes);
+#else
+    ::operator delete(p);
+#endif
+}
+
 struct free_block {
     free_block* next;
 };
@@ -37,7 +46,7 @@ public:
         for (std::size_t c = 0; c < classes; ++c) {
             while (auto* b = heads_[c]) {
                 heads_[c] = b->next;
-                ::operator delete(b, block_size(c));
+                release(b, block_size(c));
             }
             counts_[c] = field_pool_depth;
         }
@@ -54,7 +63,7 @@ public:
 
     void deallocate(void* p, std::size_t c) noexcept {
         if (counts_[c] >= field_pool_depth) {
-            ::operator delete(p, block_size(c));
+            release(p, block_size(c));
             return;
         }
         heads_[c] = ::new (p) free_block{heads_[c]};
@@ -81,7 +90,7 @@ void* field_pool_allocate(std::size_t bytes) {
 
 void field_pool_deallocate(void* p, std::size_t bytes) noexcept {
     if (!IFM_FIELD_POOL || bytes == 0 || bytes > field_pool_largest) {
-        ::operator delete(p, bytes);
+        release(p, bytes);
         return;
     }
     pool.deallocate(p, class_of(bytes));

@@ -35,8 +35,6 @@ constexpr std::array<bool, 256> tchar_table = [] {
     return t;
 }();
 
-bool is_tchar(char c) { return tchar_table[static_cast<unsigned char>(c)]; }
-
 // uri-host [":" port] (RFC 3986 reg-name / IPv4 / IP-literal characters); may be empty.
 bool is_authority(std::string_view s) {
     return std::all_of(s.begin(), s.end(), [](char c) {
@@ -46,6 +44,8 @@ bool is_authority(std::string_view s) {
 }
 
 }  // namespace
+
+bool is_tchar(char c) { return tchar_table[static_cast<unsigned char>(c)]; }
 
 bool iequals(std::string_view a, std::string_view b) {
     return a.size() == b.size() &&

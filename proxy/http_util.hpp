@@ -78,6 +78,9 @@ std::string trace_reflection(const request_header& h);
 // Connection naming `upgrade`.
 bool is_websocket_upgrade(const request_header& h);
 
+// RFC 9110 §5.6.2 tchar: a byte of a token (field names, chunk extension names).
+bool is_tchar(char c);
+
 // Case-insensitive ASCII equality.
 bool iequals(std::string_view a, std::string_view b);
 std::string_view trim(std::string_view s);

@@ -21,11 +21,6 @@ namespace {
 
 constexpr std::size_t max_chunk_extensions = 256;
 
-bool is_tchar(unsigned char c) {
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-    return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
-
 bool is_ws(char c) { return c == ' ' || c == '\t'; }
 
 problem bad_request(std::string detail) {
@@ -71,7 +66,7 @@ bool valid_chunk_extensions(std::string_view s) {
     auto skip_ws = [&] { while (i < s.size() && is_ws(s[i])) ++i; };
     auto token = [&] {
         auto start = i;
-        while (i < s.size() && is_tchar(static_cast<unsigned char>(s[i]))) ++i;
+        while (i < s.size() && is_tchar(s[i])) ++i;
         return i > start;
     };
     auto quoted = [&] {

@@ -182,6 +182,7 @@ TEST_CASE("cluster: a killed master's slots fail closed until its replica takes 
     redis_cluster cluster(3, 1);   // three masters, one replica each
     auto cfg = redis_store_config(cluster.url());
     cfg.wait_replicas = 1;   // a lease must be on the replica that a failover promotes
+    cfg.wait_timeout = 3s;   // the set-up's 30 writes each wait for the replica (slow under ASan)
     store_client s(cfg);
     REQUIRE(s.wait_ready(5s));
     for (int i = 0; i < 30; ++i) s.put_state("doc" + std::to_string(i), resource_state::present(tag(i)));

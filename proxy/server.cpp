@@ -81,6 +81,7 @@ struct server::impl {
                 }
                 if (!acc.is_open()) co_return;
             }
+            w.reserve_socket_states();
             auto [ec, socket] = co_await acc.async_accept(use_tuple);
             if (ec) {
                 if (!acc.is_open() || ec == net::error::operation_aborted) co_return;

@@ -8,6 +8,8 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+
 namespace ifm::proxy {
 
 namespace {
@@ -97,6 +99,26 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
             if (!ec) sweep_parked();
         });
     }
+}
+
+void worker::reserve_socket_states() {
+    // A client connection can hold an origin connection too; 64 for the store's and the pools'
+    // others.
+    const std::size_t needed = 2 * sessions.size() + parked.size() + 64;
+    if (needed <= socket_states_) return;
+    const std::size_t batch = std::max({needed - socket_states_, socket_states_ / 2, std::size_t{256}});
+    std::vector<tcp::socket> made;
+    made.reserve(batch);
+    boost::system::error_code ec;
+    for (std::size_t i = 0; i < batch; ++i) {
+        tcp::socket s(ioc);
+        s.open(tcp::v4(), ec);
+        if (ec) break;   // out of descriptors: Asio makes the rest one at a time
+        made.push_back(std::move(s));
+    }
+    socket_states_ += made.size();
+    for (auto& s : made) s.close(ec);   // their states go to the reactor's free list
+    if (made.size() < batch) socket_states_ = needed + batch;   // not again before `batch` more connections
 }
 
 void worker::add_waiting(waiting_node& n) {

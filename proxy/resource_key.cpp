@@ -115,6 +115,19 @@ std::string remove_dot_segments(std::string_view path) {
     return out;
 }
 
+// True when normalize_percent and remove_dot_segments would return `path` (which starts with
+// "/") as it is: every byte a path character (so no '%'), no "." or ".." segment.
+bool already_normal(std::string_view path) {
+    for (const char ch : path)
+        if (!is_path_char(static_cast<unsigned char>(ch))) return false;
+    for (auto dot = path.find("/."); dot != std::string_view::npos; dot = path.find("/.", dot + 1)) {
+        auto seg = path.substr(dot + 1);
+        seg = seg.substr(0, seg.find('/'));
+        if (seg == "." || seg == "..") return false;
+    }
+    return true;
+}
+
 // Parameters ordered by name, then value, then their full text (which makes equal name/value
 // pairs such as `a` and `a=` order deterministically); empty parameters (`&&`) are dropped.
 std::string sort_query(std::string_view query) {
@@ -192,7 +205,11 @@ std::optional<std::string> normalize_target(std::string_view target, config::que
     target = target.substr(0, target.find('#'));
 
     const auto qmark = target.find('?');
-    std::string out = remove_dot_segments(normalize_percent(target.substr(0, qmark), decoded_in_path, is_path_char));
+    const auto path = target.substr(0, qmark);
+    // Most paths are normal already (no escape, every byte allowed raw, no dot-segment): then both
+    // steps below return them unchanged, and copying them saves their work on every request.
+    std::string out = already_normal(path) ? std::string(path)
+                                           : remove_dot_segments(normalize_percent(path, decoded_in_path, is_path_char));
     if (qmark == std::string_view::npos || q == config::query_mode::ignore) return out;
 
     std::string query = normalize_percent(target.substr(qmark + 1), is_unreserved, is_query_char);
@@ -236,17 +253,17 @@ std::string_view ambiguous_path(std::string_view target) {
 }
 
 std::string resource_scope(std::string_view origin, std::string_view host) {
-    std::string out(origin);
-    out += '@';
     // Host names are case-insensitive and a trailing dot names the same host. The port is left
     // out: it is the port the client reached the proxy on (two proxies of a fleet listen on
     // different ones), not something the origin's one listener tells resources apart by.
-    std::string h;
-    for (char c : host) h += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    if (auto colon = h.rfind(':'); colon != std::string::npos && h.find(']', colon) == std::string::npos)
-        h.resize(colon);
-    if (h.ends_with('.')) h.pop_back();
-    out += h;
+    if (auto colon = host.rfind(':'); colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos)
+        host = host.substr(0, colon);
+    if (host.ends_with('.')) host.remove_suffix(1);
+    std::string out;
+    out.reserve(origin.size() + 1 + host.size());
+    out += origin;
+    out += '@';
+    for (char c : host) out += static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
     return out;
 }
 

@@ -19,6 +19,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+
 namespace ifm::proxy {
 
 namespace {
@@ -287,9 +289,15 @@ std::string client_session::key_for(const request_context& ctx, std::string_view
     // one resource two leases; two spellings an origin tells apart merely share a lease.
     auto mode = route.query == config::query_mode::ignore ? config::query_mode::ignore : config::query_mode::sorted;
     auto normalized = normalize_target(target, mode);
-    auto origin = up.host + ":" + std::to_string(up.port);
+    char port[8];
+    const auto port_end = std::to_chars(port, port + sizeof port, up.port).ptr;
+    std::string origin;
+    origin.reserve(up.host.size() + 1 + static_cast<std::size_t>(port_end - port));
+    origin += up.host;
+    origin += ':';
+    origin.append(port, port_end);
     return resource_key(resource_scope(origin, up.host_header.empty() ? host : up.host_header),
-                        normalized.value_or(std::string(target)), {});
+                        normalized ? *normalized : target, {});
 }
 
 std::string client_session::variant_of(const request_context& ctx, std::string_view content_encoding) {

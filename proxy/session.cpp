@@ -1179,9 +1179,8 @@ log_limiter over_budget_log(std::chrono::seconds(10));
 // oc->buffer holds is parsed first, then one async_read_some at a time. This is
 // http::async_read_header's / http::async_read's loop without their composed operations and the
 // posted completion they make even when no read is needed (4 % of a GET's instructions). The reads
-// carry `cancel` (the hang-up watch's) and obey the stream's expiry set by the caller.
-net::awaitable<boost::system::error_code> client_session::read_from_origin(pooled_connection& oc, read_until what,
-                                                                           net::cancellation_slot cancel) {
+// obey the stream's expiry set by the caller; the hang-up watch cancels them through the stream.
+net::awaitable<boost::system::error_code> client_session::read_from_origin(pooled_connection& oc, read_until what) {
     auto& b = oc->buffer;
     auto& p = *res_;
     for (;;) {
@@ -1196,7 +1195,7 @@ net::awaitable<boost::system::error_code> client_session::read_from_origin(poole
         auto limit = b.max_size() - b.size();
         if (limit == 0) co_return make_error_code(http::error::buffer_overflow);
         auto room = std::min<std::size_t>({std::max<std::size_t>(512, b.capacity() - b.size()), 65536, limit});
-        auto [ec, n] = co_await oc->stream.async_read_some(b.prepare(room), net::bind_cancellation_slot(cancel, use_tuple));
+        auto [ec, n] = co_await oc->stream.async_read_some(b.prepare(room), use_tuple);
         b.commit(n);
         if (ec == net::error::eof) {
             if (!p.got_some()) co_return make_error_code(http::error::end_of_stream);
@@ -1211,37 +1210,65 @@ net::awaitable<boost::system::error_code> client_session::read_from_origin(poole
 
 namespace {
 
-// The client-side watch while the origin prepares its header: a one-byte peek whose handler owns
-// this state (shared with read_origin_header), so it may run after that coroutine has moved on.
-struct hangup_watch {
+// The client-side watch while the origin prepares its header, once started: a one-byte peek whose
+// handler owns this state, so it may run after read_origin_header has moved on.
+struct hangup_state {
     char peeked = 0;
-    bool waiting = true;     // read_origin_header still waits for the origin
-    bool fired = false;      // the peek saw EOF or an error on the client's socket
-    net::cancellation_signal peek_cancel;     // stops the peek once the header is in
-    net::cancellation_signal origin_cancel;   // stops the origin read when the client is gone
+    bool waiting = true;   // read_origin_header still waits for the origin
+    bool fired = false;    // the peek saw EOF or an error on the client's socket
+    origin_stream* origin = nullptr;   // valid while `waiting`: the origin read to cancel
+    net::cancellation_signal peek_cancel;   // stops the peek once the header is in
+};
+
+// The watch before it starts: in read_origin_header's frame, linked into the worker's list.
+struct hangup_watch : deferred_watch {
+    tcp::socket* client = nullptr;
+    origin_stream* origin = nullptr;
+    std::shared_ptr<hangup_state> state;   // set when the worker starts the watch
+};
+
+void start_hangup_watch(deferred_watch& n) {
+    auto& w = static_cast<hangup_watch&>(n);
+    w.state = std::make_shared<hangup_state>();
+    w.state->origin = w.origin;
+    // A receive, not an async_wait: no epoll_ctl. Bytes there (pipelining) stay in the socket and
+    // end the watch; EOF or an error means the client is gone: the origin read is cancelled.
+    w.client->async_receive(
+        net::buffer(&w.state->peeked, 1), tcp::socket::message_peek,
+        net::bind_cancellation_slot(w.state->peek_cancel.slot(), [st = w.state](boost::system::error_code ec, std::size_t n) {
+            if (!st->waiting || ec == net::error::operation_aborted) return;
+            if (ec || n == 0) {
+                st->fired = true;
+                st->origin->cancel();
+            }
+        }));
+}
+
+// Unlinks a watch that never started, whatever ends read_origin_header's frame.
+struct watch_link {
+    worker& w;
+    deferred_watch& n;
+    ~watch_link() { w.cancel_watch(n); }
 };
 
 }  // namespace
 
 net::awaitable<boost::system::error_code> client_session::read_origin_header(request_context& ctx, pooled_connection& oc) {
-    if (!ctx.abort_on_client_close || buffer_.size() > 0) co_return co_await read_from_origin(oc, read_until::header, {});
-    // The watch peeks one byte (a receive, not an async_wait: no epoll_ctl per request) and
-    // reports whether bytes are there (pipelining: they stay in the socket, the watch ends) or
-    // the client is gone (EOF or an error: the origin read is cancelled).
-    auto watch = std::make_shared<hangup_watch>();
-    client_.socket().async_receive(
-        net::buffer(&watch->peeked, 1), tcp::socket::message_peek,
-        net::bind_cancellation_slot(watch->peek_cancel.slot(), [watch](boost::system::error_code ec, std::size_t n) {
-            if (!watch->waiting || ec == net::error::operation_aborted) return;
-            if (ec || n == 0) {
-                watch->fired = true;
-                watch->origin_cancel.emit(net::cancellation_type::terminal);
-            }
-        }));
-    auto hec = co_await read_from_origin(oc, read_until::header, watch->origin_cancel.slot());
-    watch->waiting = false;
-    watch->peek_cancel.emit(net::cancellation_type::terminal);   // a no-op if the peek has completed
-    if (watch->fired && hec && client_closed(client_.socket().native_handle())) {
+    if (!ctx.abort_on_client_close || buffer_.size() > 0) co_return co_await read_from_origin(oc, read_until::header);
+    // The watch starts only if the origin has not answered within a tick or two of
+    // worker::watch_delay (a hang-up is noticed that much later; most requests never pay for it).
+    hangup_watch watch;
+    watch.client = &client_.socket();
+    watch.origin = &oc->stream;
+    watch.arm = start_hangup_watch;
+    w_.defer_watch(watch);
+    watch_link link{w_, watch};
+    auto hec = co_await read_from_origin(oc, read_until::header);
+    w_.cancel_watch(watch);
+    if (!watch.state) co_return hec;
+    watch.state->waiting = false;
+    watch.state->peek_cancel.emit(net::cancellation_type::terminal);   // a no-op if the peek has completed
+    if (watch.state->fired && hec && client_closed(client_.socket().native_handle())) {
         // The origin connection is left mid-exchange: dropped with `oc`, never pooled.
         ctx.client_gone = true;
         w_.stats.client_aborts.fetch_add(1, std::memory_order_relaxed);
@@ -1270,7 +1297,7 @@ net::awaitable<client_session::buffered> client_session::buffer_response_body(
         body.data = chunk;
         body.size = relay_buffer_size;
         oc->stream.expires_after(up.request_timeout);
-        auto ec = co_await read_from_origin(oc, read_until::body, {});
+        auto ec = co_await read_from_origin(oc, read_until::body);
         out.append(chunk, relay_buffer_size - body.size);
         if (ec && ec != http::error::need_buffer) co_return buffered::failed;
     }

@@ -187,8 +187,7 @@ private:
     // connection_aborted (and ctx.client_gone) when the client closes first.
     net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
     enum class read_until { header, body };   // body: the whole body, or a full body buffer
-    net::awaitable<boost::system::error_code> read_from_origin(pooled_connection& oc, read_until what,
-                                                               net::cancellation_slot cancel);
+    net::awaitable<boost::system::error_code> read_from_origin(pooled_connection& oc, read_until what);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);
     // The two sides of a streamed response (relay_response), joined by a spool.
     struct relay_signals {

@@ -172,6 +172,46 @@ void worker::sweep_waiting() {
     if (next) arm_wait_timer(*next);
 }
 
+void worker::defer_watch(deferred_watch& n) {
+    n.tick = watch_ticks;
+    n.next = nullptr;
+    n.prev = watch_tail;
+    if (watch_tail)
+        watch_tail->next = &n;
+    else
+        watch_head = &n;
+    watch_tail = &n;
+    n.linked = true;
+    if (!watch_timer_armed) arm_watch_timer();
+}
+
+void worker::cancel_watch(deferred_watch& n) {
+    if (!n.linked) return;
+    (n.prev ? n.prev->next : watch_head) = n.next;
+    (n.next ? n.next->prev : watch_tail) = n.prev;
+    n.prev = n.next = nullptr;
+    n.linked = false;
+}
+
+// Not cancelled when the list empties: it fires once more, finds nothing and stays unarmed (a
+// steady load keeps one tick per watch_delay, an idle worker none).
+void worker::arm_watch_timer() {
+    watch_timer_armed = true;
+    watch_timer.expires_after(watch_delay);
+    watch_timer.async_wait([this](boost::system::error_code ec) {
+        watch_timer_armed = false;
+        if (ec) return;
+        ++watch_ticks;
+        // Linked before the previous tick: waited at least one whole watch_delay.
+        while (watch_head && watch_head->tick + 2 <= watch_ticks) {
+            auto& n = *watch_head;
+            cancel_watch(n);
+            n.arm(n);   // starts an asynchronous peek: nothing completes here
+        }
+        if (watch_head) arm_watch_timer();
+    });
+}
+
 void worker::trim_after_parks() {
     last_park = std::chrono::steady_clock::now();
     if (!trim_timer_armed) arm_trim_timer();   // an armed one looks at last_park when it fires

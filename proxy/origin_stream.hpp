@@ -10,6 +10,11 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cstddef>
 #include <variant>
 
 namespace ifm::proxy {
@@ -65,6 +70,32 @@ public:
                 else std::get<0>(s_).async_write_some(b, std::move(handler));
             },
             token, buffers);
+    }
+
+    // Sends what the socket takes at once, as one sendmsg(2) that never blocks: no operation, no
+    // timer, no completion to post and resume, where most small requests and responses go whole
+    // (a timed asynchronous write cost about 2,500 instructions of a GET's 44,000). Plain TCP
+    // only (a TLS record goes through its engine): 0 there, and on a full buffer or an error,
+    // which the asynchronous write of the rest then meets itself.
+    template <class ConstBufferSequence>
+    std::size_t send_now(const ConstBufferSequence& buffers) {
+        if (tls()) return 0;
+        std::array<iovec, 4> iov{};
+        std::size_t n = 0;
+        for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it) {
+            boost::asio::const_buffer b(*it);
+            if (b.size() == 0) continue;
+            if (n == iov.size()) return 0;   // more pieces than here: the asynchronous write sends them
+            iov[n].iov_base = const_cast<void*>(b.data());
+            iov[n].iov_len = b.size();
+            ++n;
+        }
+        if (n == 0) return 0;
+        msghdr m{};
+        m.msg_iov = iov.data();
+        m.msg_iovlen = n;
+        auto r = ::sendmsg(std::get<0>(s_).socket().native_handle(), &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        return r > 0 ? static_cast<std::size_t>(r) : 0;
     }
 
 private:

@@ -185,7 +185,8 @@ private:
                                                   buffer_reservation& budget);
     // The origin's response header into res_; with ctx.abort_on_client_close, gives up with
     // connection_aborted (and ctx.client_gone) when the client closes first.
-    net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc);
+    net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc,
+                                                                std::chrono::steady_clock::time_point deadline);
     enum class read_until { header, body };   // body: the whole body, or a full body buffer
     net::awaitable<boost::system::error_code> read_from_origin(pooled_connection& oc, read_until what);
     net::awaitable<void> relay_response(request_context& ctx, pooled_connection& oc, std::string& prefix);

@@ -8,6 +8,12 @@
 
 #include <doctest/doctest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <string>
 #include <thread>
 
@@ -334,4 +340,88 @@ TEST_CASE("X-Forwarded-* and Forwarded: kept and extended from a trusted proxy, 
         CHECK(c.request("GET", "/plain/f", spoofed).status == 200);
         CHECK(px.origin().requests().back().header("x-forwarded-proto") == "http");
     }
+}
+
+// request_timeout starts late (client_session::read_origin_header: only for a response header
+// not in within a tick or two of worker::watch_delay) and then covers the body as before.
+TEST_CASE("request_timeout: a body that stalls after its header cuts the client off; the origin connection is not reused") {
+    scripted_origin origin;
+    proxy_fixture px{[&](ifm::config::config& c) {
+        c.upstreams[0].port = origin.port();
+        c.upstreams[0].request_timeout = 300ms;
+    }};
+    // 10 of the 100 body bytes, then nothing: the scripted origin waits for a next request.
+    origin.script("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    raw_connection c(px.port());
+    auto start = std::chrono::steady_clock::now();
+    c.send("GET /plain/stall HTTP/1.1\r\nHost: a\r\n\r\n");
+    auto got = c.read_until_closed(3s);
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK(got.starts_with("HTTP/1.1 200"));
+    CHECK(got.size() < got.find("\r\n\r\n") + 4 + 100);   // never the whole body
+    CHECK(elapsed >= 250ms);
+    CHECK(elapsed < 2s);   // closed at the deadline, not left hanging
+    // The next request is served on a new origin connection: the stalled one was dropped.
+    http_client next(px.port());
+    CHECK(next.request("GET", "/plain/after").status == 200);
+    CHECK(origin.connections() == 2);
+}
+
+TEST_CASE("request_timeout shorter than the late start's two ticks: a silent origin still gets 504, on time") {
+    proxy_fixture px([](ifm::config::config& c) { c.upstreams[0].request_timeout = 10ms; });
+    http_client c(px.port());
+    auto start = std::chrono::steady_clock::now();
+    CHECK(c.request("GET", "/plain/slow", {{"x-fake-delay-ms", "1500"}}).status == 504);
+    CHECK(std::chrono::steady_clock::now() - start < 500ms);   // 10 ms, plus at most two 20 ms ticks
+    CHECK(c.request("GET", "/plain/fast", {{"x-fake-status", "200"}}).status == 200);
+}
+
+// A whole small response goes out in one sendmsg(2) that never blocks (tcp_or_tls_stream::send_now);
+// what the socket does not take is written asynchronously from where it stopped. Pipelined
+// requests whose responses the client does not read fill its socket, so later sends are partial.
+TEST_CASE("whole responses to a client that reads late arrive intact and in order, the partly sent ones too") {
+    proxy_fixture px;
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    int small = 4096;   // before connect: the window the proxy sees stays small
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(px.port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    const int requests = 700;
+    const std::size_t size = 8000;   // header and body come from the origin in one read: sent whole
+    std::string req;
+    for (int i = 0; i < requests; ++i)
+        req += "GET /plain/p" + std::to_string(i) + " HTTP/1.1\r\nHost: a\r\nx-fake-body-size: " + std::to_string(size) +
+               "\r\n\r\n";
+    REQUIRE(::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size()));
+    std::this_thread::sleep_for(500ms);   // the proxy fills what the socket takes, then waits
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string in;
+    char buf[2048];
+    int complete = 0;
+    std::size_t pos = 0;
+    std::string expected(size, '\0');   // the fake origin's body pattern (fake_body)
+    for (std::size_t i = 0; i < size; ++i) expected[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+    while (complete < requests) {
+        auto head_end = in.find("\r\n\r\n", pos);
+        if (head_end != std::string::npos && in.size() >= head_end + 4 + size) {
+            INFO("response " << complete);
+            CHECK(std::string_view(in).substr(pos).starts_with("HTTP/1.1 200"));
+            CHECK(std::string_view(in).substr(pos, head_end - pos).find("Content-Length: 8000") != std::string_view::npos);
+            REQUIRE(in.compare(head_end + 4, size, expected) == 0);
+            pos = head_end + 4 + size;
+            ++complete;
+            continue;
+        }
+        auto n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    CHECK(complete == requests);
+    CHECK(in.size() == pos);   // nothing more than the responses
 }

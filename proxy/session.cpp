@@ -97,6 +97,16 @@ problem origin_problem(boost::system::error_code ec) {
 std::function<void(std::uint64_t, std::string_view, boost::system::error_code&)> chunk_header_check =
     [](std::uint64_t size, std::string_view ext, boost::system::error_code& ec) { check_chunk_header(size, ext, ec); };
 
+// What a send_now did not send of `out`, written asynchronously (under the stream's expiry,
+// set by the caller). A coroutine of its own, so that the usual whole send costs no frame.
+net::awaitable<boost::system::error_code> write_rest(tcp_or_tls_stream& s, std::array<net::const_buffer, 2> out,
+                                                    std::size_t sent) {
+    beast::buffers_suffix<std::array<net::const_buffer, 2>> left(out);
+    left.consume(sent);
+    auto [ec, n] = co_await net::async_write(s, left, use_tuple);
+    co_return ec;
+}
+
 // A keep-alive connection idle this long leaves its session and waits parked (worker::park).
 constexpr auto park_after = std::chrono::seconds(1);
 
@@ -301,8 +311,20 @@ net::awaitable<void> client_session::respond(request_context& ctx) {
     auto res = make_problem_response(p, 11, keep, ctx.head, ctx.request_id);
     ctx.status = p.status;
     ctx.bytes_sent = ctx.head ? 0 : res.body().size();
-    client_.expires_after(w_.rt->cfg.limits.body_timeout);
-    co_await http::async_write(client_, res, use_tuple);
+    co_await send_whole(res);
+}
+
+// A response of the proxy's own, header and body in one send when the socket takes it.
+net::awaitable<boost::system::error_code> client_session::send_whole(response_message<http::string_body>& res) {
+    std::string head;
+    serialize_header(res.base(), head);
+    std::array<net::const_buffer, 2> out{net::buffer(head), net::buffer(res.body())};
+    if (auto sent = client_.send_now(out); sent < net::buffer_size(out)) {
+        client_.expires_after(w_.rt->cfg.limits.body_timeout);
+        auto ec = co_await write_rest(client_, out, sent);
+        co_return ec;
+    }
+    co_return boost::system::error_code{};
 }
 
 // A response of the proxy's own that is not a problem (OPTIONS / TRACE at Max-Forwards: 0).
@@ -313,8 +335,7 @@ net::awaitable<void> client_session::answer_here(request_context& ctx, response_
     prepare_client_response(ctx, res.base());
     ctx.status = res.result_int();
     ctx.bytes_sent = res.body().size();
-    client_.expires_after(ctx.rt->cfg.limits.body_timeout);
-    auto [ec, n] = co_await http::async_write(client_, res, use_tuple);
+    auto ec = co_await send_whole(res);
     if (ec) ctx.client_keep_alive = false;
 }
 
@@ -656,9 +677,7 @@ net::awaitable<boost::system::error_code> client_session::exchange(request_conte
             auto rest = ctx.prebody.empty() ? net::const_buffer(relay_buf_.get(), early) : net::buffer(ctx.prebody);
             std::array<net::const_buffer, 2> out{net::buffer(head), rest};
             if (auto sent = oc->stream.send_now(out); sent < net::buffer_size(out)) {
-                beast::buffers_suffix<std::array<net::const_buffer, 2>> left(out);
-                left.consume(sent);
-                auto [ec, n] = co_await net::async_write(oc->stream, left, use_tuple);
+                auto ec = co_await write_rest(oc->stream, out, sent);
                 if (ec) co_return ec;
             }
             whole = true;
@@ -1002,11 +1021,9 @@ net::awaitable<void> client_session::relay_response(request_context& ctx, pooled
         std::array<net::const_buffer, 2> out{net::buffer(head), bytes};
         release_origin(oc);   // nothing more to read: a stalled client must not hold the slot
         if (auto sent = client_.send_now(out); sent < net::buffer_size(out)) {
-            beast::buffers_suffix<std::array<net::const_buffer, 2>> left(out);
-            left.consume(sent);
             client_.expires_after(limits.body_timeout);
-            auto [wec, wn] = co_await net::async_write(client_, left, use_tuple);
-            if (wec) ctx.client_keep_alive = false;
+            auto ec = co_await write_rest(client_, out, sent);
+            if (ec) ctx.client_keep_alive = false;
         }
         co_return;
     }

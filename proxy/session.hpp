@@ -185,6 +185,7 @@ private:
                                                   buffer_reservation& budget);
     // The origin's response header into res_; with ctx.abort_on_client_close, gives up with
     // connection_aborted (and ctx.client_gone) when the client closes first.
+    net::awaitable<boost::system::error_code> send_whole(response_message<http::string_body>& res);
     net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc,
                                                                 std::chrono::steady_clock::time_point deadline);
     enum class read_until { header, body };   // body: the whole body, or a full body buffer

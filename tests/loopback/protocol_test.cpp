@@ -425,3 +425,44 @@ TEST_CASE("whole responses to a client that reads late arrive intact and in orde
     CHECK(complete == requests);
     CHECK(in.size() == pos);   // nothing more than the responses
 }
+
+// The proxy's own responses are serialized by the proxy (client_session::send_whole), not Beast:
+// the same bytes as Beast's serializer would write, the standard reason phrase included (header::reason()
+// gives it when none was set).
+TEST_CASE("the proxy's own responses: standard reason phrase, Content-Length of the body sent, none after a HEAD") {
+    proxy_fixture px;
+    {
+        raw_connection c(px.port());
+        c.send("GET /plain/x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n");
+        auto r = c.read_until_closed(2s);
+        REQUIRE(r.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        auto end = r.find("\r\n\r\n");
+        REQUIRE(end != std::string::npos);
+        auto cl = r.find("Content-Length: ");
+        REQUIRE(cl < end);
+        auto length = std::stoul(r.substr(cl + 16));
+        CHECK(length > 0);
+        CHECK(r.size() - (end + 4) == length);
+        CHECK(r.find("\"status\":400") != std::string::npos);
+        CHECK(r.find("application/problem+json") < end);
+    }
+    {
+        raw_connection c(px.port());
+        // Kept alive: a GET after the HEAD's answer is read as the next response, not as its body.
+        c.send("HEAD /plain/x HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n"
+               "GET /plain/y HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n");
+        std::string r;
+        for (int i = 0; i < 100 && r.find("\"status\":417") == std::string::npos; ++i) r += c.read_some(20ms);
+        REQUIRE(r.starts_with("HTTP/1.1 417 Expectation Failed\r\n"));
+        auto end = r.find("\r\n\r\n");
+        REQUIRE(end != std::string::npos);
+        CHECK(r.find("Content-Length: ") < end);
+        CHECK(r.substr(end + 4).starts_with("HTTP/1.1 417 Expectation Failed\r\n"));   // no body after the HEAD's header
+    }
+    {
+        raw_connection c(px.port());
+        c.send("OPTIONS /plain/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n");
+        auto r = c.read_some(2s);
+        CHECK(r.starts_with("HTTP/1.1 200 OK\r\n"));
+    }
+}

@@ -801,7 +801,9 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
     // Formatted once, straight from the arguments (no argument vector, no copy for the retry).
     const auto nkeys = std::to_string(keys.size());
     const auto command = format_command({&keys, &args}, {"EVALSHA", script.sha1, nkeys});
-    auto r = co_await exec_formatted(command, asking);
+    // exec_formatted's check here rather than its coroutine frame (two scripts per judged write).
+    if (!ready_ || closed_) co_return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
+    auto r = co_await async_send(command, opts_.command_timeout, asking);
     if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
         // Redis restarted, failed over or ran SCRIPT FLUSH since we connected.
         spdlog::info("redis: script {} is missing on {}; loading it again", script.name,

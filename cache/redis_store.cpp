@@ -212,31 +212,34 @@ void redis_store::close() {
 
 std::string redis_store::resource_key(std::string_view prefix, std::string_view key) {
     std::string out;
-    out.reserve(prefix.size() + key.size() + 4);
+    out.reserve(prefix.size() + key.size() + 2 + 1 + 3);   // room for ":l" (keys()) or one escape
     out.append(prefix);
     out.append(":{");
-    for (char c : key) {
-        switch (c) {
-        case '{': out.append("%7B"); break;
-        case '}': out.append("%7D"); break;
-        case '%': out.append("%25"); break;
-        default: out.push_back(c);
-        }
+    // Runs without a brace or a percent sign are copied whole (most keys are one run).
+    for (;;) {
+        auto at = key.find_first_of("{}%");
+        out.append(key.substr(0, at));
+        if (at == std::string_view::npos) break;
+        out.append(key[at] == '{' ? "%7B" : key[at] == '}' ? "%7D" : "%25");
+        key.remove_prefix(at + 1);
     }
     out.push_back('}');
     return out;
 }
 
 std::vector<std::string> redis_store::keys(std::string_view key) const {
-    auto hash = resource_key(prefix_, key);
-    auto lease = hash + ":l";
-    std::string epoch = prefix_ + ":epoch";
+    std::vector<std::string> k(3);
+    k[0] = resource_key(prefix_, key);
+    k[1].reserve(k[0].size() + 2);
+    k[1].append(k[0]).append(":l");
+    k[2].reserve(prefix_.size() + 6 + (cluster_ ? 6 : 0));
+    k[2].append(prefix_).append(":epoch");
     if (cluster_) {
-        epoch += ":{";
-        epoch += slot_tag(hash_slot(hash));
-        epoch += '}';
+        k[2] += ":{";
+        k[2] += slot_tag(hash_slot(k[0]));
+        k[2] += '}';
     }
-    return {std::move(hash), std::move(lease), std::move(epoch)};
+    return k;
 }
 
 std::size_t redis_store::epoch_index(std::string_view key) const {

@@ -151,3 +151,34 @@ TEST_CASE("format_command: the same RESP as hiredis' redisFormatCommandArgv") {
     redisFreeCommand(theirs);
     CHECK(format_command({}, {"PING"}) == "*1\r\n$4\r\nPING\r\n");
 }
+
+TEST_CASE("resource_key: braces and percent signs escaped wherever they stand, everything else copied") {
+    // The escaping as it was written first, one character at a time: the reference.
+    auto reference = [](std::string_view prefix, std::string_view key) {
+        std::string out(prefix);
+        out += ":{";
+        for (char c : key) {
+            if (c == '{') out += "%7B";
+            else if (c == '}') out += "%7D";
+            else if (c == '%') out += "%25";
+            else out += c;
+        }
+        return out + "}";
+    };
+    const std::string_view fixed[] = {"", "{", "}", "%", "/a", "a{b}%", "{{}}%%", "/x%7D:l", "}:l", std::string_view("a\0{b", 4)};
+    for (auto k : fixed)
+        CHECK(redis_store::resource_key("ifm", k) == reference("ifm", k));
+    std::uint32_t seed = 12345;
+    const char alphabet[] = "ab/{}%:?=&\0";
+    for (int i = 0; i < 2000; ++i) {
+        std::string k;
+        seed = seed * 1103515245 + 12345;
+        auto n = seed % 40;
+        for (std::uint32_t j = 0; j < n; ++j) {
+            seed = seed * 1103515245 + 12345;
+            k += alphabet[(seed >> 16) % (sizeof alphabet - 1)];
+        }
+        INFO("key: " << k);
+        CHECK(redis_store::resource_key("p", k) == reference("p", k));
+    }
+}

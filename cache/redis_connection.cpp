@@ -782,8 +782,13 @@ net::awaitable<result<redis_reply>> redis_connection::async_exec(std::vector<std
     co_return co_await exec_formatted(command, asking);
 }
 
+boost::system::error_code redis_connection::not_ready() const {
+    if (ready_ && !closed_) return {};
+    return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
+}
+
 net::awaitable<result<redis_reply>> redis_connection::exec_formatted(const std::string& command, bool asking) {
-    if (!ready_ || closed_) co_return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
+    if (auto e = not_ready()) co_return e;
     co_return co_await async_send(command, opts_.command_timeout, asking);
 }
 
@@ -801,8 +806,8 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
     // Formatted once, straight from the arguments (no argument vector, no copy for the retry).
     const auto nkeys = std::to_string(keys.size());
     const auto command = format_command({&keys, &args}, {"EVALSHA", script.sha1, nkeys});
-    // exec_formatted's check here rather than its coroutine frame (two scripts per judged write).
-    if (!ready_ || closed_) co_return refused_ && !closed_ ? refused_ : errc(store_errc::unavailable);
+    // exec_formatted's check without its coroutine frame (two scripts per judged write).
+    if (auto e = not_ready()) co_return e;
     auto r = co_await async_send(command, opts_.command_timeout, asking);
     if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
         // Redis restarted, failed over or ran SCRIPT FLUSH since we connected.

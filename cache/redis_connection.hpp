@@ -162,6 +162,8 @@ private:
     net::awaitable<result<redis_reply>> async_send(const std::vector<std::string>& argv,
                                                    std::chrono::milliseconds timeout,
                                                    bool asking = false);
+    // What a command fails with at once while the connection is not ready (empty when it is ready).
+    boost::system::error_code not_ready() const;
     // async_exec of a command already formatted; the caller keeps `command` alive and holds
     // a reference to this connection.
     net::awaitable<result<redis_reply>> exec_formatted(const std::string& command, bool asking);

@@ -212,7 +212,7 @@ void redis_store::close() {
 
 std::string redis_store::resource_key(std::string_view prefix, std::string_view key) {
     std::string out;
-    out.reserve(prefix.size() + key.size() + 2 + 1 + 3);   // room for ":l" (keys()) or one escape
+    out.reserve(prefix.size() + key.size() + 4);
     out.append(prefix);
     out.append(":{");
     // Runs without a brace or a percent sign are copied whole (most keys are one run).

@@ -183,9 +183,11 @@ private:
     net::awaitable<buffered> buffer_response_body(request_context& ctx, pooled_connection& oc,
                                                   std::string& out, std::size_t limit,
                                                   buffer_reservation& budget);
-    // The origin's response header into res_; with ctx.abort_on_client_close, gives up with
-    // connection_aborted (and ctx.client_gone) when the client closes first.
+    // A response of the proxy's own: serialized here and sent like a whole origin response.
     net::awaitable<boost::system::error_code> send_whole(response_message<http::string_body>& res);
+    // The origin's response header into res_, by `deadline` (request_timeout); with
+    // ctx.abort_on_client_close, gives up with connection_aborted (and ctx.client_gone) when the
+    // client closes first.
     net::awaitable<boost::system::error_code> read_origin_header(request_context& ctx, pooled_connection& oc,
                                                                 std::chrono::steady_clock::time_point deadline);
     enum class read_until { header, body };   // body: the whole body, or a full body buffer

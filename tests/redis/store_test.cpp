@@ -1073,3 +1073,60 @@ TEST_CASE("process support: child_process and temp_dir") {
     CHECK(port > 0);
     CHECK_FALSE(test::wait_for_port(port, 50ms));
 }
+
+TEST_CASE("redis_connection: every reply shape arrives whole (hiredis's reader builds redis_reply)") {
+    test::redis_server server;
+    net::io_context ioc;
+    redis_options opts;
+    auto endpoint = parse_redis_url(server.url());
+    REQUIRE(endpoint.has_value());
+    opts.endpoint = *endpoint;
+    opts.command_timeout = 2000ms;
+    auto conn = redis_connection::create(ioc.get_executor(), opts);
+    conn->start();
+    REQUIRE(test::run_sync(ioc, conn->async_wait_ready(5000ms)));
+    using T = redis_reply::type;
+    auto exec = [&](std::vector<std::string> argv) {
+        auto r = test::run_sync(ioc, conn->async_exec(std::move(argv)));
+        REQUIRE(r.has_value());
+        return *r;
+    };
+    // Nested arrays three deep, with an integer, strings (one empty, one binary and long) and a
+    // nil inside; Lua's false is RESP's nil.
+    std::string big(70000, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
+    auto r = exec({"EVAL", "return {1, 'two', {3, {'four', ''}}, false, ARGV[1], {}}", "0", big});
+    REQUIRE(r.kind == T::array);
+    REQUIRE(r.elements.size() == 6);
+    CHECK((r.elements[0].kind == T::integer && r.elements[0].integer == 1));
+    CHECK((r.elements[1].kind == T::string && r.elements[1].str == "two"));
+    const auto& inner = r.elements[2];
+    REQUIRE((inner.kind == T::array && inner.elements.size() == 2));
+    CHECK(inner.elements[0].integer == 3);
+    REQUIRE((inner.elements[1].kind == T::array && inner.elements[1].elements.size() == 2));
+    CHECK(inner.elements[1].elements[0].str == "four");
+    CHECK((inner.elements[1].elements[1].kind == T::string && inner.elements[1].elements[1].str.empty()));
+    CHECK(r.elements[3].kind == T::nil);
+    CHECK((r.elements[4].kind == T::string && r.elements[4].str == big));
+    CHECK((r.elements[5].kind == T::array && r.elements[5].elements.empty()));
+    // Top-level replies of every kind.
+    auto ok = exec({"SET", "k", "v"});
+    CHECK((ok.kind == T::status && ok.str == "OK"));
+    auto n = exec({"INCRBY", "n", "-42"});
+    CHECK((n.kind == T::integer && n.integer == -42));
+    auto s = exec({"GET", "k"});
+    CHECK((s.kind == T::string && s.str == "v"));
+    auto nil = exec({"GET", "missing"});
+    CHECK(nil.kind == T::nil);
+    auto err = exec({"INCR", "k"});
+    CHECK((err.kind == T::error && err.str.starts_with("ERR")));
+    auto empty = exec({"EVAL", "return {}", "0"});
+    CHECK((empty.kind == T::array && empty.elements.empty()));
+    // A status inside an array, and an error inside one (as EXEC returns them).
+    auto mixed = exec({"EVAL", "return {redis.status_reply('FINE'), redis.error_reply('BAD thing')}", "0"});
+    REQUIRE(mixed.elements.size() == 2);
+    CHECK((mixed.elements[0].kind == T::status && mixed.elements[0].str == "FINE"));
+    CHECK((mixed.elements[1].kind == T::error && mixed.elements[1].str == "BAD thing"));
+    conn->close();
+    ioc.run_for(100ms);
+}

@@ -215,14 +215,17 @@ std::string redis_store::resource_key(std::string_view prefix, std::string_view 
     out.reserve(prefix.size() + key.size() + 4);
     out.append(prefix);
     out.append(":{");
-    // Runs without a brace or a percent sign are copied whole (most keys are one run).
-    for (;;) {
-        auto at = key.find_first_of("{}%");
-        out.append(key.substr(0, at));
-        if (at == std::string_view::npos) break;
-        out.append(key[at] == '{' ? "%7B" : key[at] == '}' ? "%7D" : "%25");
-        key.remove_prefix(at + 1);
+    // Runs without a brace or a percent sign are copied whole (most keys are one run). A plain
+    // loop: find_first_of calls memchr over the three characters for every character of the key.
+    std::size_t run = 0;
+    for (std::size_t i = 0; i < key.size(); ++i) {
+        const char c = key[i];
+        if (c != '{' && c != '}' && c != '%') continue;
+        out.append(key.substr(run, i - run));
+        out.append(c == '{' ? "%7B" : c == '}' ? "%7D" : "%25");
+        run = i + 1;
     }
+    out.append(key.substr(run));
     out.push_back('}');
     return out;
 }

@@ -578,29 +578,32 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
     unsigned fetch_status = 0;
     std::string body;           // the write's response body, buffered for a refresh
     bool body_buffered = false;
-    const auto cond = params.cond;
     // The outcome counted: a write `on` would have refused and that went through is reported as
     // such; a write forwarded without judgment (enforce: off, methods outside the route's) counts
     // only when it was refused (store outage), never as `passed`.
+    const bool invalidate_only = params.invalidate_only;
     auto outcome_of = [&](const write_machine& wm) {
         if (ctx.would_reject != outcome::not_judged && wm.forwarded()) return ctx.would_reject;
         auto o = wm.precondition();
-        return params.invalidate_only && o == outcome::passed ? outcome::not_judged : o;
+        return invalidate_only && o == outcome::passed ? outcome::not_judged : o;
     };
     bool body_at_hand = co_await prebuffer_body(ctx);
     if (!body_at_hand) co_return;
-    write_machine m(params);
+    // The parameters live in the machine from here on (m.params()): no copy of the condition's
+    // tags beyond the one each acquire consumes.
+    write_machine m(std::move(params));
+    const write_params& p = m.params();
 
     auto a = m.start(now());
     for (;;) {
         switch (a.what) {
         case kind::acquire: {
             // A local, not a temporary, in the co_await expression: GCC 12 destroys those twice.
-            auto c = a.unconditional ? cache::condition{} : cond;
+            auto c = a.unconditional ? cache::condition{} : p.cond;
             cache::result<cache::acquire_result> r;
             {
                 store_timer t(ctx.store_time);
-                r = co_await store.async_acquire(ref, std::move(c), params.lease);
+                r = co_await store.async_acquire(ref, std::move(c), p.lease);
             }
             a = m.on_acquired(r, now());
             break;
@@ -647,7 +650,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                     cache::result<cache::acquire_result> r;
                     {
                         store_timer t(ctx.store_time);
-                        r = co_await store.async_acquire(companion, std::move(unconditional), params.lease);
+                        r = co_await store.async_acquire(companion, std::move(unconditional), p.lease);
                     }
                     if (!r || r->status == cache::acquire_status::busy) {
                         refused = std::move(r);
@@ -776,7 +779,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 break;
             }
             case reply_kind::reject:
-                if (ctx.route->enforce == config::enforce_mode::report && !params.invalidate_only) {
+                if (ctx.route->enforce == config::enforce_mode::report && !p.invalidate_only) {
                     auto would = a.verdict == cache::verdict::exists ? outcome::would_reject_exists
                                                                      : outcome::would_reject_stale;
                     co_await forward_despite(ctx, would, a.current);
@@ -795,7 +798,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 break;
             }
             case reply_kind::busy:
-                if (ctx.route->enforce == config::enforce_mode::report && !params.invalidate_only) {
+                if (ctx.route->enforce == config::enforce_mode::report && !p.invalidate_only) {
                     resource_state unknown;
                     co_await forward_despite(ctx, outcome::would_reject_busy, unknown);
                     co_return;

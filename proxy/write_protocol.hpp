@@ -121,6 +121,7 @@ struct write_action {
 class write_machine {
 public:
     explicit write_machine(write_params p) : p_(std::move(p)) {}
+    const write_params& params() const { return p_; }
 
     write_action start(protocol_clock::time_point now);
     write_action on_acquired(const cache::result<cache::acquire_result>& r, protocol_clock::time_point now);

@@ -31,10 +31,13 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 using cache::resource_state;
 using config::etag_mode;
 
-std::string field_value(const header_fields& f, http::field name) {
+// The value as it sits in `f` (valid while `f` is unchanged); field_value when it must outlive it.
+std::string_view field_view(const header_fields& f, http::field name) {
     auto it = f.find(name);
-    return it == f.end() ? std::string{} : std::string(it->value());
+    return it == f.end() ? std::string_view{} : std::string_view(it->value());
 }
+
+std::string field_value(const header_fields& f, http::field name) { return std::string(field_view(f, name)); }
 
 std::string strong_etag(std::string_view value) {
     auto tag = parse_entity_tag(trim(value));
@@ -42,7 +45,7 @@ std::string strong_etag(std::string_view value) {
 }
 
 std::optional<std::int64_t> last_modified_of(const header_fields& f) {
-    auto v = field_value(f, http::field::last_modified);
+    auto v = field_view(f, http::field::last_modified);
     return v.empty() ? std::nullopt : parse_http_date(v);
 }
 
@@ -138,7 +141,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     bool body_complete = res_->is_done();
     bool ours = false;   // the client-visible ETag is proxy-computed
 
-    auto origin_tag = strong_etag(field_value(res, http::field::etag));
+    auto origin_tag = strong_etag(field_view(res, http::field::etag));
     // In hash mode the origin's tags mean nothing to us: clients only ever see ours.
     if (route.etag == etag_mode::hash) res.erase(http::field::etag);
     if (status == 200) {
@@ -177,7 +180,7 @@ net::awaitable<void> client_session::serve_read(request_context& ctx) {
     // A store reconnect meanwhile may be a Redis that lost its data, where a resource never
     // written reads generation 0 as it did before: the generation check cannot tell.
     if (seen && snap) {
-        auto variant = variant_of(ctx, field_value(res, http::field::content_encoding));
+        auto variant = variant_of(ctx, field_view(res, http::field::content_encoding));
         auto before = *snap;
         if (variant != ref.variant) before.state = resource_state::unknown();   // not comparable
         if (read_may_record(before, *seen, w_.store->reconnects() != connections)) {
@@ -695,7 +698,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 ans.k = origin_answer::kind::response;
                 ans.status = h.result_int();
                 ans.retried = ctx.origin_retried;
-                if (auto tag = strong_etag(field_value(h, http::field::etag)); !tag.empty())
+                if (auto tag = strong_etag(field_view(h, http::field::etag)); !tag.empty())
                     ans.validator = resource_state::present(tag, last_modified_of(h));
             }
             a = m.on_forwarded(ans, now());
@@ -765,7 +768,7 @@ net::awaitable<void> client_session::run_write(request_context& ctx, write_param
                 auto& res = res_->get();
                 // Clients of a hash route only ever see the proxy's validators (SPEC §5.4).
                 bool origin_tag_is_ours = ctx.route->etag == etag_mode::origin ||
-                    (ctx.route->etag == etag_mode::auto_ && !strong_etag(field_value(res, http::field::etag)).empty());
+                    (ctx.route->etag == etag_mode::auto_ && !strong_etag(field_view(res, http::field::etag)).empty());
                 if (!origin_tag_is_ours) res.erase(http::field::etag);
                 if (!a.etag.empty()) res.set(http::field::etag, a.etag);
                 bool read_ahead = false;   // body bytes read to be stored for an idempotent retry

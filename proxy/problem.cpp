@@ -31,19 +31,24 @@ std::size_t utf8_sequence_length(std::string_view s) {
 }
 
 void append_json_string(std::string& out, std::string_view s) {
+    // Runs of bytes that need no escape (printable ASCII, well-formed UTF-8) are appended whole:
+    // one append per character cost a 409's problem body 7k instructions (callgrind).
+    out.reserve(out.size() + s.size() + 2);
     out += '"';
+    std::size_t run = 0;   // first byte not appended yet
     for (std::size_t i = 0; i < s.size();) {
         auto c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x80) {
-            if (auto n = utf8_sequence_length(s.substr(i))) {
-                out.append(s.data() + i, n);
-                i += n;
-            } else {
-                out += "\\ufffd";   // one replacement per stray byte
-                ++i;
-            }
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            ++i;
             continue;
         }
+        if (c >= 0x80) {
+            if (auto n = utf8_sequence_length(s.substr(i))) {
+                i += n;   // well-formed: part of the run
+                continue;
+            }
+        }
+        out.append(s.data() + run, i - run);
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -51,23 +56,26 @@ void append_json_string(std::string& out, std::string_view s) {
         case '\r': out += "\\r"; break;
         case '\t': out += "\\t"; break;
         default:
-            if (c < 0x20 || c == 0x7f) {
+            if (c >= 0x80) {
+                out += "\\ufffd";   // one replacement per stray byte
+            } else {
                 char buf[8];
                 std::snprintf(buf, sizeof buf, "\\u%04x", c);
                 out += buf;
-            } else {
-                out += static_cast<char>(c);
             }
         }
-        ++i;
+        run = ++i;
     }
+    out.append(s.data() + run, s.size() - run);
     out += '"';
 }
 
 response_message<http::string_body> make_problem_response(const problem& p, unsigned version,
                                                         bool keep_alive, bool head_request,
                                                         std::string_view request_id) {
-    std::string body = "{\"type\":";
+    std::string body;
+    body.reserve(160 + p.slug.size() + p.title.size() + p.detail.size() + p.instance.size() + request_id.size());
+    body += "{\"type\":";
     append_json_string(body, "urn:ifmatch-proxy:problem:" + std::string(p.slug));
     body += ",\"title\":";
     append_json_string(body, p.title);

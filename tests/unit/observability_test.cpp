@@ -11,6 +11,8 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
+#include <random>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -51,6 +53,66 @@ TEST_CASE("JSON strings: well-formed UTF-8 passes, every other byte becomes \\uf
     INFO(err);
     REQUIRE(v);
     CHECK(v->is_string());
+}
+
+// The escaping as first written, one character at a time: the reference for the one that copies
+// runs whole.
+std::string json_reference(std::string_view s) {
+    std::string out = "\"";
+    for (std::size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            if (auto n = utf8_sequence_length(s.substr(i))) {
+                out.append(s.data() + i, n);
+                i += n;
+            } else {
+                out += "\\ufffd";
+                ++i;
+            }
+            continue;
+        }
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20 || c == 0x7f) {
+                char buf[8];
+                std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                out += buf;
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+        ++i;
+    }
+    return out + "\"";
+}
+
+TEST_CASE("JSON strings: runs copied whole give the bytes the one-at-a-time escaping gave") {
+    std::mt19937 rng(12);
+    // Bytes drawn mostly from the interesting ones: escapes, controls, UTF-8 leads and
+    // continuations, DEL; runs of plain ASCII between them.
+    static constexpr char special_bytes[] = "\"\\\n\r\t\x01\x1f\x7f\x80\xbf\xc2\xc3\xe2\x82\xac\xed\xa0\xf0\x9f\x98\xf4\x90\xff";
+    const std::string special(special_bytes, sizeof special_bytes);   // with the final NUL
+    for (int n = 0; n < 3000; ++n) {
+        std::string s;
+        const int len = static_cast<int>(rng() % 40);
+        for (int i = 0; i < len; ++i) {
+            if (rng() % 3 == 0)
+                s += special[rng() % special.size()];
+            else
+                s.append(1 + rng() % 5, static_cast<char>('a' + rng() % 26));
+        }
+        INFO(s);
+        CHECK(json_of(s) == json_reference(s));
+    }
+    // Appends to what is there.
+    std::string out = "x";
+    append_json_string(out, "caf\xc3\xa9\"");
+    CHECK(out == "x\"caf\xc3\xa9\\\"\"");
 }
 
 TEST_CASE("problem+json carries request_id, and raw target bytes stay valid JSON") {

@@ -6,6 +6,11 @@
 // are called from one worker's io_context; a store object is created per worker.
 #pragma once
 
+// Coroutine frames must come from one allocator in every translation unit (proxy/frame_pool.hpp).
+#ifndef IFM_FRAME_POOL_INCLUDED
+#error "proxy/frame_pool.hpp must be force-included (CMake: ifm_boost's -include); see README, Design decisions"
+#endif
+
 #include "cache/condition.hpp"
 #include "config/config.hpp"
 

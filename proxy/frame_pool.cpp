@@ -37,20 +37,28 @@ struct pool {
 constinit thread_local bool pool_gone = false;
 constinit thread_local pool this_pool;
 
-pool::~pool() {
-    for (free_block*& head : heads)
+void release(pool& pl) noexcept {
+    for (free_block*& head : pl.heads)
         while (head) {
             free_block* next = head->next;
             std::free(head);
             head = next;
         }
-    blocks = bytes = 0;
+    pl.blocks = pl.bytes = 0;
+}
+
+pool::~pool() {
+    release(*this);
     pool_gone = true;
 }
 
 constexpr std::size_t class_of(std::size_t size) noexcept { return (size + granule - 1) / granule; }
 
 }  // namespace
+
+void release_thread_pool() noexcept {
+    if (!pool_gone) release(this_pool);
+}
 
 stats thread_stats() noexcept {
     if (pool_gone) return {};

@@ -9,6 +9,9 @@
 // (ifm_boost's PUBLIC `-include`); the definitions live in ifm_boost, which everything links.
 #pragma once
 
+// Checked by the headers our coroutines include: compiling without this header is an error.
+#define IFM_FRAME_POOL_INCLUDED 1
+
 #include <boost/asio/detail/thread_info_base.hpp>
 
 #include <cstddef>
@@ -37,8 +40,13 @@ struct stats {
 };
 stats thread_stats() noexcept;
 
-// Most bytes one thread's pool keeps; frames freed beyond it go back to malloc.
-inline constexpr std::size_t max_pooled_bytes = 256 * 1024;
+// Gives every block of this thread's pool back to malloc: the worker calls it before its
+// malloc_trim after a burst, so that idle connections are not charged for the burst's frames.
+void release_thread_pool() noexcept;
+
+// Most bytes one thread's pool keeps; frames freed beyond it go back to malloc. What a worker
+// reuses under load is the few frames freed between two allocations, far below this.
+inline constexpr std::size_t max_pooled_bytes = 64 * 1024;
 // Frames larger than this are never pooled.
 inline constexpr std::size_t max_pooled_frame = 16 * 1024;
 

@@ -1,5 +1,7 @@
 #include "proxy/worker.hpp"
 
+#include "proxy/frame_pool.hpp"
+
 #include "proxy/memory_budget.hpp"
 #include "proxy/response_spool.hpp"
 #include "proxy/session.hpp"
@@ -81,6 +83,7 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
         if (now - last_trim >= std::chrono::seconds(1)) {
             parked_since_trim = 0;
             last_trim = now;
+            frame_pool::release_thread_pool();
             ::malloc_trim(0);
         }
     }
@@ -228,6 +231,7 @@ void worker::arm_trim_timer() {
         if (parked_since_trim < trim_min_parks) return;   // a trickle frees too little to walk the heap for
         parked_since_trim = 0;
         last_trim = std::chrono::steady_clock::now();
+        frame_pool::release_thread_pool();
         ::malloc_trim(0);
     });
 }

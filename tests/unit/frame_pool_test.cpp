@@ -75,6 +75,28 @@ TEST_CASE("frame pool: what it keeps is bounded, the rest goes back to malloc") 
     CHECK(after.bytes >= ifm::frame_pool::max_pooled_bytes - 4096);   // it did fill up
 }
 
+TEST_CASE("frame pool: released whole when the worker trims after a burst") {
+    ifm::frame_pool::stats full, released, again;
+    std::thread([&] {
+        net::io_context io;
+        int sum = 0;
+        for (int r = 0; r < 100; ++r) net::co_spawn(io, big_frame(r), [&](std::exception_ptr, int v) { sum += v; });
+        io.run();
+        full = ifm::frame_pool::thread_stats();
+        ifm::frame_pool::release_thread_pool();
+        released = ifm::frame_pool::thread_stats();
+        // Still usable afterwards.
+        io.restart();
+        net::co_spawn(io, big_frame(1), [&](std::exception_ptr, int v) { sum += v; });
+        io.run();
+        again = ifm::frame_pool::thread_stats();
+    }).join();
+    CHECK(full.bytes > 0);
+    CHECK(released.blocks == 0);
+    CHECK(released.bytes == 0);
+    CHECK(again.blocks > 0);
+}
+
 TEST_CASE("frame pool: a block too small for its size class is freed, never pooled") {
     ifm::frame_pool::stats before, after;
     std::thread([&] {

@@ -7,6 +7,7 @@
 #pragma once
 
 // Coroutine frames must come from one allocator in every translation unit (proxy/frame_pool.hpp).
+// Checked here, where every coroutine of the store, the worker and the session is reached from.
 #ifndef IFM_FRAME_POOL_INCLUDED
 #error "proxy/frame_pool.hpp must be force-included (CMake: ifm_boost's -include); see README, Design decisions"
 #endif

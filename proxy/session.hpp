@@ -3,11 +3,6 @@
 // requests are answered in order.
 #pragma once
 
-// Coroutine frames must come from one allocator in every translation unit (proxy/frame_pool.hpp).
-#ifndef IFM_FRAME_POOL_INCLUDED
-#error "proxy/frame_pool.hpp must be force-included (CMake: ifm_boost's -include); see README, Design decisions"
-#endif
-
 #include "proxy/http_util.hpp"
 #include "proxy/memory_budget.hpp"
 #include "proxy/origin_pool.hpp"

@@ -1,7 +1,6 @@
 #include "proxy/worker.hpp"
 
 #include "proxy/frame_pool.hpp"
-
 #include "proxy/memory_budget.hpp"
 #include "proxy/response_spool.hpp"
 #include "proxy/session.hpp"
@@ -15,6 +14,12 @@
 namespace ifm::proxy {
 
 namespace {
+// After a burst: the coroutine frames this thread keeps for reuse, then the heap's free pages.
+void give_memory_back() {
+    frame_pool::release_thread_pool();
+    ::malloc_trim(0);
+}
+
 std::chrono::milliseconds longest_lease(const runtime& rt) {
     std::chrono::milliseconds longest{0};
     for (const auto& route : rt.cfg.routes)
@@ -83,8 +88,7 @@ void worker::park(tcp::socket socket, std::uint64_t served, std::chrono::steady_
         if (now - last_trim >= std::chrono::seconds(1)) {
             parked_since_trim = 0;
             last_trim = now;
-            frame_pool::release_thread_pool();
-            ::malloc_trim(0);
+            give_memory_back();
         }
     }
     trim_after_parks();
@@ -231,8 +235,7 @@ void worker::arm_trim_timer() {
         if (parked_since_trim < trim_min_parks) return;   // a trickle frees too little to walk the heap for
         parked_since_trim = 0;
         last_trim = std::chrono::steady_clock::now();
-        frame_pool::release_thread_pool();
-        ::malloc_trim(0);
+        give_memory_back();
     });
 }
 

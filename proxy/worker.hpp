@@ -2,11 +2,6 @@
 // (nghttpx's model: nothing mutable is shared between workers on the hot path).
 #pragma once
 
-// Coroutine frames must come from one allocator in every translation unit (proxy/frame_pool.hpp).
-#ifndef IFM_FRAME_POOL_INCLUDED
-#error "proxy/frame_pool.hpp must be force-included (CMake: ifm_boost's -include); see README, Design decisions"
-#endif
-
 #include "cache/store.hpp"
 #include "proxy/metrics.hpp"
 #include "proxy/origin_pool.hpp"

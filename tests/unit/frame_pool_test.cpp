@@ -30,6 +30,11 @@ net::awaitable<int> big_frame(int seed) {
     co_return scratch[seed % scratch.size()];
 }
 
+// n big frames alive at once on `io` (each waits on its timer), freed as they finish.
+void spawn_big_frames(net::io_context& io, int n, int& sum) {
+    for (int r = 0; r < n; ++r) net::co_spawn(io, big_frame(r), [&sum](std::exception_ptr, int v) { sum += v; });
+}
+
 net::awaitable<void> request_like(int seed, int& sum) {
     for (int i = 0; i < 3; ++i) sum += co_await big_frame(seed + i);
 }
@@ -66,7 +71,7 @@ TEST_CASE("frame pool: what it keeps is bounded, the rest goes back to malloc") 
         net::io_context io;
         int sum = 0;
         // 400 big frames alive at once (each waits on its timer), all freed at the end: 1.2 MB.
-        for (int r = 0; r < 400; ++r) net::co_spawn(io, big_frame(r), [&](std::exception_ptr, int v) { sum += v; });
+        spawn_big_frames(io, 400, sum);
         io.run();
         after = ifm::frame_pool::thread_stats();
     }).join();
@@ -80,14 +85,14 @@ TEST_CASE("frame pool: released whole when the worker trims after a burst") {
     std::thread([&] {
         net::io_context io;
         int sum = 0;
-        for (int r = 0; r < 100; ++r) net::co_spawn(io, big_frame(r), [&](std::exception_ptr, int v) { sum += v; });
+        spawn_big_frames(io, 100, sum);
         io.run();
         full = ifm::frame_pool::thread_stats();
         ifm::frame_pool::release_thread_pool();
         released = ifm::frame_pool::thread_stats();
         // Still usable afterwards.
         io.restart();
-        net::co_spawn(io, big_frame(1), [&](std::exception_ptr, int v) { sum += v; });
+        spawn_big_frames(io, 1, sum);
         io.run();
         again = ifm::frame_pool::thread_stats();
     }).join();

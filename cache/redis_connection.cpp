@@ -7,6 +7,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <hiredis/async.h>
@@ -252,7 +253,8 @@ lua_script::lua_script(std::string_view n, std::string_view src)
 
 // ---------------------------------------------------------------------------------------------
 // The hiredis <-> Asio adapter: hiredis says which readiness it wants (add/del read/write), we
-// wait for it with one-shot `async_wait`s and call back into hiredis.
+// wait for it with one-shot `async_wait`s and call back into hiredis; writes on a connected
+// context are made at the end of the loop's turn without waiting (flush_soon).
 
 class redis_connection::adapter : public std::enable_shared_from_this<adapter> {
 public:
@@ -280,7 +282,7 @@ private:
     static adapter* from(void* p) { return static_cast<adapter*>(p); }
     static void add_read(void* p) { from(p)->want_read_ = true; from(p)->arm(true); }
     static void del_read(void* p) { from(p)->want_read_ = false; }
-    static void add_write(void* p) { from(p)->want_write_ = true; from(p)->arm(false); }
+    static void add_write(void* p) { from(p)->want_write_ = true; from(p)->flush_soon(); }
     static void del_write(void* p) { from(p)->want_write_ = false; }
     static void cleanup(void* p) { from(p)->on_cleanup(); }
 
@@ -295,6 +297,28 @@ private:
                        [self = shared_from_this(), read](const error_code& ec) {
                            self->on_ready(read, ec);
                        });
+    }
+
+    // Commands queued while connected go out in one write at the end of this turn of the event
+    // loop (every command the turn's handlers queue, together), written at once: waiting for
+    // writability first cost each batch an epoll_ctl (Asio re-arms epoll for every async_wait)
+    // and a trip through epoll_wait. A write the socket does not take whole waits for
+    // writability as before; so does the connect, which hiredis finishes in its write handler.
+    void flush_soon() {
+        if (!ac_ || flushing_ || write_armed_) return;   // the flush or the wait under way writes it
+        if (!(ac_->c.flags & REDIS_CONNECTED)) return arm(false);
+        if (flush_posted_) return;
+        flush_posted_ = true;
+        net::post(sd_.get_executor(), [self = shared_from_this()] { self->flush(); });
+    }
+
+    void flush() {
+        flush_posted_ = false;
+        if (!ac_ || !want_write_ || write_armed_) return;
+        flushing_ = true;
+        redisAsyncHandleWrite(ac_);   // may free the context: then on_cleanup has cleared ac_
+        flushing_ = false;
+        if (ac_ && want_write_) arm(false);   // the socket took part of it: wait for room
     }
 
     void on_ready(bool read, const error_code& ec) {
@@ -330,6 +354,7 @@ private:
     redis_connection* owner_;  // outlives every context it creates (frees them in close())
     bool want_read_ = false, want_write_ = false;
     bool read_armed_ = false, write_armed_ = false;
+    bool flush_posted_ = false, flushing_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include "proxy/dependencies.hpp"
 
 #include "proxy/access_log.hpp"
+#include "proxy/drained_read.hpp"
 #include "proxy/hasher.hpp"
 #include "proxy/http_util.hpp"
 #include "proxy/request_gate.hpp"
@@ -291,7 +292,7 @@ net::awaitable<std::tuple<bool, std::size_t>> client_session::read_some_until(
     wait_node_.deadline = deadline;
     w_.add_waiting(wait_node_);
     auto [ec, n] = co_await client_.socket().async_read_some(
-        net::buffer(first_bytes_), net::bind_cancellation_slot(wait_node_.cancel.slot(), use_tuple));
+        drained_read(net::buffer(first_bytes_)), net::bind_cancellation_slot(wait_node_.cancel.slot(), use_tuple));
     const bool expired = wait_node_.expired;
     w_.remove_waiting(wait_node_);
     // Bytes win over a deadline reached as they came (the read completed first).
@@ -860,15 +861,15 @@ net::awaitable<boost::system::result<pooled_connection>> client_session::send_to
         }
         if (auto why = check_response_framing(res_->get().base()); !why.empty())
             co_return make_error_code(http::error::bad_transfer_encoding);
-        // Complete with its header (HEAD, 204, 304, Content-Length: 0) yet more bytes follow:
-        // the origin frames its responses differently from us (a body to HEAD...). Those bytes
-        // must never be read as the response to the next request on this connection.
-        // (A 101's bytes after the header belong to the new protocol: the tunnel relays them.)
-        if (res_->is_done() && res_->get().result_int() != 101) {
-            boost::system::error_code aec;
-            if ((*oc)->buffer.size() > 0 || (*oc)->stream.socket().available(aec) > 0)
-                co_return make_error_code(http::error::unexpected_body);
-        }
+        // Complete with its header (HEAD, 204, 304, Content-Length: 0) yet more bytes came with
+        // it: the origin frames its responses differently from us (a body to HEAD...). Those
+        // bytes must never be read as the response to the next request on this connection.
+        // Bytes that come later are found when the connection is next taken from the pool
+        // (origin_pool::alive's peek): asking the socket here as well (FIONREAD) cost every
+        // bodiless response a system call. (A 101's bytes after the header belong to the new
+        // protocol: the tunnel relays them.)
+        if (res_->is_done() && res_->get().result_int() != 101 && (*oc)->buffer.size() > 0)
+            co_return make_error_code(http::error::unexpected_body);
         co_return std::move(*oc);
     }
 }
@@ -1226,7 +1227,7 @@ net::awaitable<boost::system::error_code> client_session::read_from_origin(poole
         auto limit = b.max_size() - b.size();
         if (limit == 0) co_return make_error_code(http::error::buffer_overflow);
         auto room = std::min<std::size_t>({std::max<std::size_t>(512, b.capacity() - b.size()), 65536, limit});
-        auto [ec, n] = co_await oc->stream.async_read_some(b.prepare(room), use_tuple);
+        auto [ec, n] = co_await oc->stream.async_read_some(drained_read(b.prepare(room)), use_tuple);
         b.commit(n);
         if (ec == net::error::eof) {
             if (!p.got_some()) co_return make_error_code(http::error::end_of_stream);

@@ -288,6 +288,47 @@ TEST_CASE("malformed or ambiguous origin responses get 502 and their connection 
     }
 }
 
+TEST_CASE("bytes that follow a complete response in a later segment never reach the next request") {
+    // The bytes that come with the response are refused at once (502, above). Bytes that come a
+    // moment later, when the response has gone to its client, are found when the connection is
+    // next taken from the pool (origin_pool::alive): it is closed, never read as a response.
+    scripted_origin origin;
+    proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });
+    struct late_bytes {
+        const char* name;
+        std::string bytes;
+        const char* method = "GET";
+        unsigned status = 204;
+    };
+    const std::string smuggled = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
+    const std::vector<late_bytes> cases = {
+        {"after 204", "HTTP/1.1 204 No Content\r\n\r\n" + std::string(scripted_origin::pause) + smuggled},
+        {"after 304", "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n" + std::string(scripted_origin::pause) + smuggled,
+         "GET", 304},
+        {"after a HEAD response", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n" + std::string(scripted_origin::pause) +
+                                      "smuggled",
+         "HEAD", 200},
+        {"after Content-Length: 0", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" +
+                                        std::string(scripted_origin::pause) + smuggled,
+         "GET", 200},
+    };
+    for (const auto& late : cases) {
+        INFO("response: " << std::string(late.name));
+        http_client c(px.port());
+        origin.script(late.bytes);
+        auto r = c.request(late.method, "/plain/x", {}, {}, std::string_view(late.method) == "HEAD");
+        CHECK(r.status == late.status);
+        auto after_first = origin.connections();
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));   // the late bytes are in
+        for (int i = 0; i < 3; ++i) {
+            auto next = c.request("GET", "/plain/y");
+            CHECK(next.status == 200);
+            CHECK(next.body == "fine");
+        }
+        CHECK(origin.connections() == after_first + 1);   // that connection closed, a new one reused
+    }
+}
+
 TEST_CASE("a response larger than announced never bleeds into the next request") {
     scripted_origin origin;
     proxy_fixture px([&](ifm::config::config& c) { c.upstreams[0].port = origin.port(); });

@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 
 namespace ifm::test {
 
@@ -84,7 +86,14 @@ void scripted_origin::run_session(int fd) {
                 ::close(fd);
                 return;
             }
-            ::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+            for (std::string_view rest = out;;) {
+                auto cut = rest.find(pause);
+                auto part = rest.substr(0, cut);
+                ::send(fd, part.data(), part.size(), MSG_NOSIGNAL);
+                if (cut == std::string_view::npos) break;
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                rest.remove_prefix(cut + pause.size());
+            }
         }
     }
     ::close(fd);

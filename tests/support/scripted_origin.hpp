@@ -9,6 +9,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -22,7 +23,10 @@ public:
     scripted_origin& operator=(const scripted_origin&) = delete;
 
     std::uint16_t port() const { return port_; }
+    // The next response's bytes, sent as they are; each `pause` marker in them is a 50 ms wait
+    // instead (the bytes before it arrive in a segment of their own).
     void script(std::string response);
+    static constexpr std::string_view pause = "\x01PAUSE\x01";
     std::size_t connections() const { return connections_; }
     std::size_t requests() const { return requests_; }
     std::string received() const;   // all bytes received, all connections, in arrival order

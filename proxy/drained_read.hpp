@@ -4,9 +4,9 @@
 // Asio 1.81 tries every read at once ("speculatively") unless the socket's last read met EOF: a
 // read that returns fewer bytes than asked does not count as draining it. On a keep-alive
 // connection the read after each exchange (the client's next request, the origin's response to
-// the request just sent) therefore always began with a recv that failed with EAGAIN: one system
-// call in five of an untracked GET, the dearest part of a request on a machine whose system calls
-// cost microseconds. For a TCP socket a short read does mean "drained": the kernel copies until
+// the request just sent) therefore always began with a recv that failed with EAGAIN: two of an
+// untracked GET's seven system calls (bench/syscalls), though cheap ones, about 0.2 µs each here
+// (bench/syscall_cost.c). For a TCP socket a short read does mean "drained": the kernel copies until
 // the buffer is full or the receive queue (and its backlog) is empty, and data that comes later
 // raises a new edge-triggered event, which lets the reactor try reads again. HAProxy reasons the
 // same way (a short recv marks its fd as not ready).

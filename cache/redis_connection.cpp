@@ -19,6 +19,7 @@
 #include <cassert>
 #include <charconv>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -40,6 +41,18 @@ std::atomic<std::size_t> blind_count{0};
 
 // Records whether `target` answers INFO with a run_id; true when it newly stopped answering
 // (the caller warns: once per server, not per worker).
+// Says once per server and process (not once per worker and connection) which scripts its
+// ifmatch module runs: true when `used` differs from what was last said for `target`.
+bool note_module(const std::string& target, std::size_t used) {
+    static std::mutex mutex;
+    static std::map<std::string, std::size_t> said;
+    std::lock_guard lock(mutex);
+    auto [it, fresh] = said.try_emplace(target, used);
+    if (!fresh && it->second == used) return false;
+    it->second = used;
+    return true;
+}
+
 bool note_restart_detection(const std::string& target, bool on) {
     std::lock_guard lock(blind_mutex);
     bool changed = on ? blind_targets.erase(target) > 0 : blind_targets.insert(target).second;
@@ -248,8 +261,8 @@ std::string sha1_hex(std::string_view data) {
     return out;
 }
 
-lua_script::lua_script(std::string_view n, std::string_view src)
-    : name(n), source(src), sha1(sha1_hex(src)) {}
+lua_script::lua_script(std::string_view n, std::string_view src, std::string_view module_cmd)
+    : name(n), source(src), sha1(sha1_hex(src)), module_command(module_cmd) {}
 
 // ---------------------------------------------------------------------------------------------
 // The hiredis <-> Asio adapter: hiredis says which readiness it wants (add/del read/write), we
@@ -745,6 +758,37 @@ net::awaitable<error_code> redis_connection::async_handshake() {
             spdlog::error("redis: script {}: server SHA1 {} differs from ours {}", script.name,
                           r->str, script.sha1);
     }
+    co_return co_await async_find_module(timeout);
+}
+
+// ifmatch_redis.so (cache/redis_module/ifm_module.cpp): IFM.PROTOCOL lists the SHA1s of the
+// scripts its commands mirror; a script is sent as its module command only if its SHA1 is there
+// (a module built from other scripts is not used for them). No module, or a user not allowed to
+// call it: the scripts, as before. Only a lost connection fails the handshake.
+net::awaitable<error_code> redis_connection::async_find_module(std::chrono::milliseconds timeout) {
+    module_.assign(opts_.scripts.size(), false);
+    const bool wanted = std::any_of(opts_.scripts.begin(), opts_.scripts.end(),
+                                    [](const lua_script& s) { return !s.module_command.empty(); });
+    if (!wanted || opts_.sentinel) co_return error_code{};
+    auto r = co_await async_send(detail::argv_of("IFM.PROTOCOL"), timeout);
+    if (!r) co_return r.error();
+    if (r->kind != redis_reply::type::array) {
+        spdlog::debug("redis: {}: no ifmatch module ({}): judged writes run as Lua scripts",
+                      opts_.endpoint.describe(), r->is_error() ? r->str : "unexpected reply");
+        co_return error_code{};
+    }
+    std::vector<std::string_view> used;
+    for (std::size_t i = 0; i < opts_.scripts.size(); ++i) {
+        const auto& script = opts_.scripts[i];
+        if (script.module_command.empty()) continue;
+        module_[i] = std::any_of(r->elements.begin(), r->elements.end(),
+                                 [&](const redis_reply& e) { return e.str == script.sha1; });
+        if (module_[i]) used.push_back(script.name);
+    }
+    if (note_module(opts_.endpoint.describe(), used.size()))
+        spdlog::info("redis: {} has the ifmatch module: {} of its scripts run as module commands{}",
+                     opts_.endpoint.describe(), used.size(),
+                     used.empty() ? " (it was built from other scripts than this proxy's: rebuild it)" : "");
     co_return error_code{};
 }
 
@@ -874,11 +918,24 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
     std::size_t index, std::vector<std::string> keys, std::vector<std::string> args, bool asking) {
     auto self = shared_from_this();
     const auto& script = opts_.scripts.at(index);
+    // exec_formatted's check without its coroutine frame (two scripts per judged write).
+    if (auto e = not_ready()) co_return e;
+    if (uses_module(index)) {
+        // The module's command takes the script's keys and arguments, without SHA1 and count.
+        auto command = format_command({&keys, &args}, {script.module_command});
+        auto r = co_await async_send(command, opts_.command_timeout, asking);
+        if (!(r && r->is_error() && (r->str.starts_with("ERR unknown command") || r->str.starts_with("NOPERM"))))
+            co_return r;
+        // MODULE UNLOAD since we connected, or an ACL that lets the user ask IFM.PROTOCOL but not
+        // run the command: not run, so the script may run instead (and say what it lacks).
+        spdlog::warn("redis: {} refused the ifmatch module's {} ({}); judged writes run as Lua scripts",
+                     opts_.endpoint.describe(), script.module_command, r->str);
+        module_.assign(module_.size(), false);
+        if (auto e = not_ready()) co_return e;
+    }
     // Formatted once, straight from the arguments (no argument vector, no copy for the retry).
     const auto nkeys = std::to_string(keys.size());
     const auto command = format_command({&keys, &args}, {"EVALSHA", script.sha1, nkeys});
-    // exec_formatted's check without its coroutine frame (two scripts per judged write).
-    if (auto e = not_ready()) co_return e;
     auto r = co_await async_send(command, opts_.command_timeout, asking);
     if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
         // Redis restarted, failed over or ran SCRIPT FLUSH since we connected.

@@ -56,12 +56,15 @@ struct redis_endpoint {
 // Fails with a message saying what is wrong (for the config loader and the factory).
 boost::system::result<redis_endpoint, std::string> parse_redis_url(std::string_view url);
 
-// A Lua script, sent by EVALSHA with its SHA1 computed locally.
+// A Lua script, sent by EVALSHA with its SHA1 computed locally. `module_command`: the command of
+// ifmatch_redis.so that does the same (cache/redis_module/ifm_module.cpp), sent instead where the
+// server has the module and it names this script's SHA1 in IFM.PROTOCOL; empty if none.
 struct lua_script {
     std::string name;
     std::string source;
     std::string sha1;           // lower-case hex
-    lua_script(std::string_view name, std::string_view source);
+    std::string module_command;
+    lua_script(std::string_view name, std::string_view source, std::string_view module_command = {});
 };
 std::string sha1_hex(std::string_view data);
 
@@ -123,14 +126,18 @@ public:
     // `unavailable`): WAIT must run on the connection that made the writes it waits for.
     net::awaitable<result<redis_reply>> async_exec_in_session(
         std::uint64_t session, std::vector<std::string> argv, std::chrono::milliseconds timeout);
-    // EVALSHA of `scripts[index]`; on NOSCRIPT (Redis restarted or flushed its scripts) the
-    // script is loaded again and the call retried once.
+    // EVALSHA of `scripts[index]`, or its module command where the server has the module; on
+    // NOSCRIPT (Redis restarted or flushed its scripts) the script is loaded again and the call
+    // retried once, and on an unknown module command (the module was unloaded) it is sent by
+    // EVALSHA from then on.
     net::awaitable<result<redis_reply>> async_eval(
         std::size_t index, std::vector<std::string> keys, std::vector<std::string> args,
         bool asking = false);
 
     // Connected and ready (handshake and script loading done).
     bool connected() const { return ready_.load(std::memory_order_relaxed); }
+    // Whether `scripts[index]` goes to the server as its module command (executor only).
+    bool uses_module(std::size_t index) const { return index < module_.size() && module_[index]; }
     // Counts successful connections: a reply and a later command with the same session went
     // over the same connection. Executor only.
     std::uint64_t session() const { return session_; }
@@ -155,6 +162,7 @@ private:
     static net::awaitable<void> run_connection(std::shared_ptr<redis_connection> self);
     net::awaitable<boost::system::error_code> async_connect_once(std::size_t attempt);
     net::awaitable<boost::system::error_code> async_handshake();
+    net::awaitable<boost::system::error_code> async_find_module(std::chrono::milliseconds timeout);
     // `command`: one command in RESP (format_command), handed to hiredis as it is.
     net::awaitable<result<redis_reply>> async_send(const std::string& command,
                                                    std::chrono::milliseconds timeout,
@@ -190,6 +198,7 @@ private:
     std::uint64_t session_ = 0;
     bool refused_now_ = false;               // the last attempt was refused (refusal_ is its reason)
     std::string server_run_id_;              // INFO server's run_id of the last server
+    std::vector<bool> module_;               // per script: sent as its module command (handshake)
     std::chrono::steady_clock::time_point replacement_started_at_ = std::chrono::steady_clock::time_point::min();
     std::vector<net::steady_timer*> ready_waiters_;  // async_wait_ready timers, cancelled when ready
     std::atomic<bool> ready_{false};

@@ -69,9 +69,9 @@ bool wait_ready(net::io_context& ioc, validator_store& store, std::chrono::milli
 
 // One store (and, for Redis, its server) per test case.
 struct store_env {
-    explicit store_env(bool use_redis) : redis(use_redis) {
+    explicit store_env(bool use_redis, bool module = false) : redis(use_redis) {
         if (redis) {
-            server.emplace();
+            server.emplace(0, module ? test::redis_module_args() : std::vector<std::string>{});
             factory = make_store_factory(redis_config(server->url()));
         } else {
             factory = make_store_factory(config::store_config{});
@@ -97,9 +97,16 @@ struct store_env {
 
 struct memory_kind {
     static constexpr bool redis = false;
+    static constexpr bool module = false;
 };
 struct redis_kind {
     static constexpr bool redis = true;
+    static constexpr bool module = false;
+};
+// Redis with ifmatch_redis.so loaded: acquire and commit run as its commands.
+struct redis_module_kind {
+    static constexpr bool redis = true;
+    static constexpr bool module = true;
 };
 
 condition unconditional() { return {}; }
@@ -208,8 +215,8 @@ net::awaitable<void> sleep_for(std::chrono::milliseconds d) {
 // ---------------------------------------------------------------------------------------------
 
 TEST_CASE_TEMPLATE("store: acquire on an unknown resource takes the lease; the next is busy", K,
-                   memory_kind, redis_kind) {
-    store_env env(K::redis);
+                   memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     auto a = env.run(env.store->async_acquire("r/unknown", if_match({"\"x\""}), 10s));
     REQUIRE(a.has_value());
     CHECK(a->status == acquire_status::unknown);
@@ -239,8 +246,8 @@ TEST_CASE_TEMPLATE("store: acquire on an unknown resource takes the lease; the n
     CHECK(e->current == resource_state::present("\"v1\"", 1000));
 }
 
-TEST_CASE_TEMPLATE("store: acquire evaluates every condition kind", K, memory_kind, redis_kind) {
-    store_env env(K::redis);
+TEST_CASE_TEMPLATE("store: acquire evaluates every condition kind", K, memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     const auto present = resource_state::present("\"v1\"", 1000);
     const auto absent = resource_state::absent();
     put_state(env, "p", present);
@@ -287,8 +294,8 @@ TEST_CASE_TEMPLATE("store: acquire evaluates every condition kind", K, memory_ki
 }
 
 TEST_CASE_TEMPLATE("store: a lease expires after its TTL; the uncommitted write leaves the state unknown", K,
-                   memory_kind, redis_kind) {
-    store_env env(K::redis);
+                   memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     put_state(env, "k", resource_state::present("\"v1\""));
     CHECK(acquire_status_of(env, "k", if_match({"\"v1\""}), 300ms) == acquire_status::ok);
     std::this_thread::sleep_for(100ms);
@@ -321,8 +328,8 @@ TEST_CASE_TEMPLATE("store: a lease expires after its TTL; the uncommitted write 
 }
 
 TEST_CASE_TEMPLATE("store: commit applies set / keep / unknown and bumps the generation", K,
-                   memory_kind, redis_kind) {
-    store_env env(K::redis);
+                   memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     auto s0 = env.run(env.store->async_snapshot("c"));
     REQUIRE(s0.has_value());
     CHECK(s0->generation == 0);
@@ -399,8 +406,8 @@ TEST_CASE_TEMPLATE("store: commit applies set / keep / unknown and bumps the gen
 }
 
 TEST_CASE_TEMPLATE("store: commit after the lease expired and another writer took it", K,
-                   memory_kind, redis_kind) {
-    store_env env(K::redis);
+                   memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     auto [first, second] = lease_taken_over(env, "x", 10s);
     auto before = env.run(env.store->async_snapshot("x"));
     REQUIRE(before.has_value());
@@ -428,10 +435,10 @@ TEST_CASE_TEMPLATE("store: commit after the lease expired and another writer too
 }
 
 TEST_CASE_TEMPLATE("store: a late commit keeps the current writer's uncommitted-write marker", K,
-                   memory_kind, redis_kind) {
+                   memory_kind, redis_kind, redis_module_kind) {
     // The second writer's marker must survive the first one's late commit: if the second then
     // crashes, its write may still reach the origin, and no read may record a validator (I3).
-    store_env env(K::redis);
+    store_env env(K::redis, K::module);
     auto [first, second] = lease_taken_over(env, "y", 300ms);
     auto late = env.run(env.store->async_commit("y", first.token, commit_outcome::set,
                                                 resource_state::present("\"v2\"")));
@@ -448,8 +455,8 @@ TEST_CASE_TEMPLATE("store: a late commit keeps the current writer's uncommitted-
     CHECK(acquire_status_of(env, "y", if_match({"\"v1\""})) == acquire_status::unknown);
 }
 
-TEST_CASE_TEMPLATE("store: store_under_lease checks the token", K, memory_kind, redis_kind) {
-    store_env env(K::redis);
+TEST_CASE_TEMPLATE("store: store_under_lease checks the token", K, memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     auto a = env.run(env.store->async_acquire("u", if_match({"\"v1\""}), 10s));
     REQUIRE(a.has_value());
     REQUIRE(a->status == acquire_status::unknown);
@@ -491,8 +498,8 @@ TEST_CASE_TEMPLATE("store: store_under_lease checks the token", K, memory_kind, 
 }
 
 TEST_CASE_TEMPLATE("store: observe records only with an unchanged generation and no lease", K,
-                   memory_kind, redis_kind) {
-    store_env env(K::redis);
+                   memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     auto s0 = env.run(env.store->async_snapshot("o"));
     REQUIRE(s0.has_value());
     CHECK(s0->generation == 0);
@@ -539,8 +546,8 @@ TEST_CASE_TEMPLATE("store: observe records only with an unchanged generation and
 }
 
 TEST_CASE_TEMPLATE("store: acquire agrees with evaluate() on generated cases", K, memory_kind,
-                   redis_kind) {
-    store_env env(K::redis);
+                   redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     std::mt19937 rng(20240611);
     const std::vector<std::string> tags = {"\"a\"", "\"b\"", "\"c\"", "W/\"a\"", "W/\"b\"", "\"\"", "\"a b\""};
     const std::vector<std::int64_t> dates = {
@@ -648,8 +655,8 @@ net::awaitable<acquire_status> one_acquire(validator_store* store, std::string k
 }  // namespace
 
 TEST_CASE_TEMPLATE("store: concurrent acquires on one key get one lease at a time", K, memory_kind,
-                   redis_kind) {
-    store_env env(K::redis);
+                   redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     SUBCASE("a burst: exactly one lease") {
         constexpr int n = 16;
         std::vector<acquire_status> results;
@@ -714,8 +721,8 @@ net::awaitable<void> thread_writer(validator_store* store, shared_race* race,
 }  // namespace
 
 TEST_CASE_TEMPLATE("store: two store objects on two threads never both hold the lease", K,
-                   memory_kind, redis_kind) {
-    store_env env(K::redis);
+                   memory_kind, redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     shared_race race;
     const auto until = clock_type::now() + 1500ms;
     auto worker = [&](int) {
@@ -738,8 +745,8 @@ TEST_CASE_TEMPLATE("store: two store objects on two threads never both hold the 
 }
 
 TEST_CASE_TEMPLATE("store: a key cannot reach another resource's lease key", K, memory_kind,
-                   redis_kind) {
-    store_env env(K::redis);
+                   redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     CHECK(acquire_status_of(env, "x", unconditional()) == acquire_status::unknown);
     // With the raw key, "<p>:{x}:l}" ... "x}:l" would name the lease key of "x".
     auto r = env.run(env.store->async_acquire("x}:l", unconditional(), 10s));
@@ -755,8 +762,8 @@ TEST_CASE_TEMPLATE("store: a key cannot reach another resource's lease key", K, 
 }
 
 TEST_CASE_TEMPLATE("store: close() fails later operations with unavailable", K, memory_kind,
-                   redis_kind) {
-    store_env env(K::redis);
+                   redis_kind, redis_module_kind) {
+    store_env env(K::redis, K::module);
     env.store->close();
     auto r = env.run(env.store->async_acquire("k", unconditional(), 10s));
     REQUIRE_FALSE(r.has_value());

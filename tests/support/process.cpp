@@ -216,6 +216,10 @@ void child_process::kill() {
 
 // ---------------------------------------------------------------------------------------------
 
+std::vector<std::string> redis_module_args() {
+    return {"--loadmodule", IFM_REDIS_MODULE};
+}
+
 redis_server::redis_server(std::uint16_t port, std::vector<std::string> extra_args)
     : port_(port ? port : free_port()), extra_args_(std::move(extra_args)) {
     // After stop(), a client's next write to the dead server would raise SIGPIPE and end the

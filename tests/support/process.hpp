@@ -60,6 +60,9 @@ private:
     std::optional<int> status_;
 };
 
+// redis-server arguments that load this build's ifmatch_redis.so (cache/redis_module).
+std::vector<std::string> redis_module_args();
+
 // A real redis-server on 127.0.0.1 (and a unix socket), no persistence.
 class redis_server {
 public:

@@ -52,14 +52,26 @@ void check_fixed_size_at_origin(const nginx_webdav& nginx) {
 // Proves I1 through two proxy instances when the origin's ETag does not change on a write:
 // fails if any two accepted writes were based on the same read (they wrote the same value), if
 // the final counter differs from the number of accepted writes, or if a client cannot finish.
+// Three ways to run the judged writes: Lua scripts, the Redis module's commands
+// (cache/redis_module), and one proxy of each on the same keys (a user without the module's
+// commands falls back to the scripts), as while a fleet's Redis gets the module.
 TEST_CASE("lost-update: two proxies, one Redis, nginx WebDAV, same-size writes: counter == accepted writes") {
+    bool module = false, mixed = false;
+    SUBCASE("Lua scripts") {}
+    SUBCASE("the Redis module") { module = true; }
+    SUBCASE("one proxy through the module, the other through the scripts") { module = mixed = true; }
     nginx_webdav nginx;
-    redis_server redis;
+    redis_server redis(0, module ? redis_module_args() : std::vector<std::string>{});
+    std::string url_b = redis.url();
+    if (mixed) {
+        REQUIRE(redis.command({"ACL", "SETUSER", "lua", "on", ">pw", "~*", "+@all", "-ifm.protocol"}) == "OK");
+        url_b = "redis://lua:pw@127.0.0.1:" + std::to_string(redis.port()) + "/0";
+    }
     put_initial_counter(nginx);
 
     auto p1 = free_port(), p2 = free_port();
     proxy_process a(workload_proxy_yaml({.port = p1, .origin_port = nginx.port(), .redis_url = redis.url()}), p1);
-    proxy_process b(workload_proxy_yaml({.port = p2, .origin_port = nginx.port(), .redis_url = redis.url()}), p2);
+    proxy_process b(workload_proxy_yaml({.port = p2, .origin_port = nginx.port(), .redis_url = url_b}), p2);
     auto r = run_workload({p1, p2}, fixed_size_workload());
     r.final_doc = read_counter_doc(nginx.port());
     REQUIRE(r.final_doc);
@@ -74,6 +86,14 @@ TEST_CASE("lost-update: two proxies, one Redis, nginx WebDAV, same-size writes: 
     for (const auto& v : violations) MESSAGE(v);
     CHECK(violations.empty());
     check_fixed_size_at_origin(nginx);
+    // The writes went the way the subcase says: every judged write through the module, some, or none.
+    const auto stats = redis.command({"INFO", "commandstats"});
+    const auto at = stats.find("cmdstat_ifm.acquire:calls=");
+    const long long module_acquires = at == std::string::npos ? 0 : std::stoll(stats.substr(at + 26));
+    MESSAGE("acquires through the module: " << module_acquires);
+    if (!module) CHECK(module_acquires == 0);
+    if (module && !mixed) CHECK(module_acquires >= r.accepted);
+    if (mixed) CHECK((module_acquires > 0 && module_acquires < r.accepted + r.rejected));
 }
 
 // Proves the workload can detect a lost update: the same same-size traffic straight to nginx

@@ -39,6 +39,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -62,11 +63,12 @@ struct failure : std::runtime_error {
 // gives nil.
 std::optional<double> number(std::optional<std::string_view> s) {
     if (!s || s->empty()) return std::nullopt;
-    // The usual case, a decimal integer of up to 15 digits, exactly as strtod reads it.
-    if (s->size() <= 15 && std::all_of(s->begin(), s->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    // The usual case, a decimal integer below 2^53 (generations are 16 digits), exactly as
+    // strtod reads it.
+    if (s->size() <= 16 && std::all_of(s->begin(), s->end(), [](char c) { return c >= '0' && c <= '9'; })) {
         long long v = 0;
         for (char c : *s) v = v * 10 + (c - '0');
-        return static_cast<double>(v);
+        if (v <= (1LL << 53)) return static_cast<double>(v);
     }
     std::string text(*s);
     char* end = nullptr;
@@ -108,18 +110,20 @@ double now_us() {   // redis.call('TIME') as the prelude reads it
 
 const char* const wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
-std::string text(const RedisModuleString* s) {
-    std::size_t n = 0;
-    const char* p = api::StringPtrLen(s, &n);
-    return std::string(p, n);
-}
+// A hash's fields as (name, value); the text lives in the command's RedisModuleStrings (freed
+// when it returns) or in script::arena_.
+using fields = std::vector<std::pair<std::string_view, std::string_view>>;
 
-using fields = std::vector<std::pair<std::string, std::string>>;
-
-const std::string* find(const fields& h, std::string_view name) {
+const std::string_view* find(const fields& h, std::string_view name) {
     for (auto& [f, v] : h)
         if (f == name) return &v;
     return nullptr;
+}
+
+std::string_view view(const RedisModuleString* s) {
+    std::size_t n = 0;
+    const char* p = api::StringPtrLen(s, &n);
+    return {p, n};
 }
 
 // One invocation: KEYS and ARGV as the scripts see them, and the commands they call.
@@ -152,29 +156,43 @@ public:
         return t != api::keytype_empty;
     }
 
-    // HGETALL, in the hash's order.
+    // HGETALL of KEYS[i], in the hash's order (tags[1] is the first variant's). A scan of the
+    // key (RedisModule_ScanKey: one pass over these small hashes) costs less than asking for the
+    // fields a script reads by name (HashGet makes an object of every name and value).
     fields hgetall(int i) {
         fields out;
         if (!typed(i, api::keytype_hash)) return out;
-        RedisModuleScanCursor* cursor = api::ScanCursorCreate();
-        auto add = [](RedisModuleKey*, RedisModuleString* f, RedisModuleString* v, void* p) {
-            auto& out = *static_cast<fields*>(p);
-            auto name = text(f);
-            if (!find(out, name)) out.emplace_back(std::move(name), text(v));   // a table's scan may repeat
+        struct sink {
+            std::string text;                                   // names and values, back to back
+            std::vector<std::pair<std::size_t, std::size_t>> at;   // (offset, length) of each
+        } got;
+        got.text.reserve(256);
+        auto add = [](RedisModuleKey*, RedisModuleString* f, RedisModuleString* val, void* p) {
+            auto& got = *static_cast<sink*>(p);
+            for (auto part : {view(f), view(val)}) {
+                got.at.emplace_back(got.text.size(), part.size());
+                got.text.append(part);
+            }
         };
-        while (api::ScanKey(key(i), cursor, add, &out)) {
+        RedisModuleScanCursor* cursor = api::ScanCursorCreate();
+        while (api::ScanKey(key(i), cursor, add, &got)) {
         }
         api::ScanCursorDestroy(cursor);
+        std::string_view text = arena_.emplace_back(std::move(got.text));
+        for (std::size_t k = 0; k + 1 < got.at.size(); k += 2) {
+            auto name = text.substr(got.at[k].first, got.at[k].second);
+            if (!find(out, name))   // a scan of a hash table may repeat a field
+                out.emplace_back(name, text.substr(got.at[k + 1].first, got.at[k + 1].second));
+        }
         return out;
     }
     // HMGET key f1 f2 of two fields
-    std::pair<std::optional<std::string>, std::optional<std::string>> hmget2(int i, const char* f1, const char* f2) {
-        if (!typed(i, api::keytype_hash)) return {};
-        RedisModuleString *v1 = nullptr, *v2 = nullptr;
-        api::HashGet(key(i), api::hash_cfields, f1, &v1, f2, &v2, nullptr);
-        std::pair<std::optional<std::string>, std::optional<std::string>> out;
-        if (v1) out.first = text(v1);
-        if (v2) out.second = text(v2);
+    std::pair<std::optional<std::string_view>, std::optional<std::string_view>> hmget2(int i, std::string_view f1,
+                                                                                       std::string_view f2) {
+        const fields h = hgetall(i);
+        std::pair<std::optional<std::string_view>, std::optional<std::string_view>> out;
+        if (auto* v = find(h, f1)) out.first = *v;
+        if (auto* v = find(h, f2)) out.second = *v;
         return out;
     }
     // GET
@@ -272,7 +290,7 @@ public:
     // fleet_lease(): set by recovering(), which acquire runs first.
     const std::string& fleet_lease() const { return epoch_lease_; }
 
-    static std::string next_generation(const std::string* current) {
+    static std::string next_generation(const std::string_view* current) {
         const double g = number(current ? std::string_view(*current) : std::string_view("0")).value_or(0);
         return format_0f(std::max(g + 1, now_us()));
     }
@@ -290,13 +308,13 @@ public:
             return api::ok;
         }
         const fields h = hgetall(1);
+        const std::string variant_field = "v:" + std::string(arg_or_empty(3));
         std::vector<std::string_view> tags;
         for (auto& [f, v] : h)
             if (f.starts_with("v:")) tags.push_back(v);
         std::string_view s = find(h, "s") ? std::string_view(*find(h, "s")) : "";
         std::string_view m = find(h, "m") ? std::string_view(*find(h, "m")) : "";
         if (s != "a" && s != "p") s = m = "";
-        const std::string variant_field = "v:" + std::string(arg_or_empty(3));
         std::string_view e = find(h, variant_field) ? std::string_view(*find(h, variant_field))
                              : !tags.empty()        ? tags[0]
                                                     : "";
@@ -370,12 +388,12 @@ public:
     // ---- commit.lua -------------------------------------------------------------------------
     int commit() {
         const fields cur = hgetall(1);
+        const std::string variant_field = "v:" + std::string(arg_or_empty(3));
         const std::string g = next_generation(find(cur, "g"));
         const bool held = get(2) == arg(4) && arg(4);
 
         std::vector<std::pair<std::string_view, std::string_view>> next{{"g", g}};
         const std::string_view outcome = arg_or_empty(5);
-        std::string variant_field;
         if (held && outcome == "keep") {
             for (auto& [f, v] : cur)
                 if (f != "w" && f != "g") next.emplace_back(f, v);
@@ -385,13 +403,10 @@ public:
             if (!s.empty()) {
                 next.emplace_back("s", s);
                 if (!m.empty()) next.emplace_back("m", m);
-                if (s == "p" && !e.empty()) {
-                    variant_field = "v:" + std::string(arg_or_empty(3));
-                    next.emplace_back(variant_field, e);
-                }
+                if (s == "p" && !e.empty()) next.emplace_back(variant_field, e);
             }
         } else if (!held) {
-            if (const std::string* w = find(cur, "w")) next.emplace_back("w", *w);
+            if (const std::string_view* w = find(cur, "w")) next.emplace_back("w", *w);
         }
 
         auto in_next = [&](std::string_view name) {
@@ -402,7 +417,7 @@ public:
         for (auto& [f, v] : cur)
             if (!in_next(f)) del_fields.push_back(f);
         for (auto& [f, v] : next) {
-            const std::string* was = find(cur, f);
+            const std::string_view* was = find(cur, f);
             if (!was || *was != v) set_fields.emplace_back(f, v);
         }
         if (!del_fields.empty()) hdel(1, del_fields);
@@ -447,6 +462,7 @@ private:
     RedisModuleString** argv_;
     int argc_;
     RedisModuleKey* keys_[4] = {};
+    std::deque<std::string> arena_;   // text of the hashes read (fields point into it)
     std::string epoch_lease_ = "0";
     bool wrote_ = false;
 };

@@ -50,6 +50,7 @@ inline RedisModuleString* const hash_delete = reinterpret_cast<RedisModuleString
     X(OpenKey, RedisModuleKey*, RedisModuleCtx*, RedisModuleString*, int)                             \
     X(CloseKey, void, RedisModuleKey*)                                                                \
     X(KeyType, int, RedisModuleKey*)                                                                  \
+    X(ValueLength, std::size_t, RedisModuleKey*)                                                      \
     X(HashGet, int, RedisModuleKey*, int, ...)                                                        \
     X(HashSet, int, RedisModuleKey*, int, ...)                                                        \
     X(ScanCursorCreate, RedisModuleScanCursor*, void)                                                 \

@@ -135,7 +135,10 @@ TEST_CASE("cluster: resources spread over three masters; scripts loaded on every
 }
 
 TEST_CASE("cluster: a slot moved under a held lease: ASK while it migrates, MOVED after; TRYAGAIN fails closed") {
-    redis_cluster cluster(3);
+    bool module = false;
+    SUBCASE("Lua scripts") {}
+    SUBCASE("the Redis module on every node (acquire and commit redirected as its commands)") { module = true; }
+    redis_cluster cluster(3, 0, 1000ms, module ? redis_module_args() : std::vector<std::string>{});
     store_client s(redis_store_config(cluster.url()));
     REQUIRE(s.wait_ready(5s));
     const std::string key = "moving";
@@ -176,6 +179,9 @@ TEST_CASE("cluster: a slot moved under a held lease: ASK while it migrates, MOVE
     REQUIRE(snap.has_value());
     CHECK(snap->state == resource_state::present(tag(0)));
     CHECK(cluster.node(static_cast<std::size_t>(from)).command({"EXISTS", "t:{" + key + "}"}).starts_with("ERR:MOVED "));
+    // The commit that followed MOVED ran on the new owner, as the module's command or a script.
+    const auto stats = cluster.node(to).command({"INFO", "commandstats"});
+    CHECK((stats.find("cmdstat_ifm.commit:calls=1,") != std::string::npos) == module);
 }
 
 TEST_CASE("cluster: a killed master's slots fail closed until its replica takes over, with the WAIT-confirmed lease") {

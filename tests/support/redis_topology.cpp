@@ -172,16 +172,18 @@ bool redis_sentinel_group::wait_for_switch(std::uint16_t old_port, std::chrono::
 
 // ---------------------------------------------------------------------------------------------
 
-redis_cluster::redis_cluster(int masters, int replicas, std::chrono::milliseconds node_timeout) {
+redis_cluster::redis_cluster(int masters, int replicas, std::chrono::milliseconds node_timeout,
+                             const std::vector<std::string>& node_args) {
     const int total = masters * (1 + replicas);
     std::vector<std::string> create{"--cluster", "create"};
     for (int i = 0; i < total; ++i) {
         // Redis 7 lets the cluster bus have a port of its own (else port + 10000, maybe taken).
         auto bus = free_port();
-        nodes_.push_back(std::make_unique<redis_server>(
-            0, std::vector<std::string>{"--repl-diskless-sync-delay", "0", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                        "--cluster-node-timeout", std::to_string(node_timeout.count()),
-                                        "--cluster-port", std::to_string(bus)}));
+        std::vector<std::string> args{"--repl-diskless-sync-delay", "0", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                      "--cluster-node-timeout", std::to_string(node_timeout.count()),
+                                      "--cluster-port", std::to_string(bus)};
+        args.insert(args.end(), node_args.begin(), node_args.end());
+        nodes_.push_back(std::make_unique<redis_server>(0, std::move(args)));
         create.push_back("127.0.0.1:" + std::to_string(nodes_.back()->port()));
     }
     create.insert(create.end(), {"--cluster-replicas", std::to_string(replicas), "--cluster-yes"});

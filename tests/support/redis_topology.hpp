@@ -67,8 +67,10 @@ private:
 // A Redis Cluster of `masters` masters with `replicas` replicas each.
 class redis_cluster {
 public:
+    // `node_args`: added to every node's command line (test::redis_module_args(), say).
     explicit redis_cluster(int masters = 3, int replicas = 0,
-                           std::chrono::milliseconds node_timeout = std::chrono::milliseconds(1000));
+                           std::chrono::milliseconds node_timeout = std::chrono::milliseconds(1000),
+                           const std::vector<std::string>& node_args = {});
     redis_cluster(const redis_cluster&) = delete;
     redis_cluster& operator=(const redis_cluster&) = delete;
 

@@ -66,8 +66,8 @@ net::awaitable<void> release_late_acquire(std::shared_ptr<redis_router> router, 
 
 }  // namespace
 
-// Every script is the prelude (key layout, epoch, shared helpers) followed by its own body. The
-// two of a judged write also exist as commands of the optional Redis module (cache/redis_module).
+// Every script is the prelude (key layout, epoch, shared helpers) followed by its own body. All
+// but idempotency.lua also exist as commands of the optional Redis module (cache/redis_module).
 const std::vector<lua_script>& redis_store::scripts() {
     static const auto with_prelude = [](std::string_view body) {
         std::string text(lua::prelude);
@@ -76,11 +76,12 @@ const std::vector<lua_script>& redis_store::scripts() {
     };
     static const std::vector<lua_script> scripts{
         {"acquire", with_prelude(lua::acquire), "IFM.ACQUIRE"},
-        {"store_under_lease", with_prelude(lua::store_under_lease)},
+        {"store_under_lease", with_prelude(lua::store_under_lease), "IFM.STORE_UNDER_LEASE"},
         {"commit", with_prelude(lua::commit), "IFM.COMMIT"},
-        {"snapshot", with_prelude(lua::snapshot)},
-        {"observe", with_prelude(lua::observe)},   {"idempotency", std::string(lua::idempotency)},
-        {"release", with_prelude(lua::release)},
+        {"snapshot", with_prelude(lua::snapshot), "IFM.SNAPSHOT"},
+        {"observe", with_prelude(lua::observe), "IFM.OBSERVE"},
+        {"idempotency", std::string(lua::idempotency)},
+        {"release", with_prelude(lua::release), "IFM.RELEASE"},
     };
     return scripts;
 }

@@ -50,10 +50,13 @@
 namespace ifm::redis_module {
 namespace {
 
-// SHA1 of prelude.lua + acquire.lua and of prelude.lua + commit.lua, as redis_store::scripts()
-// loads them, that this file mirrors.
-constexpr std::string_view mirrors[2] = {"decdaf5259b5fb174d7e82e2a6c8449cff2bd770",
-                                         "a70ac47fdf2abf983674288a43004185feed088d"};
+// SHA1 of prelude.lua + each script, as redis_store::scripts() loads them, that this file
+// mirrors: acquire, commit, store_under_lease, snapshot, observe, release.
+constexpr std::string_view mirrors[] = {
+    "decdaf5259b5fb174d7e82e2a6c8449cff2bd770", "a70ac47fdf2abf983674288a43004185feed088d",
+    "199d55fc7623b87cb45b9dfa79796e9c8208c2c5", "f81296a561af8670bc70d0a4c41d09242662a548", "44465f41b63ce3934189e87d0922d2f8909bc62d", "e8df7c596e2e0417227afe387c985fd96df68c0d"};
+
+constexpr int max_variants = 8;   // prelude.lua's MAX_VARIANTS
 
 struct failure : std::runtime_error {
     using std::runtime_error::runtime_error;
@@ -219,16 +222,17 @@ public:
         }
         replicate("HSET", v);
     }
-    // HDEL key f [f ...]: deleting the last field deletes the key, as HDEL does.
+    // HDEL key f [f ...]: deleting the last field deletes the key, as HDEL does. Like a script's
+    // HDEL, it counts as a write (and is replicated) only if it deleted something.
     void hdel(int i, const std::vector<std::string_view>& names) {
-        before_write(false);
         if (!typed(i, api::keytype_hash)) return;
         std::vector<RedisModuleString*> v{argv_[i]};
+        int deleted = 0;
         for (auto f : names) {
             v.push_back(str(f));
-            api::HashSet(key(i), api::hash_none, v.back(), api::hash_delete, nullptr);
+            if (exists(i)) deleted += api::HashSet(key(i), api::hash_none, v.back(), api::hash_delete, nullptr);
         }
-        replicate("HDEL", v);
+        if (deleted > 0) replicate("HDEL", v);
     }
     // SET key value PX ttl
     void set_px(int i, RedisModuleString* value, long long ttl) {
@@ -239,23 +243,32 @@ public:
         const long long at = api::Milliseconds() + ttl;
         if (api::Replicate(ctx_, "SET", "sscl", argv_[i], value, "PXAT", at) != api::ok)
             throw failure("ERR ifm: replicating SET failed");
+        wrote_ = true;
     }
-    // PEXPIRE key ttl
+    // PEXPIRE key ttl (nothing on a missing key)
     void pexpire(int i, long long ttl) {
-        before_write(false);
         if (!exists(i)) return;
         if (ttl <= 0) return del(i);
         api::SetExpire(key(i), ttl);
         const long long at = api::Milliseconds() + ttl;
         if (api::Replicate(ctx_, "PEXPIREAT", "sl", argv_[i], at) != api::ok)
             throw failure("ERR ifm: replicating PEXPIREAT failed");
+        wrote_ = true;
     }
-    // DEL key
+    // DEL key (nothing on a missing key)
     void del(int i) {
-        before_write(false);
         if (!exists(i)) return;
         api::DeleteKey(key(i));
         if (api::Replicate(ctx_, "DEL", "s", argv_[i]) != api::ok) throw failure("ERR ifm: replicating DEL failed");
+        wrote_ = true;
+    }
+    // HGET key field
+    std::optional<std::string_view> hget(int i, std::string_view field) {
+        if (!typed(i, api::keytype_hash)) return std::nullopt;
+        RedisModuleString* v = nullptr;
+        api::HashGet(key(i), api::hash_none, str(field), &v, nullptr);
+        if (!v) return std::nullopt;
+        return view(v);
     }
 
     void reply_strings(std::initializer_list<std::string_view> items) {
@@ -293,6 +306,43 @@ public:
     static std::string next_generation(const std::string_view* current) {
         const double g = number(current ? std::string_view(*current) : std::string_view("0")).value_or(0);
         return format_0f(std::max(g + 1, now_us()));
+    }
+
+    // wipe(): every field but g and w goes (one HDEL; the script sends one per field).
+    void wipe() {
+        std::vector<std::string_view> gone;
+        for (auto& [f, v] : hgetall(1))
+            if (f != "g" && f != "w") gone.push_back(f);
+        if (!gone.empty()) hdel(1, gone);
+    }
+
+    // record(s, e, m) for ARGV[3]'s variant; false when its tag was not recorded (8 variants).
+    bool record(std::string_view s, std::string_view e, std::string_view m) {
+        const std::string field = "v:" + std::string(arg_or_empty(3));
+        const std::string cur_s(hget(1, "s").value_or(""));
+        std::optional<std::string> cur_e;
+        if (s == "p" && !e.empty())
+            if (auto v = hget(1, field)) cur_e.emplace(*v);
+        if (s != cur_s || (cur_e && *cur_e != e)) {
+            wipe();
+            cur_e.reset();
+        }
+        if (s.empty()) return true;
+        hset(1, {{"s", s}});
+        if (m.empty())
+            hdel(1, {"m"});
+        else
+            hset(1, {{"m", m}});
+        if (s != "p" || e.empty() || cur_e == e) return true;
+        int n = 0;
+        for (auto& [f, v] : hgetall(1))
+            if (f.starts_with("v:")) ++n;
+        if (n >= max_variants) {
+            hset(1, {{"o", "1"}});
+            return false;
+        }
+        hset(1, {{field, e}});
+        return true;
     }
 
     void touch(std::optional<double> ttl) {
@@ -435,17 +485,70 @@ public:
         return api::ReplyWithLongLong(ctx_, held ? 1 : 0);
     }
 
+    // ---- store_under_lease.lua ---------------------------------------------------------------
+    int store_under_lease() {
+        if (get(2) != arg(4) || !arg(4)) return api::ReplyWithLongLong(ctx_, 0);
+        wipe();
+        record(arg_or_empty(5), arg_or_empty(6), arg_or_empty(7));
+        touch(0.0);
+        return api::ReplyWithLongLong(ctx_, 1);
+    }
+
+    // ---- snapshot.lua -----------------------------------------------------------------------
+    int snapshot() {
+        const bool rec = recovering(std::nullopt);
+        const fields h = hgetall(1);
+        const std::string variant_field = "v:" + std::string(arg_or_empty(3));
+        auto get_field = [&](std::string_view name) { return find(h, name); };
+        long long leased = exists(2) ? 1 : 0;
+        if (rec) leased = 1;
+        const std::string_view* g = get_field("g");
+        const std::string_view g_text = g ? *g : std::string_view("0");
+        api::ReplyWithArray(ctx_, 5);
+        if (get_field("w") && leased == 0) {
+            for (int k = 0; k < 3; ++k) api::ReplyWithStringBuffer(ctx_, "", 0);
+        } else {
+            for (auto name : {std::string_view("s"), std::string_view(variant_field), std::string_view("m")}) {
+                const std::string_view* v = get_field(name);
+                api::ReplyWithStringBuffer(ctx_, v ? v->data() : "", v ? v->size() : 0);
+            }
+        }
+        api::ReplyWithStringBuffer(ctx_, g_text.data(), g_text.size());
+        return api::ReplyWithLongLong(ctx_, leased);
+    }
+
+    // ---- observe.lua ------------------------------------------------------------------------
+    int observe() {
+        if (recovering(std::nullopt)) return api::ReplyWithLongLong(ctx_, 0);
+        if (exists(2) || hget(1, "w")) return api::ReplyWithLongLong(ctx_, 0);
+        if (hget(1, "g").value_or("0") != arg_or_empty(4) || !arg(4)) return api::ReplyWithLongLong(ctx_, 0);
+        // A 404 of a resource nobody tracks is not recorded: strangers could fill the store.
+        if (arg_or_empty(5) == "a" && !exists(1)) return api::ReplyWithLongLong(ctx_, 0);
+        const bool recorded = record(arg_or_empty(5), arg_or_empty(6), arg_or_empty(7));
+        touch(0.0);
+        return api::ReplyWithLongLong(ctx_, recorded ? 1 : 0);
+    }
+
+    // ---- release.lua ------------------------------------------------------------------------
+    int release() {
+        if (get(2) == arg(4) && arg(4)) {
+            del(2);
+            return api::ReplyWithLongLong(ctx_, 1);
+        }
+        return api::ReplyWithLongLong(ctx_, 0);
+    }
+
 private:
     // Out of memory, a script's first write is refused if it is one that Redis refuses then
     // (SET, HSET); once it has written, the rest of it runs.
     void before_write(bool deny_oom) {
         if (deny_oom && !wrote_ && api::GetUsedMemoryRatio() > 1)
             throw failure("OOM command not allowed when used memory > 'maxmemory'.");
-        wrote_ = true;
     }
     void replicate(const char* cmd, std::vector<RedisModuleString*>& v) {
         if (api::Replicate(ctx_, cmd, "v", v.data(), v.size()) != api::ok)
             throw failure(std::string("ERR ifm: replicating ") + cmd + " failed");
+        wrote_ = true;
     }
 
     // a <= b for canonical decimal integers (acquire.lua's int_le)
@@ -487,7 +590,7 @@ int command(RedisModuleCtx* ctx, RedisModuleString** argv, int argc) {
 
 // IFM.PROTOCOL: the SHA1s of the scripts the commands mirror (acquire, commit).
 int protocol(RedisModuleCtx* ctx, RedisModuleString**, int) {
-    api::ReplyWithArray(ctx, 2);
+    api::ReplyWithArray(ctx, static_cast<long>(std::size(mirrors)));
     for (auto s : mirrors) api::ReplyWithStringBuffer(ctx, s.data(), s.size());
     return api::ok;
 }
@@ -507,6 +610,15 @@ extern "C" __attribute__((visibility("default"))) int RedisModule_OnLoad(RedisMo
     if (api::CreateCommand(ctx, "ifm.acquire", m::command<&m::script::acquire, 12>, "write", 1, 3, 1) != api::ok)
         return api::err;
     if (api::CreateCommand(ctx, "ifm.commit", m::command<&m::script::commit, 13>, "write", 1, 3, 1) != api::ok)
+        return api::err;
+    if (api::CreateCommand(ctx, "ifm.store_under_lease", m::command<&m::script::store_under_lease, 11>, "write", 1, 3,
+                           1) != api::ok)
+        return api::err;
+    if (api::CreateCommand(ctx, "ifm.snapshot", m::command<&m::script::snapshot, 7>, "write", 1, 3, 1) != api::ok)
+        return api::err;
+    if (api::CreateCommand(ctx, "ifm.observe", m::command<&m::script::observe, 11>, "write", 1, 3, 1) != api::ok)
+        return api::err;
+    if (api::CreateCommand(ctx, "ifm.release", m::command<&m::script::release, 8>, "write", 1, 3, 1) != api::ok)
         return api::err;
     if (api::CreateCommand(ctx, "ifm.protocol", m::protocol, "readonly fast", 0, 0, 0) != api::ok)
         return api::err;

@@ -193,8 +193,10 @@ TEST_CASE("store module: random operations give the same replies and keys as the
     twin t;
     const char* env_steps = std::getenv("IFM_MODULE_DIFF_STEPS");
     const int steps = env_steps ? std::atoi(env_steps) : 2500;
-    const auto seed = std::random_device{}();
-    INFO("seed " << seed << " (IFM_MODULE_DIFF_STEPS=" << steps << ")");
+    // IFM_MODULE_DIFF_SEED replays a failed run (scripts/module-diff runs it longer).
+    const char* env_seed = std::getenv("IFM_MODULE_DIFF_SEED");
+    const auto seed = env_seed ? static_cast<unsigned>(std::strtoul(env_seed, nullptr, 10)) : std::random_device{}();
+    INFO("seed " << seed << " (replay: IFM_MODULE_DIFF_SEED=" << seed << " IFM_MODULE_DIFF_STEPS=" << steps << ")");
     std::mt19937 rng(seed);
     auto pick = [&](const auto& v) { return v[std::uniform_int_distribution<std::size_t>(0, v.size() - 1)(rng)]; };
     auto chance = [&](int percent) { return std::uniform_int_distribution<int>(0, 99)(rng) < percent; };

@@ -1,13 +1,13 @@
-// ifmatch_redis.so: an optional Redis module with the two scripts of a judged write,
-// cache/lua/acquire.lua and cache/lua/commit.lua (each after cache/lua/prelude.lua), as native
-// commands. Same keys, arguments, effects and replies; `IFM.ACQUIRE k1 k2 k3 ARGV...` is
-// `EVALSHA <acquire> 3 k1 k2 k3 ARGV...`. Loaded with `redis-server --loadmodule <path>`; the
-// proxy uses it when `IFM.PROTOCOL` names the scripts it would otherwise send (their SHA1s), and
-// the Lua scripts otherwise (README, "Redis module").
+// ifmatch_redis.so: an optional Redis module with the validator store's scripts (cache/lua/, each
+// after prelude.lua; all but idempotency.lua) as native commands: IFM.ACQUIRE, IFM.COMMIT,
+// IFM.STORE_UNDER_LEASE, IFM.SNAPSHOT, IFM.OBSERVE, IFM.RELEASE. Same keys, arguments, effects and
+// replies; `IFM.ACQUIRE k1 k2 k3 ARGV...` is `EVALSHA <acquire> 3 k1 k2 k3 ARGV...`. Loaded with
+// `redis-server --loadmodule <path>`; the proxy sends a script as its command when IFM.PROTOCOL
+// names that script's SHA1, and the script otherwise (README, "Redis module").
 //
-// Why: a judged write costs Redis 35-38 µs of CPU inside EVALSHA on this project's machines
+// Why: a judged write costs Redis 36-39 µs of CPU inside EVALSHA on this project's machines
 // (bench/lua_cost), mostly the interpreter and the conversions of each redis.call; through
-// RedisModule_Call the same calls cost about 15 µs, through the key API used here much less.
+// RedisModule_Call the same calls cost about 15 µs, through the key API used here 8-11.
 //
 // How it mirrors the scripts:
 // - Reads and writes use the key API (RedisModule_OpenKey, HashGet/HashSet, ScanKey...), each key
@@ -23,13 +23,13 @@
 // - HGETALL's order is the hash's; ScanKey gives the same order for the small hashes these are
 //   (listpack). A hash stored as a table (a field over 64 bytes: a long ETag) may list its
 //   variants in another order, and the "other variant's tag" an acquire returns for a 409 body
-//   may then be another current one.
+//   may then be another current one. A scan of a table may also repeat a field: kept once.
 // - Keyspace notifications are not sent (the scripts' commands would send them when enabled).
 //
 // Mirrored line by line: a change to those scripts must change this file and `mirrors` below
-// (the unit test "the Redis module mirrors the current scripts" fails until it does), and
+// (the test "store module: the module mirrors the current scripts" fails until it does), and
 // tests/redis/store_module_test.cpp runs random operations through both and compares replies and
-// the keys they leave.
+// the keys they leave (scripts/module-diff for longer; scripts/module-memcheck under valgrind).
 #include "cache/redis_module/module_api.hpp"
 
 #include <sys/time.h>
@@ -54,7 +54,8 @@ namespace {
 // mirrors: acquire, commit, store_under_lease, snapshot, observe, release.
 constexpr std::string_view mirrors[] = {
     "decdaf5259b5fb174d7e82e2a6c8449cff2bd770", "a70ac47fdf2abf983674288a43004185feed088d",
-    "199d55fc7623b87cb45b9dfa79796e9c8208c2c5", "f81296a561af8670bc70d0a4c41d09242662a548", "44465f41b63ce3934189e87d0922d2f8909bc62d", "e8df7c596e2e0417227afe387c985fd96df68c0d"};
+    "199d55fc7623b87cb45b9dfa79796e9c8208c2c5", "f81296a561af8670bc70d0a4c41d09242662a548",
+    "44465f41b63ce3934189e87d0922d2f8909bc62d", "e8df7c596e2e0417227afe387c985fd96df68c0d"};
 
 constexpr int max_variants = 8;   // prelude.lua's MAX_VARIANTS
 

@@ -41,6 +41,9 @@ std::atomic<std::size_t> blind_count{0};
 
 // Records whether `target` answers INFO with a run_id; true when it newly stopped answering
 // (the caller warns: once per server, not per worker).
+// Servers whose ifmatch module runs some of our scripts (module_servers()).
+std::atomic<std::size_t> module_count{0};
+
 // Says once per server and process (not once per worker and connection) which scripts its
 // ifmatch module runs: true when `used` differs from what was last said for `target`.
 bool note_module(const std::string& target, std::size_t used) {
@@ -50,6 +53,9 @@ bool note_module(const std::string& target, std::size_t used) {
     auto [it, fresh] = said.try_emplace(target, used);
     if (!fresh && it->second == used) return false;
     it->second = used;
+    module_count.store(static_cast<std::size_t>(std::count_if(said.begin(), said.end(),
+                                                              [](const auto& e) { return e.second > 0; })),
+                       std::memory_order_relaxed);
     return true;
 }
 
@@ -168,6 +174,10 @@ std::string_view info_field(std::string_view info, std::string_view name) {
 
 // ---------------------------------------------------------------------------------------------
 // URL, scripts
+
+std::size_t module_servers() {
+    return module_count.load(std::memory_order_relaxed);
+}
 
 std::size_t restart_detection_off() {
     return blind_count.load(std::memory_order_relaxed);
@@ -931,6 +941,7 @@ net::awaitable<result<redis_reply>> redis_connection::async_eval(
         spdlog::warn("redis: {} refused the ifmatch module's {} ({}); judged writes run as Lua scripts",
                      opts_.endpoint.describe(), script.module_command, r->str);
         module_.assign(module_.size(), false);
+        note_module(opts_.endpoint.describe(), 0);
         if (auto e = not_ready()) co_return e;
     }
     // Formatted once, straight from the arguments (no argument vector, no copy for the retry).

@@ -169,6 +169,9 @@ public:
 // Redis servers (host:port, one per server however many workers reach it) that refused
 // `INFO server`, so restarts cannot be detected by run_id (README, "Redis ACL"). Any thread.
 std::size_t restart_detection_off();
+// Redis servers (one per server, as above) whose ifmatch module (cache/redis_module) runs some of
+// the store's scripts as its commands, as last seen on a connection. Any thread.
+std::size_t module_servers();
 
 // Shared state of the memory store (one per process, shared by every worker's store object).
 class memory_backend;

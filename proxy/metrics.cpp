@@ -349,6 +349,10 @@ std::string metrics::render() const {
            "Redis servers that refused INFO server: their restarts cannot be detected by run_id "
            "(grant +info; README, \"Redis ACL\").");
     sample(out, "ifmatch_store_restart_detection_off", "", cache::restart_detection_off());
+    family(out, "ifmatch_store_module_servers", "gauge",
+           "Redis servers whose ifmatch module runs the store's scripts as its commands "
+           "(README, \"Redis module\"); 0: the Lua scripts everywhere.");
+    sample(out, "ifmatch_store_module_servers", "", cache::module_servers());
     family(out, "ifmatch_store_recovering_refusals_total", "counter",
            "Judged writes refused (503) because a restarted Redis may have lost leases still in use "
            "(the young-server window, store.young_server_wait).");

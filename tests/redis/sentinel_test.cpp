@@ -281,5 +281,7 @@ TEST_CASE("sentinel: lost-update workload, master killed mid-run: no lost update
     CHECK(r.accepted == 8 * 60);
     CHECK(r.final_doc->value == r.accepted + landed);
     CHECK(r.hung == 0);
-    CHECK(group.master_node() == 1);
+    // The promoted replica stays the master. The restarted old master claims the role itself until
+    // the sentinels convert it to a replica (about a second; seen once to outlast a short run).
+    CHECK(eventually([&] { return group.master_node() == 1; }, 10s));
 }

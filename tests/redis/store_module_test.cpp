@@ -391,6 +391,10 @@ long long calls(sync_client& c, const std::string& command) {
     return std::stoll(info.substr(at + command.size() + 15));
 }
 
+std::size_t module_servers_now() {
+    return cache::module_servers();
+}
+
 struct proxy_store {
     net::io_context ioc;
     std::unique_ptr<store_factory> factory;
@@ -436,7 +440,9 @@ TEST_CASE("store module: the store runs judged writes as module commands where t
         args.insert(args.end(), {"--enable-module-command", "local"});   // for MODULE UNLOAD
         test::redis_server server(0, args);
         sync_client c(server.port());
+        const auto module_servers = module_servers_now();
         proxy_store p(server.url());
+        CHECK(module_servers_now() == module_servers + 1);   // the metric's gauge
         CHECK(p.write("/m", "", "\"1\"") == "written");
         CHECK(p.write("/m", "\"1\"", "\"2\"") == "written");
         CHECK(p.write("/m", "\"1\"", "\"3\"") == "mismatch");
@@ -450,6 +456,7 @@ TEST_CASE("store module: the store runs judged writes as module commands where t
         CHECK(p.write("/m", "\"2\"", "\"4\"") == "written");
         CHECK(p.write("/m", "\"2\"", "\"5\"") == "mismatch");
         CHECK(calls(c, "evalsha") == 3);
+        CHECK(module_servers_now() == module_servers);
     }
     SUBCASE("not loaded: EVALSHA") {
         test::redis_server server(0);

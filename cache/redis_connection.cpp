@@ -39,26 +39,27 @@ std::mutex blind_mutex;
 std::set<std::string> blind_targets;
 std::atomic<std::size_t> blind_count{0};
 
-// Records whether `target` answers INFO with a run_id; true when it newly stopped answering
-// (the caller warns: once per server, not per worker).
-// Servers whose ifmatch module runs some of our scripts (module_servers()).
+// Per server: how many of our scripts its ifmatch module runs, as last said (note_module), and
+// how many servers run some (module_servers()).
+std::mutex module_mutex;
+std::map<std::string, std::size_t> module_said;
 std::atomic<std::size_t> module_count{0};
 
 // Says once per server and process (not once per worker and connection) which scripts its
 // ifmatch module runs: true when `used` differs from what was last said for `target`.
 bool note_module(const std::string& target, std::size_t used) {
-    static std::mutex mutex;
-    static std::map<std::string, std::size_t> said;
-    std::lock_guard lock(mutex);
-    auto [it, fresh] = said.try_emplace(target, used);
+    std::lock_guard lock(module_mutex);
+    auto [it, fresh] = module_said.try_emplace(target, used);
     if (!fresh && it->second == used) return false;
     it->second = used;
-    module_count.store(static_cast<std::size_t>(std::count_if(said.begin(), said.end(),
+    module_count.store(static_cast<std::size_t>(std::count_if(module_said.begin(), module_said.end(),
                                                               [](const auto& e) { return e.second > 0; })),
                        std::memory_order_relaxed);
     return true;
 }
 
+// Records whether `target` answers INFO with a run_id; true when it newly stopped answering
+// (the caller warns: once per server, not per worker).
 bool note_restart_detection(const std::string& target, bool on) {
     std::lock_guard lock(blind_mutex);
     bool changed = on ? blind_targets.erase(target) > 0 : blind_targets.insert(target).second;

@@ -82,7 +82,6 @@ std::optional<double> number(std::optional<std::string_view> s) {
     return v;
 }
 
-// A Lua number as redis.call and tostring() write it: integral values without a fraction.
 // An integral double below 2^53 in decimal, as "%.0f" writes it (without printf).
 std::optional<std::string> integral_text(double v) {
     if (!(std::fabs(v) < 9007199254740992.0) || v != std::floor(v)) return std::nullopt;
@@ -91,6 +90,7 @@ std::optional<std::string> integral_text(double v) {
     return std::string(buf, end);
 }
 
+// A Lua number as redis.call and tostring() write it: integral values without a fraction.
 std::string text_of(double v) {
     if (auto t = integral_text(v)) return *t;
     char buf[64];
@@ -190,15 +190,6 @@ public:
         }
         return out;
     }
-    // HMGET key f1 f2 of two fields
-    std::pair<std::optional<std::string_view>, std::optional<std::string_view>> hmget2(int i, std::string_view f1,
-                                                                                       std::string_view f2) {
-        const fields h = hgetall(i);
-        std::pair<std::optional<std::string_view>, std::optional<std::string_view>> out;
-        if (auto* v = find(h, f1)) out.first = *v;
-        if (auto* v = find(h, f2)) out.second = *v;
-        return out;
-    }
     // GET
     std::optional<std::string_view> get(int i) {
         if (!typed(i, api::keytype_string)) return std::nullopt;
@@ -281,7 +272,9 @@ public:
 
     // recovering(lease)
     bool recovering(std::optional<std::string_view> lease) {
-        auto [r, l_field] = hmget2(3, "r", "l");
+        const fields ep = hgetall(3);   // HMGET epoch r l
+        const std::string_view* r = find(ep, "r");
+        const std::string_view* l_field = find(ep, "l");
         const double now = now_us();
         const double wait = number(arg(1)).value_or(0);
         const double l = std::max(wait, number(lease).value_or(0));
@@ -290,11 +283,11 @@ public:
             epoch_lease_ = text_of(l);
             return wait > 0;
         }
-        if (l > number(l_field).value_or(0)) {
+        if (l > number(l_field ? std::optional(*l_field) : std::nullopt).value_or(0)) {
             hset(3, {{"l", text_of(l)}});
             epoch_lease_ = text_of(l);
         } else {
-            epoch_lease_ = l_field.value_or("0");
+            epoch_lease_ = l_field ? *l_field : "0";
         }
         auto ready = number(*r);
         if (!ready) throw failure("ERR ifm: the epoch's ready time is not a number");
@@ -500,17 +493,16 @@ public:
         const bool rec = recovering(std::nullopt);
         const fields h = hgetall(1);
         const std::string variant_field = "v:" + std::string(arg_or_empty(3));
-        auto get_field = [&](std::string_view name) { return find(h, name); };
         long long leased = exists(2) ? 1 : 0;
         if (rec) leased = 1;
-        const std::string_view* g = get_field("g");
+        const std::string_view* g = find(h, "g");
         const std::string_view g_text = g ? *g : std::string_view("0");
         api::ReplyWithArray(ctx_, 5);
-        if (get_field("w") && leased == 0) {
+        if (find(h, "w") && leased == 0) {
             for (int k = 0; k < 3; ++k) api::ReplyWithStringBuffer(ctx_, "", 0);
         } else {
             for (auto name : {std::string_view("s"), std::string_view(variant_field), std::string_view("m")}) {
-                const std::string_view* v = get_field(name);
+                const std::string_view* v = find(h, name);
                 api::ReplyWithStringBuffer(ctx_, v ? v->data() : "", v ? v->size() : 0);
             }
         }

@@ -6,11 +6,9 @@
 // whole store contract also runs against it (store_test.cpp, redis_module_kind).
 #include "cache/redis_store.hpp"
 #include "tests/support/process.hpp"
-
-#include <boost/asio/io_context.hpp>
+#include "tests/support/redis_topology.hpp"
 
 #include <hiredis/hiredis.h>
-
 
 #include <doctest/doctest.h>
 
@@ -25,7 +23,6 @@ namespace {
 using namespace ifm;
 using namespace ifm::cache;
 using namespace std::chrono_literals;
-namespace net = boost::asio;
 
 // One synchronous hiredis connection; replies as text: nil "(nil)", errors "ERR:<text>", arrays
 // as "[a,b,...]".
@@ -383,36 +380,11 @@ TEST_CASE("store module: random operations give the same replies and keys as the
 
 namespace {
 
-// calls= of `command` in INFO commandstats (0 if never called).
-long long calls(sync_client& c, const std::string& command) {
-    const auto info = c({"INFO", "commandstats"});
-    const auto at = info.find("cmdstat_" + command + ":calls=");
-    if (at == std::string::npos) return 0;
-    return std::stoll(info.substr(at + command.size() + 15));
-}
-
-std::size_t module_servers_now() {
-    return cache::module_servers();
-}
-
-struct proxy_store {
-    net::io_context ioc;
-    std::unique_ptr<store_factory> factory;
-    std::unique_ptr<validator_store> store;
-
-    explicit proxy_store(const std::string& url) {
-        config::store_config cfg;
-        cfg.kind = config::store_kind::redis;
-        cfg.url = url;
-        cfg.key_prefix = "t";
-        cfg.timeout = 500ms;
-        cfg.young_server_wait = false;
-        factory = make_store_factory(cfg);
-        store = factory->make(ioc.get_executor());
-        for (int i = 0; i < 250 && !test::run_sync(ioc, store->async_ping()); ++i) ioc.run_for(20ms);
-        REQUIRE(test::run_sync(ioc, store->async_ping()));
+// A worker's store (tests/support/redis_topology.hpp) that makes judged writes.
+struct proxy_store : test::store_client {
+    explicit proxy_store(const std::string& url) : test::store_client(test::redis_store_config(url)) {
+        REQUIRE(wait_ready(5s));
     }
-    ~proxy_store() { store.reset(); }
 
     // A judged write: acquire (If-Match: `tag` when given), then commit `next`.
     std::string write(const std::string& key, const std::string& tag, const std::string& next) {
@@ -421,12 +393,11 @@ struct proxy_store {
             cond.if_match = condition::match::list;
             cond.if_match_tags = {tag};
         }
-        auto a = test::run_sync(ioc, store->async_acquire(key, cond, 10s));
+        auto a = run(store->async_acquire(key, cond, 10s));
         if (!a) return "acquire failed: " + a.error().message();
         if (a->status != acquire_status::ok && a->status != acquire_status::unknown)
             return a->status == acquire_status::mismatch ? "mismatch" : "busy";
-        auto c = test::run_sync(ioc, store->async_commit(key, a->token, commit_outcome::set,
-                                                         resource_state::present(next)));
+        auto c = run(store->async_commit(key, a->token, commit_outcome::set, resource_state::present(next)));
         if (!c) return "commit failed: " + c.error().message();
         return *c ? "written" : "not held";
     }
@@ -439,43 +410,40 @@ TEST_CASE("store module: the store runs judged writes as module commands where t
         auto args = test::redis_module_args();
         args.insert(args.end(), {"--enable-module-command", "local"});   // for MODULE UNLOAD
         test::redis_server server(0, args);
-        sync_client c(server.port());
-        const auto module_servers = module_servers_now();
+        const auto module_servers = cache::module_servers();
         proxy_store p(server.url());
-        CHECK(module_servers_now() == module_servers + 1);   // the metric's gauge
+        CHECK(cache::module_servers() == module_servers + 1);   // the metric's gauge
         CHECK(p.write("/m", "", "\"1\"") == "written");
         CHECK(p.write("/m", "\"1\"", "\"2\"") == "written");
         CHECK(p.write("/m", "\"1\"", "\"3\"") == "mismatch");
-        CHECK(calls(c, "ifm.acquire") == 3);
-        CHECK(calls(c, "ifm.commit") == 2);
-        CHECK(calls(c, "evalsha") == 0);
+        CHECK(server.calls("ifm.acquire") == 3);
+        CHECK(server.calls("ifm.commit") == 2);
+        CHECK(server.calls("evalsha") == 0);
 
         // MODULE UNLOAD while connected: the next command is refused as unknown, and the write
         // runs as scripts instead, without an error.
-        CHECK(c({"MODULE", "UNLOAD", "ifmatch"}) == "OK");
+        CHECK(server.command({"MODULE", "UNLOAD", "ifmatch"}) == "OK");
         CHECK(p.write("/m", "\"2\"", "\"4\"") == "written");
         CHECK(p.write("/m", "\"2\"", "\"5\"") == "mismatch");
-        CHECK(calls(c, "evalsha") == 3);
-        CHECK(module_servers_now() == module_servers);
+        CHECK(server.calls("evalsha") == 3);
+        CHECK(cache::module_servers() == module_servers);
     }
     SUBCASE("not loaded: EVALSHA") {
         test::redis_server server(0);
-        sync_client c(server.port());
         proxy_store p(server.url());
         CHECK(p.write("/m", "", "\"1\"") == "written");
-        CHECK(calls(c, "evalsha") == 2);
+        CHECK(server.calls("evalsha") == 2);
     }
-    SUBCASE("an ACL user that may not run the module's acquire: the script, and the module's commit") {
+    SUBCASE("an ACL user that may not run the module's acquire: the scripts, for every command after") {
         test::redis_server server(0, test::redis_module_args());
-        sync_client c(server.port());
-        REQUIRE(c({"ACL", "SETUSER", "narrow", "on", ">pw", "~*", "+@all", "-ifm.acquire"}) == "OK");
+        REQUIRE(server.command({"ACL", "SETUSER", "narrow", "on", ">pw", "~*", "+@all", "-ifm.acquire"}) == "OK");
         proxy_store p("redis://narrow:pw@127.0.0.1:" + std::to_string(server.port()) + "/0");
         CHECK(p.write("/m", "", "\"1\"") == "written");
         CHECK(p.write("/m", "\"1\"", "\"2\"") == "written");
         // The first acquire was refused as a module command; from then on the connection sends
         // scripts only: two acquires and two commits.
-        CHECK(calls(c, "evalsha") == 4);
-        CHECK(calls(c, "ifm.commit") == 0);
+        CHECK(server.calls("evalsha") == 4);
+        CHECK(server.calls("ifm.commit") == 0);
     }
 }
 
@@ -492,11 +460,11 @@ TEST_CASE("store module: a replica without the module receives the module's writ
     CHECK(p.write("/rep", "\"1\"", "\"2\"") == "written");
     // A lease left held: SET ... PX on the master, SET ... PXAT on the replica.
     condition unconditional;
-    auto held = test::run_sync(p.ioc, p.store->async_acquire("/rep2", unconditional, 30s));
+    auto held = p.run(p.store->async_acquire("/rep2", unconditional, 30s));
     REQUIRE(held.has_value());
     REQUIRE(held->status == acquire_status::unknown);
     CHECK(m({"WAIT", "1", "2000"}) == "1");
-    CHECK(calls(m, "ifm.acquire") == 3);
+    CHECK(master.calls("ifm.acquire") == 3);
 
     for (std::string key : {"t:{/rep}", "t:{/rep2}", "t:{/rep2}:l", "t:epoch"}) {
         CAPTURE(key);

@@ -286,6 +286,13 @@ std::string reply_text(const redisReply* r) {
 
 }  // namespace
 
+long long redis_server::calls(const std::string& command) {
+    const auto info = this->command({"INFO", "commandstats"});
+    const std::string field = "cmdstat_" + command + ":calls=";
+    const auto at = info.find(field);
+    return at == std::string::npos ? 0 : std::stoll(info.substr(at + field.size()));
+}
+
 std::string redis_server::command(const std::vector<std::string>& args) {
     return commands({args});
 }

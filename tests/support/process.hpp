@@ -86,6 +86,9 @@ public:
     // Several commands on one connection (WAIT counts the writes of its own connection); the
     // last reply.
     std::string commands(const std::vector<std::vector<std::string>>& list);
+    // How many times `command` (lower case, as INFO commandstats names it: "evalsha",
+    // "ifm.acquire") ran since the server started; 0 if never.
+    long long calls(const std::string& command);
 
 private:
     std::uint16_t port_;

@@ -926,7 +926,7 @@ net::awaitable<result<redis_reply>> redis_connection::async_exec_in_session(
 }
 
 net::awaitable<result<redis_reply>> redis_connection::async_eval(
-    std::size_t index, std::vector<std::string> keys, std::vector<std::string> args, bool asking) {
+    std::size_t index, const std::vector<std::string>& keys, const std::vector<std::string>& args, bool asking) {
     auto self = shared_from_this();
     const auto& script = opts_.scripts.at(index);
     // exec_formatted's check without its coroutine frame (two scripts per judged write).

@@ -129,9 +129,9 @@ public:
     // EVALSHA of `scripts[index]`, or its module command where the server has the module; on
     // NOSCRIPT (Redis restarted or flushed its scripts) the script is loaded again and the call
     // retried once, and on an unknown module command (the module was unloaded) it is sent by
-    // EVALSHA from then on.
+    // EVALSHA from then on. `keys` and `args` must outlive the call (the caller co_awaits it).
     net::awaitable<result<redis_reply>> async_eval(
-        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args,
+        std::size_t index, const std::vector<std::string>& keys, const std::vector<std::string>& args,
         bool asking = false);
 
     // Connected and ready (handshake and script loading done).

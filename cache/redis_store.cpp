@@ -295,13 +295,11 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     if (cond.if_none_match == condition::match::list)
         for (auto& t : cond.if_none_match_tags) a.push_back(std::move(t));
 
-    // What a release needs, taken now: the store may be destroyed while this waits (the frame
-    // holds the router).
+    // The frame holds the router: the store may be destroyed while this waits.
     auto router = router_;
-    auto k = keys(ref.key);
-    auto release_args = args(ref);
+    const auto k = keys(ref.key);
     const bool connected = router->connected();   // else nothing is sent: it fails at once
-    auto r = co_await router->async_eval(acquire_script, k, std::move(a));
+    auto r = co_await router->async_eval(acquire_script, k, a);
     if (!r) {
         // Sent, but no answer: timed out, or the connection was dropped meanwhile (unavailable;
         // a slow command's timeout drops it after connect_timeout without replies). Redis may
@@ -309,11 +307,14 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
         // it to drop the lease if this token took it. Queued behind the acquire on the same
         // connection when it is still up; nothing waits for the answer.
         if (r.error() == make_error_code(store_errc::timeout) ||
-            (connected && r.error() == make_error_code(store_errc::unavailable)))
+            (connected && r.error() == make_error_code(store_errc::unavailable))) {
+            // release.lua takes the acquire's keys and its first three arguments, args(ref)'s (not
+            // asked of the store again: it may be gone).
+            std::vector<std::string> release_args(a.begin(), a.begin() + 3);
             net::co_spawn(co_await net::this_coro::executor,
-                          release_late_acquire(std::move(router), std::move(k), std::move(release_args),
-                                               std::move(token), lease),
+                          release_late_acquire(std::move(router), k, std::move(release_args), std::move(token), lease),
                           net::detached);
+        }
         co_return detail::failure{r.error()};
     }
     saw_epoch(ref.key);
@@ -388,7 +389,8 @@ net::awaitable<result<bool>> redis_store::async_store_under_lease(
     auto a = args(ref);
     a.push_back(std::move(token));
     encode_state(a, state);
-    auto r = co_await router_->async_eval(store_script, keys(ref.key), std::move(a));
+    const auto k = keys(ref.key);
+    auto r = co_await router_->async_eval(store_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     saw_epoch(ref.key);
     co_return decode_flag("store_under_lease", r->reply);
@@ -406,14 +408,17 @@ net::awaitable<result<bool>> redis_store::async_commit(
     }
     encode_state(a, state);
     a.push_back(std::to_string(std::max<std::int64_t>(hold.count(), 0)));
-    auto r = co_await router_->async_eval(commit_script, keys(ref.key), std::move(a));
+    const auto k = keys(ref.key);
+    auto r = co_await router_->async_eval(commit_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     saw_epoch(ref.key);
     co_return decode_flag("commit", r->reply);
 }
 
 net::awaitable<result<snapshot>> redis_store::async_snapshot(resource_ref ref) {
-    auto r = co_await router_->async_eval(snapshot_script, keys(ref.key), args(ref));
+    const auto k = keys(ref.key);
+    const auto a = args(ref);
+    auto r = co_await router_->async_eval(snapshot_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     saw_epoch(ref.key);
     const auto& v = r->reply;
@@ -439,7 +444,8 @@ net::awaitable<result<bool>> redis_store::async_observe(
     auto a = args(ref);
     a.push_back(std::to_string(generation));
     encode_state(a, state);
-    auto r = co_await router_->async_eval(observe_script, keys(ref.key), std::move(a));
+    const auto k = keys(ref.key);
+    auto r = co_await router_->async_eval(observe_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     saw_epoch(ref.key);
     co_return decode_flag("observe", r->reply);
@@ -457,7 +463,7 @@ net::awaitable<result<idem_result>> redis_store::async_idem_begin(
     std::vector<std::string> k{idem_key(resource, key)};
     std::vector<std::string> a{"begin", std::move(fingerprint), std::move(owner),
                                std::to_string(std::max<long long>(1, in_flight_ttl.count()))};
-    auto r = co_await router_->async_eval(idem_script, std::move(k), std::move(a));
+    auto r = co_await router_->async_eval(idem_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     const auto& v = r->reply;
     const std::string* f[2];
@@ -478,7 +484,7 @@ net::awaitable<result<bool>> redis_store::async_idem_complete(
     std::vector<std::string> k{idem_key(resource, key)};
     std::vector<std::string> a{"complete", std::move(owner), std::move(response),
                                std::to_string(std::max<long long>(1, ttl.count()))};
-    auto r = co_await router_->async_eval(idem_script, std::move(k), std::move(a));
+    auto r = co_await router_->async_eval(idem_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     co_return decode_flag("idempotency", r->reply);
 }
@@ -486,7 +492,7 @@ net::awaitable<result<bool>> redis_store::async_idem_complete(
 net::awaitable<result<bool>> redis_store::async_idem_forget(std::string resource, std::string key, std::string owner) {
     std::vector<std::string> k{idem_key(resource, key)};
     std::vector<std::string> a{"forget", std::move(owner)};
-    auto r = co_await router_->async_eval(idem_script, std::move(k), std::move(a));
+    auto r = co_await router_->async_eval(idem_script, k, a);
     if (!r) co_return detail::failure{r.error()};
     co_return decode_flag("idempotency", r->reply);
 }

@@ -74,10 +74,10 @@ public:
     void close() override { conn_->close(); }
 
     net::awaitable<result<routed_reply>> async_eval(
-        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args) override {
+        std::size_t index, const std::vector<std::string>& keys, const std::vector<std::string>& args) override {
         auto conn = conn_;
         auto session = conn->session();   // a command is sent on the session current at the call
-        auto r = co_await conn->async_eval(index, std::move(keys), std::move(args));
+        auto r = co_await conn->async_eval(index, keys, args);
         if (!r) co_return detail::failure{r.error()};
         co_return routed_reply{std::move(*r), std::move(conn), session};
     }
@@ -206,11 +206,11 @@ public:
     }
 
     net::awaitable<result<routed_reply>> async_eval(
-        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args) override {
+        std::size_t index, const std::vector<std::string>& keys, const std::vector<std::string>& args) override {
         auto self = shared_from_this();
         auto conn = conn_;
         auto session = conn->session();
-        auto r = co_await conn->async_eval(index, std::move(keys), std::move(args));
+        auto r = co_await conn->async_eval(index, keys, args);
         if (!r) co_return detail::failure{r.error()};
         if (r->is_error() && r->str.starts_with("READONLY")) {
             // The master we know was demoted to a replica: ask the sentinels again.
@@ -274,7 +274,7 @@ public:
     }
 
     net::awaitable<result<routed_reply>> async_eval(
-        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args) override {
+        std::size_t index, const std::vector<std::string>& keys, const std::vector<std::string>& args) override {
         auto self = shared_from_this();
         const auto slot = hash_slot(keys.at(0));
         std::shared_ptr<redis_connection> ask_target;
@@ -297,9 +297,7 @@ public:
             const auto session = conn->session();
             const bool asking = static_cast<bool>(ask_target);
             ask_target.reset();
-            auto k = keys;
-            auto a = args;
-            auto r = co_await conn->async_eval(index, std::move(k), std::move(a), asking);
+            auto r = co_await conn->async_eval(index, keys, args, asking);
             if (!r) {
                 // Never sent again: a timed-out script may have run.
                 if (r.error() == store_errc::unavailable) want_refresh();

@@ -54,9 +54,10 @@ public:
     // Closes every connection; pending commands fail with `unavailable`.
     virtual void close() = 0;
     // EVALSHA of `scripts[index]` on the master that holds keys[0] (every key of one call shares
-    // its hash slot), following Cluster redirections.
+    // its hash slot), following Cluster redirections. `keys` and `args` are the caller's, which
+    // co_awaits the call at once (no copy per command).
     virtual net::awaitable<result<routed_reply>> async_eval(
-        std::size_t index, std::vector<std::string> keys, std::vector<std::string> args) = 0;
+        std::size_t index, const std::vector<std::string>& keys, const std::vector<std::string>& args) = 0;
     // Every master the store may need answers PING.
     virtual net::awaitable<result<void>> async_ping() = 0;
     // Every master the store may need is connected.

@@ -4,6 +4,7 @@
 #include "proxy/memory_budget.hpp"
 #include "proxy/response_spool.hpp"
 #include "proxy/session.hpp"
+#include "proxy/small_alloc.hpp"
 
 #include <boost/asio/bind_allocator.hpp>
 
@@ -14,9 +15,11 @@
 namespace ifm::proxy {
 
 namespace {
-// After a burst: the coroutine frames this thread keeps for reuse, then the heap's free pages.
+// After a burst: the coroutine frames and small blocks this thread keeps for reuse, then the
+// heap's free pages.
 void give_memory_back() {
     frame_pool::release_thread_pool();
+    small_alloc::release_thread_cache();
     ::malloc_trim(0);
 }
 

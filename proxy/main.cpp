@@ -2,7 +2,6 @@
 #include "config/config.hpp"
 #include "proxy/access_log.hpp"
 #include "proxy/server.hpp"
-#include "proxy/small_alloc.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -47,9 +46,7 @@ std::string allocator_name() {
                        std::to_string(v % 10);
     return ours ? name : "glibc malloc (" + name + " linked but not in use)";
 #else
-    // operator new on our per-thread cache of small blocks (proxy/global_new.cpp), except in a
-    // sanitizer build.
-    return ifm::small_alloc::serves_operator_new() ? "glibc malloc, small blocks cached per thread" : "glibc malloc";
+    return "glibc malloc";
 #endif
 }
 

@@ -4,7 +4,6 @@
 #include "proxy/memory_budget.hpp"
 #include "proxy/response_spool.hpp"
 #include "proxy/session.hpp"
-#include "proxy/small_alloc.hpp"
 
 #include <boost/asio/bind_allocator.hpp>
 
@@ -15,11 +14,9 @@
 namespace ifm::proxy {
 
 namespace {
-// After a burst: the coroutine frames and small blocks this thread keeps for reuse, then the
-// heap's free pages.
+// After a burst: the coroutine frames this thread keeps for reuse, then the heap's free pages.
 void give_memory_back() {
     frame_pool::release_thread_pool();
-    small_alloc::release_thread_cache();
     ::malloc_trim(0);
 }
 

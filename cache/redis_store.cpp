@@ -284,6 +284,7 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
     longest_lease_ = std::max(longest_lease_, lease);
     auto token = new_token();
     auto a = args(ref);
+    const std::size_t common_args = a.size();   // what release.lua takes before the token
     a.push_back(token);
     a.push_back(std::to_string(std::max<std::int64_t>(lease.count(), 1)));  // PX 0 is an error
     a.push_back(std::string(1, match_code(cond.if_match)) + match_code(cond.if_none_match));
@@ -308,9 +309,9 @@ net::awaitable<result<acquire_result>> redis_store::async_acquire(
         // connection when it is still up; nothing waits for the answer.
         if (r.error() == make_error_code(store_errc::timeout) ||
             (connected && r.error() == make_error_code(store_errc::unavailable))) {
-            // release.lua takes the acquire's keys and its first three arguments, args(ref)'s (not
+            // release.lua takes the acquire's keys and args(ref)'s arguments, the first of `a` (not
             // asked of the store again: it may be gone).
-            std::vector<std::string> release_args(a.begin(), a.begin() + 3);
+            std::vector<std::string> release_args(a.begin(), a.begin() + common_args);
             net::co_spawn(co_await net::this_coro::executor,
                           release_late_acquire(std::move(router), k, std::move(release_args), std::move(token), lease),
                           net::detached);

@@ -18,7 +18,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
-      libboost1.81-dev libhiredis-dev libspdlog-dev libyaml-cpp-dev libssl-dev \
+      libboost1.81-dev libspdlog-dev libyaml-cpp-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -37,7 +37,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DIFM_TESTS=OFF \
 FROM debian:12-slim AS runtime-base
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libssl3 libspdlog1.10 libfmt9 libyaml-cpp0.7 libhiredis0.14 libstdc++6 libgcc-s1 \
+      libssl3 libspdlog1.10 libfmt9 libyaml-cpp0.7 libstdc++6 libgcc-s1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ifmatch \
  && mkdir -p /etc/ifmatch-proxy

@@ -1,14 +1,21 @@
-// One connection to Redis for one worker: hiredis 0.14's async API driven by Asio.
+// One connection to Redis for one worker: RESP over an Asio socket of our own (TCP or a unix
+// socket), with automatic pipelining.
 //
 // `run_connection` (started by `start()`) connects, authenticates, selects the database, loads
-// the Lua scripts and reconnects with backoff after any loss. Commands are coroutines raced
-// against `command_timeout` (hiredis 0.14 has none); while not connected they fail at once with
+// the Lua scripts and reconnects with backoff after any loss. Commands are coroutines that fail
+// with `store_errc::timeout` after `command_timeout`; while not connected they fail at once with
 // `store_errc::unavailable`, so a request never waits for a reconnect.
+//
+// Every command queued during one turn of the worker's event loop goes out in one write at the
+// end of that turn; replies are matched to commands in order. A waiting command costs no timer
+// of its own: one timer per connection, armed for the earliest deadline, times them out, and a
+// reply resumes its coroutine directly from the read that brought it.
 //
 // Single-threaded: every member is used from the connection's executor only (one io_context
 // per worker), except the `connected()` / `reconnects()` gauges, which may be read anywhere.
 #pragma once
 
+#include "cache/resp.hpp"
 #include "cache/store.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -24,21 +31,8 @@
 #include <string_view>
 #include <vector>
 
-struct redisAsyncContext;
-
 namespace ifm::cache {
 
-// A reply copied out of hiredis (which frees its own after the callback returns).
-struct redis_reply {
-    enum class type : std::uint8_t { nil, status, error, integer, string, array };
-    type kind = type::nil;
-    std::string str;            // status, error and string replies
-    long long integer = 0;      // integer replies
-    std::vector<redis_reply> elements;  // array replies
-
-    bool is_error() const { return kind == type::error; }
-    bool operator==(const redis_reply&) const = default;
-};
 
 // Where to connect, parsed from store.url:
 //   redis://[[user]:password@]host[:port][/db]   (host may be [v6-literal]; port 6379, db 0)
@@ -153,9 +147,9 @@ public:
     const std::string& refusal() const { return refusal_; }
 
 private:
-    struct pending_command;
-    class adapter;
-    enum class connect_phase : std::uint8_t { idle, connecting, connected, failed };
+    struct link;
+    struct waiter;
+    struct slot;
 
     redis_connection(net::any_io_executor ex, redis_options opts);
 
@@ -163,37 +157,48 @@ private:
     net::awaitable<boost::system::error_code> async_connect_once(std::size_t attempt);
     net::awaitable<boost::system::error_code> async_handshake();
     net::awaitable<boost::system::error_code> async_find_module(std::chrono::milliseconds timeout);
-    // `command`: one command in RESP (format_command), handed to hiredis as it is.
+    // `command`: one command in RESP (append_command), written as it is.
     net::awaitable<result<redis_reply>> async_send(const std::string& command,
                                                    std::chrono::milliseconds timeout,
                                                    bool asking = false);
     net::awaitable<result<redis_reply>> async_send(const std::vector<std::string>& argv,
                                                    std::chrono::milliseconds timeout,
                                                    bool asking = false);
+    // Queues one command on the connection, its reply to go to `w`: the RESP of `head` then
+    // `parts`, or `resp` (a command in RESP already) when that is not empty. Null when there
+    // is no connection. Then `co_await reply_to(*slot)`.
+    slot* enqueue(waiter& w, std::chrono::milliseconds timeout, bool asking,
+                  std::initializer_list<const std::vector<std::string>*> parts,
+                  std::initializer_list<std::string_view> head, std::string_view resp = {});
+    static net::awaitable<void> reply_to(slot& s);
     // What a command fails with at once while the connection is not ready (empty when it is ready).
     boost::system::error_code not_ready() const;
     // async_exec of a command already formatted; the caller keeps `command` alive and holds
     // a reference to this connection.
     net::awaitable<result<redis_reply>> exec_formatted(const std::string& command, bool asking);
-    void drop_context();
-    void context_gone(redisAsyncContext* ac);
 
-    static void on_connect(const redisAsyncContext* ac, int status);
-    static void on_disconnect(const redisAsyncContext* ac, int status);
-    static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+    // The transport (redis_connection.cpp): one `link` per connection made.
+    void drop_link();                                     // closes it; pending commands: unavailable
+    void lost(const std::shared_ptr<link>& l, std::string why);   // the peer closed it or failed
+    void flush_soon(const std::shared_ptr<link>& l);
+    void flush(const std::shared_ptr<link>& l);
+    void wait_readable(const std::shared_ptr<link>& l);
+    void on_readable(const std::shared_ptr<link>& l);
+    void arm_deadline(std::chrono::steady_clock::time_point at);
+    void on_deadline();
 
     net::any_io_executor executor_;
     redis_options opts_;
     net::steady_timer wake_;                 // run loop's sleep; cancelled to wake it
-    redisAsyncContext* ctx_ = nullptr;       // null when no connection exists
-    std::shared_ptr<adapter> adapter_;
-    connect_phase phase_ = connect_phase::idle;
+    net::steady_timer deadline_;             // the earliest deadline of a waiting command
+    bool deadline_armed_ = false;
+    std::chrono::steady_clock::time_point deadline_at_{};
+    std::shared_ptr<link> link_;             // null when no connection exists
     bool started_ = false;
     bool closed_ = false;
     std::string last_error_;                 // why the last attempt failed or the connection was lost
     std::string refusal_;                    // see refusal()
     boost::system::error_code refused_;      // what commands fail with meanwhile (else unavailable)
-    std::size_t in_flight_ = 0;              // commands hiredis has not answered yet
     std::chrono::steady_clock::time_point last_progress_{};  // last reply, or first send after idle
     std::uint64_t session_ = 0;
     bool refused_now_ = false;               // the last attempt was refused (refusal_ is its reason)

@@ -198,7 +198,7 @@ TEST_CASE("Dockerfile: the runtime stages install every shared library the binar
         if (pkg == "libc6") continue;
         CHECK_MESSAGE(runtime_pkgs.count(pkg) == 1, "the runtime stage does not install " << pkg << " (for " << path << ")");
     }
-    CHECK(libraries >= 5);   // libc, libstdc++, hiredis, spdlog, yaml-cpp, OpenSSL...
+    CHECK(libraries >= 5);   // libc, libstdc++, spdlog, yaml-cpp, OpenSSL...
 }
 
 TEST_CASE("Dockerfile: non-root, ports, health check, signals, and the binary's own paths and flags") {

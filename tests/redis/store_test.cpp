@@ -1181,3 +1181,69 @@ TEST_CASE("redis_connection: commands queued together are all answered, and a wr
     conn->close();
     ioc.run_for(100ms);
 }
+
+TEST_CASE("redis_connection: one deadline per connection times out each command on time, and a late reply "
+          "goes to nobody") {
+    // Commands wait on no timer of their own: the connection's one timer is armed for the
+    // earliest deadline, which need not be the first command's (WAIT and the handshake take
+    // their own timeouts). A command that timed out keeps its place for its reply, which is
+    // dropped: the next command gets its own.
+    test::redis_server server;
+    net::io_context ioc;
+    auto conn = connected(server, ioc, 50ms);
+    using T = redis_reply::type;
+    // Busy for 300 ms inside Redis: everything behind it waits.
+    const std::string busy = "local t = redis.call('TIME'); local s = t[1] * 1000000 + t[2]; "
+                             "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 300000; return 'slow'";
+    std::optional<result<redis_reply>> slow, quick;
+    clock_type::duration quick_took{}, slow_took{};
+    const auto t0 = clock_type::now();
+    net::co_spawn(ioc, [&]() -> net::awaitable<void> {
+        std::vector<std::string> argv{"EVAL", busy, "0"};
+        auto r = co_await conn->async_exec_in_session(conn->session(), std::move(argv), 2000ms);
+        slow_took = clock_type::now() - t0;
+        slow = std::move(r);
+    }, net::detached);
+    net::co_spawn(ioc, [&]() -> net::awaitable<void> {
+        std::vector<std::string> argv{"ECHO", "quick"};
+        auto r = co_await conn->async_exec(std::move(argv));
+        quick_took = clock_type::now() - t0;
+        quick = std::move(r);
+    }, net::detached);
+    REQUIRE(drive(ioc, [&] { return slow.has_value() && quick.has_value(); }, 5s));
+    REQUIRE_FALSE(quick->has_value());
+    CHECK(quick->error() == store_errc::timeout);
+    CHECK(quick_took >= 45ms);
+    CHECK(quick_took < 250ms);     // not held until the slow one's deadline or reply
+    REQUIRE(slow->has_value());
+    CHECK(((*slow)->kind == T::string && (*slow)->str == "slow"));
+    CHECK(slow_took >= 290ms);
+    // "quick"'s reply came after "slow"'s and was dropped; the next command gets its own.
+    auto next = test::run_sync(ioc, conn->async_exec({"ECHO", "next"}));
+    REQUIRE(next.has_value());
+    CHECK((next->kind == T::string && next->str == "next"));
+    CHECK(conn->connected());
+    // Timed out behind the busy script: with ASKING before it, the pairing holds too.
+    auto asked = test::run_sync(ioc, conn->async_exec({"ECHO", "asked"}, true));
+    REQUIRE(asked.has_value());
+    CHECK(asked->str == "asked");
+    conn->close();
+    ioc.run_for(100ms);
+}
+
+TEST_CASE("redis_connection: a connection the server closes (CLIENT KILL) is seen as lost and made again") {
+    test::redis_server server;
+    net::io_context ioc;
+    auto conn = connected(server, ioc, 1000ms);
+    const auto session = conn->session();
+    auto id = test::run_sync(ioc, conn->async_exec({"CLIENT", "ID"}));
+    REQUIRE(id.has_value());
+    auto killed = test::run_sync(ioc, conn->async_exec({"CLIENT", "KILL", "ID", std::to_string(id->integer), "SKIPME", "no"}));
+    (void)killed;   // answered or not: the server closes the connection right after
+    REQUIRE(drive(ioc, [&] { return conn->connected() && conn->session() != session; }, 5s));
+    auto ok = test::run_sync(ioc, conn->async_exec({"ECHO", "again"}));
+    REQUIRE(ok.has_value());
+    CHECK(ok->str == "again");
+    conn->close();
+    ioc.run_for(100ms);
+}

@@ -2,7 +2,10 @@
 
 #include <boost/beast/http/field.hpp>
 
+#include <charconv>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 
 namespace ifm::proxy {
 
@@ -30,13 +33,32 @@ std::size_t utf8_sequence_length(std::string_view s) {
     return 0;
 }
 
-void append_json_string(std::string& out, std::string_view s) {
-    // Runs of bytes that need no escape (printable ASCII, well-formed UTF-8) are appended whole:
-    // one append per character cost a 409's problem body 7k instructions (callgrind).
-    out.reserve(out.size() + s.size() + 2);
-    out += '"';
+namespace {
+
+// Whether any of the 8 bytes of `x` needs an escape or a UTF-8 check: below 0x20, 0x7f and
+// above, '"' or '\\' (the bit tricks of "Bit Twiddling Hacks": a zero byte, a byte less than n).
+bool word_needs_care(std::uint64_t x) {
+    constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    auto has_zero = [&](std::uint64_t v) { return (v - ones) & ~v & highs; };
+    const std::uint64_t below_space = (x - ones * 0x20) & ~x & highs;
+    return (x & highs) | below_space | has_zero(x ^ (ones * '"')) | has_zero(x ^ (ones * '\\')) |
+           has_zero(x ^ (ones * 0x7f));
+}
+
+void append_json_chars(std::string& out, std::string_view s) {
+    // Runs of bytes that need no escape (printable ASCII, well-formed UTF-8) are appended whole,
+    // and looked at 8 bytes at a time: a byte at a time, a 409's problem body cost 3.3k
+    // instructions of escaping (callgrind); one append per character had cost 7k.
     std::size_t run = 0;   // first byte not appended yet
     for (std::size_t i = 0; i < s.size();) {
+        if (i + 8 <= s.size()) {
+            std::uint64_t word;
+            std::memcpy(&word, s.data() + i, 8);
+            if (!word_needs_care(word)) {
+                i += 8;
+                continue;
+            }
+        }
         auto c = static_cast<unsigned char>(s[i]);
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
             ++i;
@@ -67,6 +89,14 @@ void append_json_string(std::string& out, std::string_view s) {
         run = ++i;
     }
     out.append(s.data() + run, s.size() - run);
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+    out.reserve(out.size() + s.size() + 2);
+    out += '"';
+    append_json_chars(out, s);
     out += '"';
 }
 
@@ -75,11 +105,14 @@ response_message<http::string_body> make_problem_response(const problem& p, unsi
                                                         std::string_view request_id) {
     std::string body;
     body.reserve(160 + p.slug.size() + p.title.size() + p.detail.size() + p.instance.size() + request_id.size());
-    body += "{\"type\":";
-    append_json_string(body, "urn:ifmatch-proxy:problem:" + std::string(p.slug));
-    body += ",\"title\":";
+    body += "{\"type\":\"urn:ifmatch-proxy:problem:";
+    append_json_chars(body, p.slug);
+    body += "\",\"title\":";
     append_json_string(body, p.title);
-    body += ",\"status\":" + std::to_string(p.status) + ",\"detail\":";
+    char status[16];
+    body += ",\"status\":";
+    body.append(status, std::to_chars(status, status + sizeof status, p.status).ptr);
+    body += ",\"detail\":";
     append_json_string(body, p.detail);
     body += ",\"instance\":";
     append_json_string(body, p.instance);

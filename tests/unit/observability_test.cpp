@@ -91,6 +91,20 @@ std::string json_reference(std::string_view s) {
     return out + "\"";
 }
 
+TEST_CASE("JSON strings: a byte that needs care is found in every lane of the 8-byte scan") {
+    // Plain runs are looked at 8 bytes at a time: every byte value at every offset of a plain
+    // string, so that each lane of the word sees each value (and the tail after the last word).
+    for (int c = 0; c < 256; ++c) {
+        for (std::size_t at = 0; at < 19; ++at) {
+            std::string s(19, 'a');
+            s[at] = static_cast<char>(c);
+            INFO(c);
+            INFO(at);
+            CHECK(json_of(s) == json_reference(s));
+        }
+    }
+}
+
 TEST_CASE("JSON strings: runs copied whole give the bytes the one-at-a-time escaping gave") {
     std::mt19937 rng(12);
     // Bytes drawn mostly from the interesting ones: escapes, controls, UTF-8 leads and

@@ -341,6 +341,7 @@ void redis_connection::wait_readable(const std::shared_ptr<link>& l) {
 void redis_connection::on_readable(const std::shared_ptr<link>& l) {
     // Resumed after the parse: a resumed command may queue more, or drop the link.
     boost::container::small_vector<net::any_completion_handler<void()>, 8> answered;
+    bool answered_any = false;
     for (;;) {
         if (l->in_begin == l->in_end) {
             l->in_begin = l->in_end = 0;
@@ -371,7 +372,7 @@ void redis_connection::on_readable(const std::shared_ptr<link>& l) {
                 break;
             }
             l->in_begin += r.used;
-            last_progress_ = clock::now();
+            answered_any = true;
             auto& s = l->pending.front();
             if (s.w) {
                 s.w->reply = std::move(reply);
@@ -386,6 +387,7 @@ void redis_connection::on_readable(const std::shared_ptr<link>& l) {
         // Even after a short read: the server's FIN may have come with its last reply, and an
         // edge-triggered wait would not see it again.
     }
+    if (answered_any) last_progress_ = clock::now();   // once per read, not per reply
     if (!l->dead) wait_readable(l);
     for (auto& h : answered) std::move(h)();
 }

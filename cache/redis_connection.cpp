@@ -319,6 +319,8 @@ void redis_connection::flush(const std::shared_ptr<link>& l) {
     net::async_write(l->sock, net::buffer(l->writing),
                      [self = shared_from_this(), l](const error_code& wec, std::size_t) {
                          l->write_pending = false;
+                         // Kept for the next large write, unless it was very large.
+                         if (l->writing.capacity() > 4 * read_chunk) std::string().swap(l->writing);
                          l->writing.clear();
                          if (l->dead) return;
                          if (wec) return self->lost(l, "write failed: " + wec.message());
@@ -345,6 +347,8 @@ void redis_connection::on_readable(const std::shared_ptr<link>& l) {
     for (;;) {
         if (l->in_begin == l->in_end) {
             l->in_begin = l->in_end = 0;
+            // A large reply (INFO, a big value) grew the buffer: give it back once it is parsed.
+            if (l->in.size() > 4 * read_chunk) std::string().swap(l->in);
         } else if (l->in_begin > 0 && l->in.size() - l->in_end < read_chunk / 4) {
             std::memmove(l->in.data(), l->in.data() + l->in_begin, l->in_end - l->in_begin);
             l->in_end -= l->in_begin;

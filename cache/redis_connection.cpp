@@ -634,7 +634,6 @@ net::awaitable<error_code> redis_connection::async_connect_once(std::size_t atte
     co_return error_code{};
 }
 
-
 net::awaitable<error_code> redis_connection::async_handshake() {
     const auto& ep = opts_.endpoint;
     const auto timeout = opts_.connect_timeout;

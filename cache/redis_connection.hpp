@@ -33,7 +33,6 @@
 
 namespace ifm::cache {
 
-
 // Where to connect, parsed from store.url:
 //   redis://[[user]:password@]host[:port][/db]   (host may be [v6-literal]; port 6379, db 0)
 //   unix:///path/to.sock[?db=N]

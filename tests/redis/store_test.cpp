@@ -1100,7 +1100,7 @@ std::shared_ptr<redis_connection> connected(test::redis_server& server, net::io_
 
 }  // namespace
 
-TEST_CASE("redis_connection: every reply shape arrives whole (hiredis's reader builds redis_reply)") {
+TEST_CASE("redis_connection: every reply shape arrives whole") {
     test::redis_server server;
     net::io_context ioc;
     auto conn = connected(server, ioc, 2000ms);
@@ -1153,8 +1153,8 @@ TEST_CASE("redis_connection: every reply shape arrives whole (hiredis's reader b
 TEST_CASE("redis_connection: commands queued together are all answered, and a write the socket cannot take whole "
           "completes") {
     // Commands made while connected are written at the end of the loop's turn without waiting
-    // for writability (the adapter's flush_soon); a command larger than the socket takes at once
-    // waits for room for the rest.
+    // for writability (flush_soon); a command larger than the socket takes at once waits for
+    // room for the rest.
     test::redis_server server;
     net::io_context ioc;
     auto conn = connected(server, ioc, 10000ms);
@@ -1223,7 +1223,7 @@ TEST_CASE("redis_connection: one deadline per connection times out each command 
     REQUIRE(next.has_value());
     CHECK((next->kind == T::string && next->str == "next"));
     CHECK(conn->connected());
-    // Timed out behind the busy script: with ASKING before it, the pairing holds too.
+    // With ASKING before a command (its reply read and dropped), the pairing holds too.
     auto asked = test::run_sync(ioc, conn->async_exec({"ECHO", "asked"}, true));
     REQUIRE(asked.has_value());
     CHECK(asked->str == "asked");
